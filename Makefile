@@ -1,0 +1,61 @@
+# sealpost: the two commands a newcomer needs are `make run` and `make test`.
+# Everything else here is a convenience over CMake + Ninja.
+BUILD        ?= build
+BUILD_ASAN   ?= build-asan
+BUILD_FUZZ   ?= build-fuzz
+BUILD_TYPE   ?= RelWithDebInfo
+FUZZ_SECONDS ?= 10
+PREFIX       ?= /usr/local
+CTEST_FLAGS  ?= --output-on-failure --timeout 600
+
+.PHONY: all bootstrap build test unit sanitize fuzz fuzz-smoke bench run install clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap
+
+build:
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@cmake --build $(BUILD)
+
+# The whole suite: normal build, the same tests under ASan+UBSan, each fuzz
+# target briefly.
+test: bootstrap
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory sanitize
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+unit: build
+	@cd $(BUILD) && ctest $(CTEST_FLAGS)
+
+sanitize:
+	@CC=clang-14 cmake -S . -B $(BUILD_ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_SANITIZE=ON -DSP_BENCH=OFF >/dev/null
+	@cmake --build $(BUILD_ASAN)
+	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest $(CTEST_FLAGS)
+
+$(BUILD_FUZZ)/.built: FORCE
+	@CC=clang-14 cmake -S . -B $(BUILD_FUZZ) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSP_FUZZ=ON >/dev/null
+	@cmake --build $(BUILD_FUZZ)
+	@touch $@
+FORCE:
+
+# Each target for FUZZ_SECONDS on a scratch copy of its committed corpus.
+fuzz-smoke: $(BUILD_FUZZ)/.built
+	@scripts/fuzz-run $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
+# Longer runs for a developer: make fuzz FUZZ_SECONDS=300
+fuzz: fuzz-smoke
+
+bench: bootstrap build
+	@scripts/bench-run $(BUILD)
+
+run: bootstrap build
+	@scripts/run $(BUILD)
+
+install: build
+	@cmake --install $(BUILD)
+
+clean:
+	@rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

@@ -1,0 +1,61 @@
+/*
+ * sealpost error codes.
+ *
+ * One enum for the whole library, append-only: a number, once released, keeps
+ * its meaning forever so that logs, metrics and callers in other languages can
+ * rely on it. Every authentication or decryption failure, whatever its cause
+ * (bad tag, bad padding, bad signature, wrong key), is SP_ERR_AUTH: callers
+ * cannot tell the causes apart and so cannot leak them to an attacker.
+ */
+#ifndef SEALPOST_ERROR_H
+#define SEALPOST_ERROR_H
+
+#include "sealpost/common.h"
+
+SP_BEGIN_DECLS
+
+typedef enum sp_error {
+    SP_OK = 0,
+    SP_ERR_INVALID_ARGUMENT = 1,  /* a caller passed something the API forbids */
+    SP_ERR_NO_MEMORY = 2,
+    SP_ERR_CRYPTO_BACKEND = 3,    /* OpenSSL failed where it should not */
+    SP_ERR_RANDOM = 4,            /* the OS CSPRNG did not answer */
+    SP_ERR_AUTH = 5,              /* any authentication or decryption failure */
+    SP_ERR_BUFFER_TOO_SMALL = 6,
+    SP_ERR_BAD_BASE64 = 7,
+    SP_ERR_BAD_IV_LENGTH = 8,
+    SP_ERR_BAD_KEY_LENGTH = 9,
+    SP_ERR_UNKNOWN_KEY_VERSION = 10,
+    SP_ERR_UNKNOWN_ALGORITHM = 11,
+    SP_ERR_TOO_LARGE = 12,
+    SP_ERR_DUPLICATE_HEADER = 13,
+    SP_ERR_MISSING_HEADER = 14,
+    SP_ERR_BAD_JSON = 15,
+    SP_ERR_BAD_UUID = 16,
+    SP_ERR_STALE_TIMESTAMP = 17,
+    SP_ERR_BAD_TIMESTAMP = 18,
+    SP_ERR_BAD_SIGNATURE_HEADER = 19,
+    SP_ERR_BAD_JWE = 20,
+    SP_ERR_IO = 21,
+    SP_ERR_BAD_KEYFILE = 22,
+    SP_ERR_SECURE_MEMORY = 23,    /* locked memory could not be set up */
+    SP_ERR_BAD_HEADER_VALUE = 24,
+    SP_ERR_BAD_CONTENT_TYPE = 25,
+    SP_ERR_NOT_INITIALIZED = 26,
+    SP_ERR_EXISTS = 27,
+    SP_ERR_BAD_MESSAGE_ID = 28,
+    SP_ERR_INSECURE_PERMISSIONS = 29, /* a key file others can read or write */
+    /* append new codes here; never renumber */
+    SP_ERR__COUNT
+} sp_error;
+
+/* A short, static, English description. Never NULL; unknown codes get a
+ * generic text. Safe to log: it never contains caller data. */
+SP_API const char *sp_strerror(sp_error err);
+
+/* The stable symbolic name, e.g. "SP_ERR_AUTH", for logs and JSON replies. */
+SP_API const char *sp_error_name(sp_error err);
+
+SP_END_DECLS
+
+#endif

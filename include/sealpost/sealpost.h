@@ -1,0 +1,13 @@
+/*
+ * The one header an application includes to use libsealpost.
+ */
+#ifndef SEALPOST_SEALPOST_H
+#define SEALPOST_SEALPOST_H
+
+#include "sealpost/common.h"
+#include "sealpost/error.h"
+#include "sealpost/crypto.h"
+#include "sealpost/keyfile.h"
+#include "sealpost/wire.h"
+
+#endif
