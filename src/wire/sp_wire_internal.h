@@ -45,4 +45,10 @@ SP_INTERNAL SP_MUST_CHECK sp_error sp_jwe_split(const uint8_t *body, size_t body
 SP_INTERNAL SP_MUST_CHECK sp_error sp_jwe_header_check(const uint8_t *protected_b64, size_t len,
                                                        char kid[SP_KEY_VERSION_CHARS + 1]);
 
+/* sp_seal with a caller-chosen IV, for reproducible test vectors only: an IV
+ * must never repeat under one key, which only the CSPRNG path guarantees. */
+SP_INTERNAL SP_MUST_CHECK sp_error sp_seal_with_iv(sp_wire *wire, const sp_seal_params *params, const uint8_t *iv,
+                                                   const uint8_t *plaintext, size_t plaintext_len, uint8_t *body,
+                                                   size_t body_cap, sp_sealed *out);
+
 #endif

@@ -303,8 +303,8 @@ static sp_error sp_seal_jwe(sp_wire *w, sp_wire_version *v, const uint8_t *iv, c
     return sp_wbuf_put_b64(body, ct + pt_len, SP_GCM_TAG_BYTES, true);
 }
 
-static sp_error sp_seal_run(sp_wire *w, const sp_seal_params *params, const uint8_t *pt, size_t pt_len,
-                            uint8_t *body_buf, size_t body_cap, sp_sealed *out) {
+static sp_error sp_seal_run(sp_wire *w, const sp_seal_params *params, const uint8_t *fixed_iv, const uint8_t *pt,
+                            size_t pt_len, uint8_t *body_buf, size_t body_cap, sp_sealed *out) {
     sp_profile profile = params && params->profile ? params->profile : SP_PROFILE_COMPAT;
     sp_alg alg = params && params->alg ? params->alg : SP_ALG_AES_256_GCM;
     SP_ENSURE(profile == SP_PROFILE_COMPAT || profile == SP_PROFILE_JWE, SP_ERR_INVALID_ARGUMENT);
@@ -339,7 +339,9 @@ static sp_error sp_seal_run(sp_wire *w, const sp_seal_params *params, const uint
     SP_GUARD(sp_wbuf_put_u64(&tsb, (uint64_t)ts));
 
     uint8_t iv[SP_MAX_IV_BYTES];
-    SP_GUARD(sp_random(iv, profile == SP_PROFILE_JWE ? SP_GCM_IV_BYTES : sp_alg_iv_bytes(alg)));
+    size_t iv_len = profile == SP_PROFILE_JWE ? SP_GCM_IV_BYTES : sp_alg_iv_bytes(alg);
+    if (fixed_iv != NULL) memcpy(iv, fixed_iv, iv_len);
+    else SP_GUARD(sp_random(iv, iv_len));
     char iv_b64[32];
     sp_wbuf body = sp_wbuf_of(body_buf, body_cap);
     if (profile == SP_PROFILE_COMPAT) {
@@ -375,16 +377,21 @@ static sp_error sp_seal_run(sp_wire *w, const sp_seal_params *params, const uint
     return SP_OK;
 }
 
-sp_error sp_seal(sp_wire *w, const sp_seal_params *params, const uint8_t *pt, size_t pt_len, uint8_t *body,
-                 size_t body_cap, sp_sealed *out) {
+sp_error sp_seal_with_iv(sp_wire *w, const sp_seal_params *params, const uint8_t *iv, const uint8_t *pt,
+                         size_t pt_len, uint8_t *body, size_t body_cap, sp_sealed *out) {
     SP_ENSURE(w != NULL && out != NULL && body != NULL && (pt != NULL || pt_len == 0), SP_ERR_INVALID_ARGUMENT);
-    sp_error rc = sp_seal_run(w, params, pt, pt_len, body, body_cap, out);
+    sp_error rc = sp_seal_run(w, params, iv, pt, pt_len, body, body_cap, out);
     if (rc != SP_OK) {
         sp_wipe(body, body_cap);
         out->n_headers = 0;
         out->body_len = 0;
     }
     return rc;
+}
+
+sp_error sp_seal(sp_wire *w, const sp_seal_params *params, const uint8_t *pt, size_t pt_len, uint8_t *body,
+                 size_t body_cap, sp_sealed *out) {
+    return sp_seal_with_iv(w, params, NULL, pt, pt_len, body, body_cap, out);
 }
 
 /* ---- open ---- */
