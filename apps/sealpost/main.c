@@ -404,7 +404,7 @@ static int cmd_seal(int argc, char **argv) {
     sp_sealed sealed;
     sp_error err = sp_seal(wire, &a.seal, in.data, in.len, body.data, body.cap, &sealed);
     if (err != SP_OK) {
-        rc = fail_sp("seal", err);
+        rc = fail_sp("cannot seal", err);
         goto done;
     }
     json_t *headers = json_object();
@@ -480,7 +480,7 @@ static int cmd_open(int argc, char **argv) {
     err = sp_open(wire, list, n, (const uint8_t *)json_string_value(body), body_len, a.now, out.data, out.cap,
                   &out.len, NULL);
     if (err != SP_OK) {
-        rc = fail_sp("open", err);
+        rc = fail_sp("message refused", err);
         goto done;
     }
     rc = write_stdout(out.data, out.len);
@@ -501,7 +501,7 @@ static int cmd_signing_secret(int argc, char **argv) {
     char secret[96];
     sp_error err = sp_wire_signing_secret(wire, a.seal.key_version, a.seal.profile, a.seal.alg, secret, sizeof secret);
     sp_wire_free(wire);
-    if (err != SP_OK) return fail_sp("signing-secret", err);
+    if (err != SP_OK) return fail_sp("no secret", err);
     printf("%s\n", secret);
     sp_wipe(secret, sizeof secret);
     return 0;
