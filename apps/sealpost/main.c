@@ -123,6 +123,13 @@ static int parse_i64(const char *text, const char *name, int64_t min, int64_t ma
     return 0;
 }
 
+/* getopt_long with its own messages off; this names the offending option. */
+static int bad_option(char **argv) {
+    const char *arg = argv[optind - 1];
+    if (optopt != 0 && optopt < 1000) return usage_error("option '-%c' is unknown or lacks its value", optopt);
+    return usage_error("option '%s' is unknown or lacks its value", arg);
+}
+
 static int parse_alg(const char *text, sp_alg *out) {
     if (sp_alg_from_name(text, strlen(text), out) != SP_OK)
         return usage_error("unknown algorithm '%s' (aes-256-cbc, aes-256-gcm, aes-256-ctr)", text);
@@ -161,7 +168,7 @@ static int parse_raw_args(int argc, char **argv, bool need_iv, raw_args *a) {
         case 'i': a->iv_hex = optarg; break;
         case 'd': a->aad_hex = optarg; break;
         case 'h': fputs(usage_encrypt, stdout); exit(0);
-        default: return usage_error("unknown option");
+        default: return bad_option(argv);
         }
     }
     if (optind != argc) return usage_error("unexpected argument '%s'", argv[optind]);
@@ -257,7 +264,7 @@ static int cmd_keygen(int argc, char **argv) {
         switch (ch) {
         case 'o': path = optarg; break;
         case 'h': fputs(usage_keygen, stdout); return 0;
-        default: return usage_error("unknown option");
+        default: return bad_option(argv);
         }
     }
     if (optind != argc) return usage_error("unexpected argument '%s'", argv[optind]);
@@ -340,7 +347,7 @@ static int parse_msg_args(int argc, char **argv, const char *usage, const char *
             fputs(usage, stdout);
             exit(0);
         }
-        if (ch == '?') return usage_error("unknown option");
+        if (ch == '?' || ch == ':') return bad_option(argv);
         /* each command lists the options it takes */
         const char *name = NULL;
         for (const struct option *o = opts; o->name; o++) {
@@ -547,6 +554,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(name, commands[i].name) != 0) continue;
         g_command = commands[i].name;
+        opterr = 0;
         sp_error err = sp_init();
         if (err == SP_OK) err = sp_harden_process();
         if (err != SP_OK) return fail_sp("start-up", err);

@@ -47,7 +47,8 @@ SP_API const char *sp_alg_name(sp_alg alg);
 SP_API SP_MUST_CHECK sp_error sp_alg_from_name(const char *name, size_t len, sp_alg *out);
 SP_API size_t sp_alg_iv_bytes(sp_alg alg);
 /* Exact ciphertext length for a plaintext length (GCM includes the tag,
- * CBC includes padding). 0 for an unknown algorithm. */
+ * CBC includes padding). 0 for an unknown algorithm, and for CTR of an
+ * empty plaintext: check the algorithm with sp_alg_iv_bytes() first. */
 SP_API size_t sp_alg_ciphertext_bytes(sp_alg alg, size_t plaintext_len);
 
 /* An AES-256 key in locked, non-dumpable memory, wiped when freed. */
@@ -72,7 +73,9 @@ SP_API SP_MUST_CHECK sp_error sp_cipher_encrypt(sp_cipher *cipher, const uint8_t
                                                 const uint8_t *aad, size_t aad_len, const uint8_t *in,
                                                 size_t in_len, uint8_t *out, size_t out_cap,
                                                 size_t *out_len);
-/* The reverse; any tag or padding failure is SP_ERR_AUTH and out is wiped. */
+/* The reverse. out must hold in_len bytes (CBC, CTR) or in_len - 16 (GCM),
+ * since padding is only known once it is authenticated. Any tag or padding
+ * failure is SP_ERR_AUTH and out is wiped. */
 SP_API SP_MUST_CHECK sp_error sp_cipher_decrypt(sp_cipher *cipher, const uint8_t *iv, size_t iv_len,
                                                 const uint8_t *aad, size_t aad_len, const uint8_t *in,
                                                 size_t in_len, uint8_t *out, size_t out_cap,

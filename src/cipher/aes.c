@@ -10,6 +10,7 @@
 #include <limits.h>
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "cipher/sp_cipher.h"
@@ -157,7 +158,8 @@ sp_alg sp_cipher_alg(const sp_cipher *c) { return c->alg; }
 static sp_error sp_cipher_arm(sp_cipher *c, int enc, const uint8_t *iv, size_t iv_len) {
     EVP_CIPHER_CTX *ctx = c->ctx[enc];
     if (c->mode == SP_AES_GCM) {
-        SP_ENSURE(iv_len > 0 && iv_len <= 1024, SP_ERR_BAD_IV_LENGTH);
+        /* OpenSSL 3's GCM takes IVs of 1 to 128 bytes; the protocol uses 12 */
+        SP_ENSURE(iv_len > 0 && iv_len <= 128, SP_ERR_BAD_IV_LENGTH);
         if (c->gcm_iv_len[enc] != iv_len) {
             SP_ENSURE(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, (int)iv_len, NULL) == 1,
                       SP_ERR_BAD_IV_LENGTH);
@@ -228,6 +230,7 @@ static sp_error sp_cipher_decrypt_raw(sp_cipher *c, const uint8_t *iv, size_t iv
     }
     if (EVP_DecryptFinal_ex(ctx, out + n, &fin) != 1) {
         sp_wipe(out, body_len);
+        ERR_clear_error(); /* nothing a caller could act on, and one answer for all causes */
         return SP_ERR_AUTH;
     }
     *out_len = (size_t)n + (size_t)fin;
@@ -247,6 +250,10 @@ sp_error sp_cipher_run(sp_cipher *c, bool encrypt, const uint8_t *iv, size_t iv_
     } else {
         tag_len = 0;
     }
+    /* an empty CTR message may come with no buffer at all; OpenSSL still
+     * wants somewhere to write its zero bytes */
+    uint8_t none[SP_AES_BLOCK_BYTES];
+    if (out == NULL) out = none;
     if (encrypt) return sp_cipher_encrypt_raw(c, iv, iv_len, aad, aad_len, in, in_len, tag_len, out, out_cap, out_len);
     return sp_cipher_decrypt_raw(c, iv, iv_len, aad, aad_len, in, in_len, tag_len, out, out_cap, out_len);
 }

@@ -5,9 +5,11 @@
  * life of the process.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 
@@ -30,10 +32,22 @@ static struct {
     EVP_CIPHER *wrap[3][2];
     EVP_MAC *hmac;
     EVP_KDF *hkdf;
-    sp_error status;
-} sp_algs = {.status = SP_ERR_NOT_INITIALIZED};
+} sp_algs;
 
-static pthread_once_t sp_init_once = PTHREAD_ONCE_INIT;
+/* Only success is remembered: a start-up that failed (say, for memory) is
+ * tried again by the next call instead of failing the process for good. */
+static atomic_bool sp_ready;
+static pthread_mutex_t sp_init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void sp_release_all(void) {
+    for (size_t k = 0; k < 3; k++) {
+        for (size_t m = 0; m < 3; m++) EVP_CIPHER_free(sp_algs.aes[k][m]);
+        for (size_t p = 0; p < 2; p++) EVP_CIPHER_free(sp_algs.wrap[k][p]);
+    }
+    EVP_MAC_free(sp_algs.hmac);
+    EVP_KDF_free(sp_algs.hkdf);
+    memset(&sp_algs, 0, sizeof sp_algs);
+}
 
 static sp_error sp_fetch_all(void) {
     SP_GUARD(sp_secure_heap_init());
@@ -55,11 +69,21 @@ static sp_error sp_fetch_all(void) {
     return SP_OK;
 }
 
-static void sp_init_run(void) { sp_algs.status = sp_fetch_all(); }
-
 sp_error sp_init(void) {
-    (void)pthread_once(&sp_init_once, sp_init_run);
-    return sp_algs.status;
+    if (atomic_load_explicit(&sp_ready, memory_order_acquire)) return SP_OK;
+    pthread_mutex_lock(&sp_init_lock);
+    sp_error rc = SP_OK;
+    if (!atomic_load_explicit(&sp_ready, memory_order_relaxed)) {
+        rc = sp_fetch_all();
+        if (rc == SP_OK) {
+            atomic_store_explicit(&sp_ready, true, memory_order_release);
+        } else {
+            sp_release_all();
+            ERR_clear_error();
+        }
+    }
+    pthread_mutex_unlock(&sp_init_lock);
+    return rc;
 }
 
 sp_error sp_harden_process(void) {

@@ -4,6 +4,7 @@
  * per call; what matters is that every unwrap failure is SP_ERR_AUTH and
  * leaves nothing in the output.
  */
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "cipher/sp_cipher.h"
@@ -37,7 +38,10 @@ static sp_error sp_wrap_run(bool wrap, const uint8_t *kek, size_t kek_len, bool 
     *out_len = (size_t)n + (size_t)fin;
 done:
     EVP_CIPHER_CTX_free(ctx);
-    if (rc != SP_OK) sp_wipe(out, out_cap < need ? out_cap : need);
+    if (rc != SP_OK) {
+        sp_wipe(out, out_cap < need ? out_cap : need);
+        ERR_clear_error();
+    }
     return rc;
 }
 

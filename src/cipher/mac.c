@@ -1,74 +1,99 @@
 /*
- * HMAC-SHA256 and HKDF-SHA256. The HMAC context is keyed once and re-armed
- * per message (EVP_MAC_init with a NULL key keeps the key), so signing a
- * message neither fetches nor allocates.
+ * HMAC-SHA256 and HKDF-SHA256.
+ *
+ * The per-message HMAC must not allocate, and OpenSSL 3.0's EVP_MAC cannot
+ * re-arm a keyed context without duplicating digest contexts on the heap
+ * (twice per message). So the reusable sp_hmac keeps the two SHA-256 states
+ * that follow absorbing the key XOR ipad and XOR opad (RFC 2104), computed
+ * once per key with OpenSSL's SHA-256, and each message starts from a copy
+ * of them: a struct assignment. The states are key-equivalent and are wiped.
+ * One-shot HMAC goes through EVP_MAC, and the tests hold both paths to the
+ * same Wycheproof vectors.
  */
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_CTX: the only allocation-free SHA-256 state in 3.0 */
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
+#include <openssl/sha.h>
 
 #include "cipher/sp_cipher.h"
 
+#define SP_SHA256_BLOCK 64
+
 struct sp_hmac {
-    EVP_MAC_CTX *ctx;
+    SHA256_CTX inner_start, outer_start; /* after key^ipad, key^opad */
+    SHA256_CTX inner;                    /* the message in progress */
 };
 
-void sp_hmac_free(sp_hmac *h) {
-    if (h == NULL) return;
-    EVP_MAC_CTX_free(h->ctx);
-    sp_free(h);
-}
+void sp_hmac_free(sp_hmac *h) { sp_free_wiped(h, h ? sizeof *h : 0); }
 
 sp_error sp_hmac_new(const uint8_t *key, size_t key_len, sp_hmac **out) {
     SP_ENSURE(out != NULL && (key != NULL || key_len == 0), SP_ERR_INVALID_ARGUMENT);
     SP_GUARD(sp_init());
     sp_hmac *h = sp_calloc(1, sizeof *h);
     SP_ENSURE(h != NULL, SP_ERR_NO_MEMORY);
-    sp_error rc = SP_OK;
-    h->ctx = EVP_MAC_CTX_new(sp_fetched_hmac());
-    SP_ENSURE_GOTO(h->ctx != NULL, SP_ERR_NO_MEMORY, rc, fail);
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)(uintptr_t) "SHA256", 0),
-        OSSL_PARAM_construct_end(),
-    };
-    /* OpenSSL treats a NULL key as "keep the old one"; an empty key must be
-     * passed as a real zero-length buffer. */
-    static const uint8_t empty[1];
-    SP_ENSURE_GOTO(EVP_MAC_init(h->ctx, key_len ? key : empty, key_len, params) == 1, SP_ERR_CRYPTO_BACKEND, rc,
-                   fail);
+    uint8_t block[SP_SHA256_BLOCK] = {0}, pad[SP_SHA256_BLOCK];
+    if (key_len > SP_SHA256_BLOCK) {
+        (void)SHA256(key, key_len, block);
+    } else if (key_len > 0) {
+        memcpy(block, key, key_len);
+    }
+    bool ok = true;
+    for (size_t i = 0; i < SP_SHA256_BLOCK; i++) pad[i] = (uint8_t)(block[i] ^ 0x36);
+    ok &= SHA256_Init(&h->inner_start) == 1 && SHA256_Update(&h->inner_start, pad, sizeof pad) == 1;
+    for (size_t i = 0; i < SP_SHA256_BLOCK; i++) pad[i] = (uint8_t)(block[i] ^ 0x5c);
+    ok &= SHA256_Init(&h->outer_start) == 1 && SHA256_Update(&h->outer_start, pad, sizeof pad) == 1;
+    sp_wipe(block, sizeof block);
+    sp_wipe(pad, sizeof pad);
+    if (!ok) {
+        sp_hmac_free(h);
+        return SP_ERR_CRYPTO_BACKEND;
+    }
+    h->inner = h->inner_start;
     *out = h;
     return SP_OK;
-fail:
-    sp_hmac_free(h);
-    return rc;
 }
 
 sp_error sp_hmac_begin(sp_hmac *h) {
-    SP_ENSURE(EVP_MAC_init(h->ctx, NULL, 0, NULL) == 1, SP_ERR_CRYPTO_BACKEND);
+    h->inner = h->inner_start;
     return SP_OK;
 }
 
 sp_error sp_hmac_update(sp_hmac *h, const void *data, size_t len) {
     if (len == 0) return SP_OK;
-    SP_ENSURE(EVP_MAC_update(h->ctx, data, len) == 1, SP_ERR_CRYPTO_BACKEND);
+    SP_ENSURE(SHA256_Update(&h->inner, data, len) == 1, SP_ERR_CRYPTO_BACKEND);
     return SP_OK;
 }
 
 sp_error sp_hmac_final(sp_hmac *h, uint8_t out[SP_HMAC_SHA256_BYTES]) {
-    size_t n = 0;
-    SP_ENSURE(EVP_MAC_final(h->ctx, out, &n, SP_HMAC_SHA256_BYTES) == 1 && n == SP_HMAC_SHA256_BYTES,
-              SP_ERR_CRYPTO_BACKEND);
-    return SP_OK;
+    uint8_t inner_digest[SP_HMAC_SHA256_BYTES];
+    SHA256_CTX outer = h->outer_start;
+    bool ok = SHA256_Final(inner_digest, &h->inner) == 1 && SHA256_Update(&outer, inner_digest, sizeof inner_digest) == 1 &&
+              SHA256_Final(out, &outer) == 1;
+    sp_wipe(inner_digest, sizeof inner_digest);
+    sp_wipe(&outer, sizeof outer);
+    h->inner = h->inner_start;
+    return ok ? SP_OK : SP_ERR_CRYPTO_BACKEND;
 }
 
 sp_error sp_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t msg_len,
                         uint8_t out[SP_HMAC_SHA256_BYTES]) {
-    sp_hmac *h = NULL;
-    SP_GUARD(sp_hmac_new(key, key_len, &h));
-    sp_error rc = sp_hmac_update(h, msg, msg_len);
-    if (rc == SP_OK) rc = sp_hmac_final(h, out);
-    sp_hmac_free(h);
-    return rc;
+    SP_ENSURE(out != NULL && (key != NULL || key_len == 0) && (msg != NULL || msg_len == 0), SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_init());
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(sp_fetched_hmac());
+    SP_ENSURE(ctx != NULL, SP_ERR_NO_MEMORY);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)(uintptr_t) "SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    /* a NULL key means "keep the previous key" to OpenSSL: pass a real empty one */
+    static const uint8_t empty[1];
+    size_t n = 0;
+    bool ok = EVP_MAC_init(ctx, key_len ? key : empty, key_len, params) == 1 &&
+              (msg_len == 0 || EVP_MAC_update(ctx, msg, msg_len) == 1) &&
+              EVP_MAC_final(ctx, out, &n, SP_HMAC_SHA256_BYTES) == 1 && n == SP_HMAC_SHA256_BYTES;
+    EVP_MAC_CTX_free(ctx);
+    return ok ? SP_OK : SP_ERR_CRYPTO_BACKEND;
 }
 
 sp_error sp_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,

@@ -54,12 +54,14 @@ sp_error sp_wbuf_terminate(sp_wbuf *b) {
 
 bool sp_cursor_accept(sp_cursor *c, const char *lit) {
     size_t n = strlen(lit);
+    if (n == 0) return true;
     if (sp_cursor_left(c) < n || memcmp(c->data + c->pos, lit, n) != 0) return false;
     c->pos += n;
     return true;
 }
 
 bool sp_cursor_take_until(sp_cursor *c, uint8_t stop, sp_span *out) {
+    if (sp_cursor_left(c) == 0) return false;
     const uint8_t *start = c->data + c->pos;
     const uint8_t *hit = memchr(start, stop, sp_cursor_left(c));
     if (hit == NULL) return false;
@@ -70,7 +72,8 @@ bool sp_cursor_take_until(sp_cursor *c, uint8_t stop, sp_span *out) {
 }
 
 sp_span sp_cursor_rest(sp_cursor *c) {
-    sp_span s = {c->data + c->pos, sp_cursor_left(c)};
+    /* an empty cursor may have a NULL base: no arithmetic on it */
+    sp_span s = {sp_cursor_left(c) ? c->data + c->pos : c->data, sp_cursor_left(c)};
     c->pos = c->len;
     return s;
 }
@@ -94,7 +97,7 @@ sp_error sp_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out) {
     for (size_t i = 0; i < len; i++) {
         SP_ENSURE(s[i] >= '0' && s[i] <= '9', SP_ERR_INVALID_ARGUMENT);
         uint64_t d = (uint64_t)(s[i] - '0');
-        SP_ENSURE(v <= (max - d) / 10, SP_ERR_INVALID_ARGUMENT);
+        SP_ENSURE(d <= max && v <= (max - d) / 10, SP_ERR_INVALID_ARGUMENT);
         v = v * 10 + d;
     }
     *out = v;

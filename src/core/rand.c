@@ -44,6 +44,7 @@ static sp_error sp_getrandom_all(uint8_t *buf, size_t len) {
 
 sp_error sp_random(uint8_t *buf, size_t len) {
     SP_ENSURE(buf != NULL || len == 0, SP_ERR_INVALID_ARGUMENT);
+    if (len == 0) return SP_OK;
     (void)pthread_once(&sp_rand_once, sp_rand_register);
     uint64_t gen = atomic_load_explicit(&sp_fork_generation, memory_order_relaxed);
     if (sp_pool.generation != gen) {

@@ -39,6 +39,8 @@ struct sp_wire {
     size_t scratch_cap;
 };
 
+static bool sp_alg_is_known(sp_alg alg) { return sp_alg_iv_bytes(alg) != 0; }
+
 /* ---- names ---- */
 const char *sp_profile_name(sp_profile profile) {
     switch (profile) {
@@ -179,6 +181,7 @@ static sp_error sp_version_cipher(sp_wire_version *v, sp_alg alg, sp_cipher **ou
 }
 
 static sp_error sp_wire_scratch(sp_wire *w, size_t need, uint8_t **out) {
+    if (need < SP_AES_BLOCK_BYTES) need = SP_AES_BLOCK_BYTES; /* never a NULL buffer */
     if (w->scratch_cap < need) {
         uint8_t *grown = sp_malloc(need);
         SP_ENSURE(grown != NULL, SP_ERR_NO_MEMORY);
@@ -189,8 +192,6 @@ static sp_error sp_wire_scratch(sp_wire *w, size_t need, uint8_t **out) {
     *out = w->scratch;
     return SP_OK;
 }
-
-static bool sp_alg_is_known(sp_alg alg) { return sp_alg_iv_bytes(alg) != 0; }
 
 sp_error sp_wire_signing_secret(sp_wire *w, const char *version, sp_profile profile, sp_alg alg, char *out,
                                 size_t out_cap) {
@@ -232,9 +233,8 @@ static const char sp_jwe_header_prefix[] = "{\"alg\":\"dir\",\"enc\":\"A256GCM\"
 size_t sp_seal_body_bound(sp_profile profile, sp_alg alg, size_t plaintext_len) {
     if (profile == 0) profile = SP_PROFILE_COMPAT;
     if (alg == 0) alg = SP_ALG_AES_256_GCM;
-    if (plaintext_len > SP_WIRE_MAX_BODY_LIMIT) return 0;
+    if (plaintext_len > SP_WIRE_MAX_BODY_LIMIT || !sp_alg_is_known(alg)) return 0;
     size_t ct = sp_alg_ciphertext_bytes(alg, plaintext_len);
-    if (ct == 0) return 0;
     if (profile == SP_PROFILE_JWE) {
         if (alg != SP_ALG_AES_256_GCM) return 0;
         size_t header = sizeof sp_jwe_header_prefix - 1 + SP_KEY_VERSION_CHARS + 2;
@@ -396,9 +396,14 @@ sp_error sp_seal(sp_wire *w, const sp_seal_params *params, const uint8_t *pt, si
 
 /* ---- open ---- */
 enum { SP_H_CONTENT_TYPE, SP_H_KEY_VERSION, SP_H_ALGORITHM, SP_H_IV, SP_H_ID, SP_H_TIMESTAMP, SP_H_SIGNATURE, SP_H_COUNT };
-static const char *const sp_known_headers[SP_H_COUNT] = {
-    "content-type", "x-aes-key-version", "x-aes-algorithm", "x-aes-iv",
-    "webhook-id",   "webhook-timestamp", "webhook-signature",
+static const struct {
+    const char *name;
+    size_t len;
+} sp_known_headers[SP_H_COUNT] = {
+#define SP_KNOWN(s) {s, sizeof s - 1}
+    SP_KNOWN("content-type"), SP_KNOWN("x-aes-key-version"), SP_KNOWN("x-aes-algorithm"), SP_KNOWN("x-aes-iv"),
+    SP_KNOWN("webhook-id"),   SP_KNOWN("webhook-timestamp"), SP_KNOWN("webhook-signature"),
+#undef SP_KNOWN
 };
 
 typedef struct {
@@ -415,7 +420,8 @@ static sp_error sp_collect_headers(const sp_header *headers, size_t n, sp_header
         const sp_header *h = &headers[i];
         SP_ENSURE(h->name != NULL && (h->value != NULL || h->value_len == 0), SP_ERR_INVALID_ARGUMENT);
         for (size_t k = 0; k < SP_H_COUNT; k++) {
-            if (!sp_ascii_ieq(h->name, h->name_len, sp_known_headers[k])) continue;
+            if (h->name_len != sp_known_headers[k].len || !sp_ascii_ieq(h->name, h->name_len, sp_known_headers[k].name))
+                continue;
             SP_ENSURE(!set->seen[k], SP_ERR_DUPLICATE_HEADER);
             SP_ENSURE(h->value_len <= SP_WIRE_MAX_HEADER_VALUE, SP_ERR_TOO_LARGE);
             sp_span s = {(const uint8_t *)h->value, h->value_len};
@@ -499,20 +505,22 @@ static sp_error sp_open_verify(sp_open_ctx *ctx, const sp_header_set *set, const
 
 static sp_error sp_open_compat(sp_wire *w, sp_open_ctx *ctx, const sp_header_set *set, const uint8_t *body,
                                size_t body_len, uint8_t *out, size_t out_cap, size_t *out_len) {
+    /* scratch: [0, body_len) receives the strings when the body needs the
+     * full JSON parser, [body_len, 2 body_len) the decoded ciphertext */
     uint8_t *scratch;
-    SP_GUARD(sp_wire_scratch(w, body_len, &scratch));
+    SP_ENSURE(body_len <= SIZE_MAX / 2, SP_ERR_TOO_LARGE);
+    SP_GUARD(sp_wire_scratch(w, 2 * body_len, &scratch));
     sp_span ct_b64, iv_b64;
-    SP_GUARD(sp_compat_body_parse(body, body_len, scratch, w->scratch_cap, &ct_b64, &iv_b64));
+    SP_GUARD(sp_compat_body_parse(body, body_len, scratch, body_len, &ct_b64, &iv_b64));
     /* The IV header is outside the signature; the body's copy is inside it. */
     sp_span iv_header = set->value[SP_H_IV];
     SP_ENSURE(iv_b64.len == iv_header.len && memcmp(iv_b64.data, iv_header.data, iv_b64.len) == 0, SP_ERR_AUTH);
-    /* Decode in place when the body came through jansson (it sits in scratch
-     * already); otherwise decode from the body into scratch. */
+    uint8_t *ct = scratch + body_len;
     size_t ct_len = 0;
-    SP_GUARD(sp_b64_decode((const char *)ct_b64.data, ct_b64.len, scratch, w->scratch_cap, &ct_len, false));
+    SP_GUARD(sp_b64_decode((const char *)ct_b64.data, ct_b64.len, ct, body_len, &ct_len, false));
     sp_cipher *cipher;
     SP_GUARD(sp_version_cipher(ctx->version, ctx->alg, &cipher));
-    return sp_cipher_decrypt(cipher, ctx->iv, ctx->iv_len, NULL, 0, scratch, ct_len, out, out_cap, out_len);
+    return sp_cipher_decrypt(cipher, ctx->iv, ctx->iv_len, NULL, 0, ct, ct_len, out, out_cap, out_len);
 }
 
 static sp_error sp_open_jwe(sp_wire *w, sp_open_ctx *ctx, const uint8_t *body, size_t body_len, uint8_t *out,

@@ -11,6 +11,11 @@ passed=0 failed=0
 check() { if "$@"; then passed=$((passed + 1)); else echo "FAIL: $*" >&2; failed=$((failed + 1)); fi; }
 
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+# A sanitizer build's library needs its runtime in whatever links it.
+cc=(cc)
+if grep -q '^SP_SANITIZE:BOOL=ON' "$build/CMakeCache.txt"; then
+  cc=(clang-14 -fsanitize=address,undefined)
+fi
 libdir=$(find "$tmp/prefix" -name sealpost.pc -printf '%h\n' | head -n1)
 check test -n "$libdir"
 export PKG_CONFIG_PATH="$libdir"
@@ -37,10 +42,10 @@ int main(void) {
 }
 C
 # shared
-check cc -std=c11 -Wall -Werror -o "$tmp/app" "$tmp/app.c" $(pkg-config --cflags --libs sealpost)
+check "${cc[@]}" -std=c11 -Wall -Werror -o "$tmp/app" "$tmp/app.c" $(pkg-config --cflags --libs sealpost)
 check env LD_LIBRARY_PATH="$(pkg-config --variable=libdir sealpost)" "$tmp/app"
 # static
-check cc -std=c11 -Wall -Werror -o "$tmp/app-static" "$tmp/app.c" $(pkg-config --cflags sealpost) \
+check "${cc[@]}" -std=c11 -Wall -Werror -o "$tmp/app-static" "$tmp/app.c" $(pkg-config --cflags sealpost) \
   "$(pkg-config --variable=libdir sealpost)/libsealpost.a" $(pkg-config --libs-only-l --static libcrypto jansson) -lpthread
 check "$tmp/app-static"
 
