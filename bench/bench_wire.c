@@ -184,6 +184,30 @@ static bool evp_once(void *arg) {
     return !r->roundtrip || evp_decrypt_once(r);
 }
 
+/* ---- the crypto floor: raw EVP cipher plus raw HMAC-SHA256 ----
+ * What any implementation of the protocol must spend at least: encrypt,
+ * sign the signed content (as long as the real one), verify it, decrypt.
+ * Set against it, the seal+open rate shows the protocol's own overhead
+ * (base64, JSON, headers, ids, IVs) apart from the signature's cost. */
+typedef struct floor_run {
+    evp_run *cipher;
+    EVP_MAC_CTX *mac;
+    const uint8_t *signed_content;
+    size_t signed_len;
+} floor_run;
+
+static bool floor_mac_once(floor_run *f) {
+    uint8_t tag[SP_HMAC_SHA256_BYTES];
+    size_t n = 0;
+    return EVP_MAC_init(f->mac, NULL, 0, NULL) == 1 && EVP_MAC_update(f->mac, f->signed_content, f->signed_len) == 1 &&
+           EVP_MAC_final(f->mac, tag, &n, sizeof tag) == 1;
+}
+
+static bool floor_once(void *arg) {
+    floor_run *f = arg;
+    return evp_encrypt_once(f->cipher) && floor_mac_once(f) && floor_mac_once(f) && evp_decrypt_once(f->cipher);
+}
+
 /* ---- ours: one sealed and opened message ---- */
 typedef struct wire_run {
     sp_wire *wire;
@@ -368,6 +392,11 @@ static void bench_wire_case(const wire_case *wc, sp_wire *wire, const uint8_t ke
     r.ct = ct;
     r.out = evp_out;
 
+    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *floor_mac = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+    OSSL_PARAM mac_params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_construct_end()};
+    if (floor_mac == NULL || EVP_MAC_init(floor_mac, key, SP_KEY_BYTES, mac_params) != 1) die_msg("EVP HMAC setup failed");
+
     for (size_t s = 0; s < SP_ARRAY_LEN(k_wire_sizes); s++) {
         size_t size = k_wire_sizes[s];
         w.plain = plain;
@@ -389,6 +418,14 @@ static void bench_wire_case(const wire_case *wc, sp_wire *wire, const uint8_t ke
         snprintf(name, sizeof name, "wire_seal_open_%s_%zu", wc->tag, size);
         emit(name, "msg/s", res.ours, res.reference);
 
+        if (wc->alg == SP_ALG_AES_256_GCM && wc->profile == SP_PROFILE_COMPAT) {
+            floor_run f = {&r, floor_mac, w.body, w.sealed.body_len + 40 /* id.timestamp. */};
+            if (!floor_once(&f)) die_msg("the crypto-floor reference failed");
+            pair_result fl = run_pair(wire_once, &w, floor_once, &f, seconds);
+            snprintf(name, sizeof name, "wire_seal_open_vs_crypto_floor_%s_%zu", wc->tag, size);
+            emit(name, "msg/s", fl.ours, fl.reference);
+        }
+
         double per_msg = res.ours_calls ? (double)res.ours_allocs / (double)res.ours_calls : 0;
         if (size == BENCH_ALLOC_SIZE) {
             snprintf(alloc_out->name, sizeof alloc_out->name, "wire_allocs_per_msg_%s_%zu", wc->tag, size);
@@ -398,6 +435,8 @@ static void bench_wire_case(const wire_case *wc, sp_wire *wire, const uint8_t ke
         }
     }
 
+    EVP_MAC_CTX_free(floor_mac);
+    EVP_MAC_free(hmac);
     EVP_CIPHER_CTX_free(r.enc);
     EVP_CIPHER_CTX_free(r.dec);
     EVP_CIPHER_free(cipher);
