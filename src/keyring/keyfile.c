@@ -69,7 +69,7 @@ static sp_error sp_keyfile_parse_entry(json_t *item, sp_keyfile_entry_t *e) {
     uint8_t raw[SP_KEY_BYTES + 3];
     size_t n = 0;
     sp_error rc = sp_b64_decode(json_string_value(key), json_string_length(key), raw, sizeof raw, &n, false);
-    if (rc == SP_OK && n != SP_KEY_BYTES) rc = SP_ERR_BAD_KEY_LENGTH;
+    if (rc == SP_ERR_BUFFER_TOO_SMALL || (rc == SP_OK && n != SP_KEY_BYTES)) rc = SP_ERR_BAD_KEY_LENGTH;
     if (rc == SP_OK) rc = sp_key_new(raw, SP_KEY_BYTES, &e->key);
     sp_wipe(raw, sizeof raw);
     if (rc == SP_ERR_BAD_BASE64) rc = SP_ERR_BAD_KEYFILE;

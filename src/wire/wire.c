@@ -476,7 +476,9 @@ static sp_error sp_open_headers(sp_wire *w, const sp_header_set *set, int64_t no
         SP_ENSURE(set->seen[SP_H_IV], SP_ERR_MISSING_HEADER);
         sp_span iv = set->value[SP_H_IV];
         SP_ENSURE(iv.len <= sp_b64_encoded_len(SP_MAX_IV_BYTES, false), SP_ERR_BAD_IV_LENGTH);
-        SP_GUARD(sp_b64_decode((const char *)iv.data, iv.len, ctx->iv, sizeof ctx->iv, &ctx->iv_len, false));
+        sp_error rc = sp_b64_decode((const char *)iv.data, iv.len, ctx->iv, sizeof ctx->iv, &ctx->iv_len, false);
+        SP_ENSURE(rc != SP_ERR_BUFFER_TOO_SMALL, SP_ERR_BAD_IV_LENGTH); /* decodes to more than any IV */
+        SP_GUARD(rc);
         SP_ENSURE(ctx->iv_len == sp_alg_iv_bytes(ctx->alg), SP_ERR_BAD_IV_LENGTH);
     } else {
         ctx->alg = SP_ALG_AES_256_GCM;
