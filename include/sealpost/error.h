@@ -45,6 +45,16 @@ typedef enum sp_error {
     SP_ERR_EXISTS = 27,
     SP_ERR_BAD_MESSAGE_ID = 28,
     SP_ERR_INSECURE_PERMISSIONS = 29, /* a key file others can read or write */
+    SP_ERR_KMS_UNAVAILABLE = 30,      /* the KMS did not answer: retry later */
+    SP_ERR_KMS_ACCESS_DENIED = 31,    /* the KMS refused: credentials, policy or revocation */
+    SP_ERR_KMS_KEY_DISABLED = 32,     /* the master key exists but may not be used */
+    SP_ERR_BAD_CONFIG = 33,
+    SP_ERR_AUDIT_BROKEN = 34,         /* the audit log's hash chain does not hold */
+    SP_ERR_ILLEGAL_TRANSITION = 35,   /* a key state change the life cycle forbids */
+    SP_ERR_NOT_FOUND = 36,
+    SP_ERR_BAD_PEM = 37,              /* a public or private key that cannot be read */
+    SP_ERR_KMS_PROTOCOL = 38,         /* the KMS answered something malformed */
+    SP_ERR_KEY_RETIRED = 39,          /* the key version is retired or destroyed */
     /* append new codes here; never renumber */
     SP_ERR__COUNT
 } sp_error;

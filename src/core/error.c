@@ -40,6 +40,16 @@ static const sp_error_entry sp_errors[SP_ERR__COUNT] = {
     [SP_ERR_EXISTS] = {"SP_ERR_EXISTS", "already exists"},
     [SP_ERR_BAD_MESSAGE_ID] = {"SP_ERR_BAD_MESSAGE_ID", "malformed webhook-id"},
     [SP_ERR_INSECURE_PERMISSIONS] = {"SP_ERR_INSECURE_PERMISSIONS", "key file is accessible to other users"},
+    [SP_ERR_KMS_UNAVAILABLE] = {"SP_ERR_KMS_UNAVAILABLE", "key management service unavailable (retryable)"},
+    [SP_ERR_KMS_ACCESS_DENIED] = {"SP_ERR_KMS_ACCESS_DENIED", "key management service denied access or the key is revoked"},
+    [SP_ERR_KMS_KEY_DISABLED] = {"SP_ERR_KMS_KEY_DISABLED", "master key is disabled"},
+    [SP_ERR_BAD_CONFIG] = {"SP_ERR_BAD_CONFIG", "invalid configuration"},
+    [SP_ERR_AUDIT_BROKEN] = {"SP_ERR_AUDIT_BROKEN", "audit log hash chain is broken"},
+    [SP_ERR_ILLEGAL_TRANSITION] = {"SP_ERR_ILLEGAL_TRANSITION", "key state change not allowed"},
+    [SP_ERR_NOT_FOUND] = {"SP_ERR_NOT_FOUND", "not found"},
+    [SP_ERR_BAD_PEM] = {"SP_ERR_BAD_PEM", "unreadable or unsuitable public/private key"},
+    [SP_ERR_KMS_PROTOCOL] = {"SP_ERR_KMS_PROTOCOL", "malformed answer from the key management service"},
+    [SP_ERR_KEY_RETIRED] = {"SP_ERR_KEY_RETIRED", "key version is retired"},
 };
 
 static const sp_error_entry *sp_error_lookup(sp_error err) {

@@ -15,6 +15,9 @@
 #include "core/sp_core.h"
 
 static atomic_uint_fast64_t sp_alloc_calls;
+/* Set when an allocation of this thread failed, so a caller whose library
+ * hides the cause (jansson) can still tell memory from malformed input. */
+static _Thread_local bool sp_alloc_failed;
 static atomic_uint_fast64_t sp_alloc_fail_at; /* absolute call number, 0 = never */
 
 void sp_test_alloc_fail_at(uint64_t n) {
@@ -30,14 +33,19 @@ static bool sp_alloc_should_fail(void) {
     return fail_at != 0 && call == fail_at;
 }
 
+static void *sp_alloc_result(void *p) {
+    if (p == NULL) sp_alloc_failed = true;
+    return p;
+}
+
 void *sp_malloc(size_t n) {
-    if (sp_alloc_should_fail()) return NULL;
-    return malloc(n ? n : 1);
+    if (sp_alloc_should_fail()) return sp_alloc_result(NULL);
+    return sp_alloc_result(malloc(n ? n : 1));
 }
 
 void *sp_calloc(size_t count, size_t size) {
-    if (sp_alloc_should_fail()) return NULL;
-    return calloc(count ? count : 1, size ? size : 1);
+    if (sp_alloc_should_fail()) return sp_alloc_result(NULL);
+    return sp_alloc_result(calloc(count ? count : 1, size ? size : 1));
 }
 
 void sp_free(void *p) { free(p); }
@@ -63,8 +71,8 @@ static void *sp_ossl_malloc(size_t n, const char *file, int line) {
 static void *sp_ossl_realloc(void *p, size_t n, const char *file, int line) {
     (void)file;
     (void)line;
-    if (sp_alloc_should_fail()) return NULL;
-    return realloc(p, n ? n : 1);
+    if (sp_alloc_should_fail()) return sp_alloc_result(NULL);
+    return sp_alloc_result(realloc(p, n ? n : 1));
 }
 static void sp_ossl_free(void *p, const char *file, int line) {
     (void)file;
@@ -99,6 +107,21 @@ static void sp_json_free(void *ptr) {
 }
 
 void sp_json_use_wiping_allocator(void) { json_set_alloc_funcs(sp_json_malloc, sp_json_free); }
+
+sp_error sp_json_load(const void *data, size_t len, sp_error malformed, json_t **out) {
+    json_error_t jerr;
+    sp_alloc_failed = false;
+    *out = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* jansson can also swallow a failed allocation and hand back a document
+     * with a member missing: any failure during the parse voids it. */
+    if (sp_alloc_failed) {
+        json_decref(*out);
+        *out = NULL;
+        return SP_ERR_NO_MEMORY;
+    }
+    if (*out != NULL) return SP_OK;
+    return json_error_code(&jerr) == json_error_out_of_memory ? SP_ERR_NO_MEMORY : malformed;
+}
 
 /* ---- secure heap ---- */
 #define SP_SECURE_HEAP_BYTES ((size_t)1 << 20)

@@ -66,6 +66,13 @@ SP_INTERNAL void sp_secure_free(void *p, size_t n);
 /* Wires jansson to the allocation funnel and makes every freed JSON buffer
  * wiped, since JSON here carries keys and payloads. */
 SP_INTERNAL void sp_json_use_wiping_allocator(void);
+/* Parses JSON (duplicate keys rejected) into *out. A failure is
+ * SP_ERR_NO_MEMORY when an allocation failed during the parse (jansson
+ * reports some of those as syntax errors, and the input may be fine),
+ * otherwise `malformed`. */
+struct json_t;
+SP_INTERNAL SP_MUST_CHECK sp_error sp_json_load(const void *data, size_t len, sp_error malformed,
+                                                struct json_t **out);
 
 /* ---- bounded write buffer ---- */
 typedef struct sp_wbuf {
@@ -130,6 +137,18 @@ SP_INTERNAL bool sp_b64_alphabet_ok(const char *in, size_t len, bool url);
 SP_INTERNAL SP_MUST_CHECK sp_error sp_hex_decode(const char *in, size_t in_len, uint8_t *out, size_t out_cap,
                                                  size_t *out_len);
 SP_INTERNAL void sp_hex_encode(const uint8_t *in, size_t len, char *out /* 2*len+1 */);
+
+/* ---- private files (keys, key rings) ---- */
+/* Reads a regular file (no symlink) that only its owner may access:
+ * SP_ERR_INSECURE_PERMISSIONS otherwise, SP_ERR_TOO_LARGE over max. The
+ * buffer (len + 1 bytes, NUL-terminated) is the caller's to sp_free_wiped. */
+SP_INTERNAL SP_MUST_CHECK sp_error sp_file_read_private(const char *path, size_t max, uint8_t **out, size_t *out_len);
+/* Replaces path atomically with data, mode 0600: a crash leaves the old
+ * file or the new one. */
+SP_INTERNAL SP_MUST_CHECK sp_error sp_file_replace(const char *path, const uint8_t *data, size_t len);
+/* An exclusive advisory lock on "<path>.lock" (0600), for read-modify-write. */
+SP_INTERNAL SP_MUST_CHECK sp_error sp_file_lock(const char *path, int *fd);
+SP_INTERNAL void sp_file_unlock(int fd);
 
 /* ---- misc ---- */
 SP_INTERNAL bool sp_ascii_ieq(const char *a, size_t a_len, const char *b);

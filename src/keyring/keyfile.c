@@ -8,12 +8,6 @@
  * one with mode 0600, syncs it and renames it over, so a crash leaves either
  * the old file or the new one, never half of either.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <stdio.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -80,9 +74,8 @@ sp_error sp_keyfile_parse(const uint8_t *data, size_t len, sp_keyfile **out) {
     SP_ENSURE(data != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
     SP_ENSURE(len <= SP_KEYFILE_MAX_BYTES, SP_ERR_TOO_LARGE);
     SP_GUARD(sp_init());
-    json_error_t jerr;
-    json_t *root = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
-    SP_ENSURE(root != NULL, SP_ERR_BAD_KEYFILE);
+    json_t *root = NULL;
+    SP_GUARD(sp_json_load(data, len, SP_ERR_BAD_KEYFILE, &root));
     sp_error rc = SP_OK;
     size_t n = 0;
     sp_keyfile *f = sp_calloc(1, sizeof *f);
@@ -119,40 +112,12 @@ done:
     return SP_OK;
 }
 
-static sp_error sp_read_all_fd(int fd, uint8_t **out, size_t *out_len) {
-    struct stat st;
-    SP_ENSURE(fstat(fd, &st) == 0, SP_ERR_IO);
-    SP_ENSURE(S_ISREG(st.st_mode), SP_ERR_IO);
-    SP_ENSURE((st.st_mode & 077) == 0, SP_ERR_INSECURE_PERMISSIONS);
-    SP_ENSURE(st.st_size >= 0 && (uint64_t)st.st_size <= SP_KEYFILE_MAX_BYTES, SP_ERR_TOO_LARGE);
-    size_t size = (size_t)st.st_size;
-    uint8_t *buf = sp_malloc(size + 1);
-    SP_ENSURE(buf != NULL, SP_ERR_NO_MEMORY);
-    size_t got = 0;
-    while (got < size) {
-        ssize_t n = read(fd, buf + got, size - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            sp_free_wiped(buf, size + 1);
-            return SP_ERR_IO;
-        }
-        got += (size_t)n;
-    }
-    *out = buf;
-    *out_len = got;
-    return SP_OK;
-}
-
 sp_error sp_keyfile_load(const char *path, sp_keyfile **out) {
     SP_ENSURE(path != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    SP_ENSURE(fd >= 0, SP_ERR_IO);
     uint8_t *buf = NULL;
     size_t len = 0;
-    sp_error rc = sp_read_all_fd(fd, &buf, &len);
-    close(fd);
-    SP_GUARD(rc);
-    rc = sp_keyfile_parse(buf, len, out);
+    SP_GUARD(sp_file_read_private(path, SP_KEYFILE_MAX_BYTES, &buf, &len));
+    sp_error rc = sp_keyfile_parse(buf, len, out);
     sp_free_wiped(buf, len + 1);
     return rc;
 }
@@ -198,65 +163,11 @@ static sp_error sp_keyfile_to_json(const sp_keyfile *f, const sp_keyfile_entry_t
     return rc;
 }
 
-static sp_error sp_write_all(int fd, const char *text, size_t len) {
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, text + done, len - done);
-        if (n < 0 && errno == EINTR) continue;
-        SP_ENSURE(n > 0, SP_ERR_IO);
-        done += (size_t)n;
-    }
-    return SP_OK;
-}
-
-static sp_error sp_dir_of(const char *path, char *dir, size_t cap) {
-    const char *slash = strrchr(path, '/');
-    sp_wbuf b = sp_wbuf_of(dir, cap);
-    if (slash == NULL) SP_GUARD(sp_wbuf_put_str(&b, "."));
-    else if (slash == path) SP_GUARD(sp_wbuf_put_str(&b, "/"));
-    else SP_GUARD(sp_wbuf_put(&b, path, (size_t)(slash - path)));
-    return sp_wbuf_terminate(&b);
-}
-
-static sp_error sp_replace_file(const char *path, const char *text) {
-    char tmp[PATH_MAX], dir[PATH_MAX];
-    sp_wbuf t = sp_wbuf_of(tmp, sizeof tmp);
-    SP_GUARD(sp_wbuf_put_str(&t, path));
-    SP_GUARD(sp_wbuf_put_str(&t, ".tmp-XXXXXX"));
-    SP_GUARD(sp_wbuf_terminate(&t));
-    SP_GUARD(sp_dir_of(path, dir, sizeof dir));
-    int fd = mkstemp(tmp); /* mode 0600 */
-    SP_ENSURE(fd >= 0, SP_ERR_IO);
-    sp_error rc = sp_write_all(fd, text, strlen(text));
-    if (rc == SP_OK && fsync(fd) != 0) rc = SP_ERR_IO;
-    if (close(fd) != 0 && rc == SP_OK) rc = SP_ERR_IO;
-    if (rc == SP_OK && rename(tmp, path) != 0) rc = SP_ERR_IO;
-    if (rc != SP_OK) {
-        (void)unlink(tmp);
-        return rc;
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    return SP_OK;
-}
-
 sp_error sp_keyfile_generate(const char *path, char version_out[37]) {
     SP_ENSURE(path != NULL && version_out != NULL, SP_ERR_INVALID_ARGUMENT);
     SP_GUARD(sp_init());
-    char lock_path[PATH_MAX];
-    sp_wbuf lb = sp_wbuf_of(lock_path, sizeof lock_path);
-    SP_GUARD(sp_wbuf_put_str(&lb, path));
-    SP_GUARD(sp_wbuf_put_str(&lb, ".lock"));
-    SP_GUARD(sp_wbuf_terminate(&lb));
-    int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    SP_ENSURE(lock >= 0, SP_ERR_IO);
-    if (flock(lock, LOCK_EX) != 0) {
-        close(lock);
-        return SP_ERR_IO;
-    }
+    int lock = -1;
+    SP_GUARD(sp_file_lock(path, &lock));
     sp_keyfile *existing = NULL;
     sp_error rc = SP_OK;
     if (access(path, F_OK) == 0) rc = sp_keyfile_load(path, &existing);
@@ -265,12 +176,11 @@ sp_error sp_keyfile_generate(const char *path, char version_out[37]) {
     if (rc == SP_OK) rc = sp_uuid_v4(fresh.version);
     if (rc == SP_OK) rc = sp_key_generate(&fresh.key);
     if (rc == SP_OK) rc = sp_keyfile_to_json(existing, &fresh, &text);
-    if (rc == SP_OK) rc = sp_replace_file(path, text);
+    if (rc == SP_OK) rc = sp_file_replace(path, (const uint8_t *)text, strlen(text));
     if (rc == SP_OK) memcpy(version_out, fresh.version, SP_KEY_VERSION_CHARS + 1);
     if (text != NULL) sp_free_wiped(text, strlen(text) + 1);
     sp_key_free(fresh.key);
     sp_keyfile_free(existing);
-    (void)flock(lock, LOCK_UN);
-    close(lock);
+    sp_file_unlock(lock);
     return rc;
 }

@@ -87,9 +87,8 @@ sp_error sp_compat_body_parse(const uint8_t *body, size_t body_len, uint8_t *scr
     SP_ENSURE(body != NULL && ciphertext_b64 != NULL && iv_b64 != NULL, SP_ERR_INVALID_ARGUMENT);
     if (sp_compat_body_fast(body, body_len, ciphertext_b64, iv_b64)) return SP_OK;
     SP_ENSURE(scratch != NULL && scratch_cap >= body_len, SP_ERR_BUFFER_TOO_SMALL);
-    json_error_t jerr;
-    json_t *root = json_loadb((const char *)body, body_len, JSON_REJECT_DUPLICATES, &jerr);
-    SP_ENSURE(root != NULL, SP_ERR_BAD_JSON);
+    json_t *root = NULL;
+    SP_GUARD(sp_json_load(body, body_len, SP_ERR_BAD_JSON, &root));
     sp_error rc = SP_ERR_BAD_JSON;
     sp_wbuf out = sp_wbuf_of(scratch, scratch_cap);
     if (json_is_object(root)) {
@@ -141,9 +140,8 @@ sp_error sp_jwe_header_check(const uint8_t *protected_b64, size_t len, char kid[
     size_t n = 0;
     SP_ENSURE(sp_b64_decode((const char *)protected_b64, len, json, sizeof json, &n, true) == SP_OK, SP_ERR_BAD_JWE);
     if (sp_jwe_header_fast(json, n, kid)) return SP_OK;
-    json_error_t jerr;
-    json_t *root = json_loadb((const char *)json, n, JSON_REJECT_DUPLICATES, &jerr);
-    SP_ENSURE(root != NULL, SP_ERR_BAD_JWE);
+    json_t *root = NULL;
+    SP_GUARD(sp_json_load(json, n, SP_ERR_BAD_JWE, &root));
     sp_error rc = SP_ERR_BAD_JWE;
     json_t *k = json_object_get(root, "kid");
     if (json_is_object(root) && sp_json_string_is(root, "alg", "dir") && sp_json_string_is(root, "enc", "A256GCM") &&

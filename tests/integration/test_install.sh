@@ -46,7 +46,7 @@ check "${cc[@]}" -std=c11 -Wall -Werror -o "$tmp/app" "$tmp/app.c" $(pkg-config 
 check env LD_LIBRARY_PATH="$(pkg-config --variable=libdir sealpost)" "$tmp/app"
 # static
 check "${cc[@]}" -std=c11 -Wall -Werror -o "$tmp/app-static" "$tmp/app.c" $(pkg-config --cflags sealpost) \
-  "$(pkg-config --variable=libdir sealpost)/libsealpost.a" $(pkg-config --libs-only-l --static libcrypto jansson) -lpthread
+  "$(pkg-config --variable=libdir sealpost)/libsealpost.a" $(pkg-config --libs-only-l --static libssl libcrypto jansson) -lpthread -ldl
 check "$tmp/app-static"
 
 # exported symbols: only sp_ names, and none of the internal layers
