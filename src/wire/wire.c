@@ -486,8 +486,10 @@ static sp_error sp_open_headers(sp_wire *w, const sp_header_set *set, int64_t no
 
     ctx->version = sp_wire_find(w, (const char *)ver.data, ver.len);
     SP_ENSURE(ctx->version != NULL, SP_ERR_UNKNOWN_KEY_VERSION);
-    int64_t delta = now - (int64_t)ctx->timestamp;
-    SP_ENSURE(delta <= (int64_t)w->tolerance_s && delta >= -(int64_t)w->tolerance_s, SP_ERR_STALE_TIMESTAMP);
+    /* compared without subtracting from `now`, which the caller may set to
+     * anything: ts < 2^40 and the tolerance <= 1 day cannot overflow */
+    int64_t stamp = (int64_t)ctx->timestamp, tol = (int64_t)w->tolerance_s;
+    SP_ENSURE(now >= stamp - tol && now <= stamp + tol, SP_ERR_STALE_TIMESTAMP);
     return SP_OK;
 }
 
