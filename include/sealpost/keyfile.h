@@ -37,6 +37,14 @@ SP_API void sp_keyfile_free(sp_keyfile *file);
  * version_out receives the new version (37 bytes with the NUL). */
 SP_API SP_MUST_CHECK sp_error sp_keyfile_generate(const char *path, char version_out[37]);
 
+/* Adds a key received from elsewhere (the key exchange) under its version,
+ * creating the file if needed. With make_active, the previous active key
+ * becomes decrypt-only. Adding a version the file already holds with the
+ * same key changes nothing (imports can be repeated); with another key it
+ * is SP_ERR_EXISTS. */
+SP_API SP_MUST_CHECK sp_error sp_keyfile_add(const char *path, const char *version, const sp_key *key,
+                                             bool make_active);
+
 SP_END_DECLS
 
 #endif

@@ -9,5 +9,9 @@
 #include "sealpost/crypto.h"
 #include "sealpost/keyfile.h"
 #include "sealpost/wire.h"
+#include "sealpost/audit.h"
+#include "sealpost/kms.h"
+#include "sealpost/keyring.h"
+#include "sealpost/keyx.h"
 
 #endif

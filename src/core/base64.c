@@ -101,12 +101,17 @@ sp_error sp_b64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_c
             chunk[i] = (unsigned char)ch;
         }
         for (size_t i = n; i < padded; i++) chunk[i] = '=';
-        if (EVP_DecodeBlock(bytes, chunk, (int)padded) < 0) return SP_ERR_BAD_BASE64;
+        if (EVP_DecodeBlock(bytes, chunk, (int)padded) < 0) {
+            sp_wipe(chunk, sizeof chunk);
+            return SP_ERR_BAD_BASE64;
+        }
         size_t got = (n / 4) * 3 + (n % 4 ? n % 4 - 1 : 0);
         memcpy(out + written, bytes, got);
         written += got;
         done_chars += n;
     }
+    /* both held pieces of what may be a key */
+    sp_wipe(chunk, sizeof chunk);
     sp_wipe(bytes, sizeof bytes);
     *out_len = written;
     return SP_OK;

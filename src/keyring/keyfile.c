@@ -123,6 +123,8 @@ sp_error sp_keyfile_load(const char *path, sp_keyfile **out) {
 }
 
 /* ---- writing ---- */
+/* The file's text: the existing entries, then `extra` (may be NULL). When
+ * extra is active, the previous active entry is written decrypt-only. */
 static sp_error sp_keyfile_to_json(const sp_keyfile *f, const sp_keyfile_entry_t *extra, char **text) {
     json_t *keys = json_array();
     json_t *root = json_pack("{s:s, s:i, s:o}", "format", SP_KEYFILE_FORMAT, "version", SP_KEYFILE_VERSION, "keys",
@@ -132,14 +134,15 @@ static sp_error sp_keyfile_to_json(const sp_keyfile *f, const sp_keyfile_entry_t
     size_t total = f ? f->count : 0;
     for (size_t i = 0; i <= total && rc == SP_OK; i++) {
         const sp_keyfile_entry_t *e = i < total ? &f->entries[i] : extra;
+        if (e == NULL) break;
         uint8_t raw[SP_KEY_BYTES];
         char b64[64];
         size_t n = 0;
         rc = sp_key_export(e->key, raw);
         if (rc == SP_OK) rc = sp_b64_encode(raw, sizeof raw, b64, sizeof b64, &n, false);
         sp_wipe(raw, sizeof raw);
-        /* the file holds one active key: the new one */
-        const char *state = (e == extra) ? "active" : "decrypt-only";
+        bool demoted = e != extra && extra != NULL && extra->state == SP_KEY_STATE_ACTIVE;
+        const char *state = (e->state == SP_KEY_STATE_ACTIVE && !demoted) ? "active" : "decrypt-only";
         json_t *item = rc == SP_OK ? json_pack("{s:s, s:s, s:s, s:I}", "version", e->version, "key", b64, "state",
                                                state, "created", (json_int_t)e->created)
                                    : NULL;
@@ -163,24 +166,59 @@ static sp_error sp_keyfile_to_json(const sp_keyfile *f, const sp_keyfile_entry_t
     return rc;
 }
 
-sp_error sp_keyfile_generate(const char *path, char version_out[37]) {
-    SP_ENSURE(path != NULL && version_out != NULL, SP_ERR_INVALID_ARGUMENT);
-    SP_GUARD(sp_init());
-    int lock = -1;
-    SP_GUARD(sp_file_lock(path, &lock));
+/* Under the file's lock: read, add, replace. */
+static sp_error sp_keyfile_add_locked(const char *path, sp_keyfile_entry_t *fresh) {
     sp_keyfile *existing = NULL;
     sp_error rc = SP_OK;
     if (access(path, F_OK) == 0) rc = sp_keyfile_load(path, &existing);
-    sp_keyfile_entry_t fresh = {.state = SP_KEY_STATE_ACTIVE, .created = sp_now_seconds()};
+    for (size_t i = 0; rc == SP_OK && existing != NULL && i < existing->count; i++) {
+        const sp_keyfile_entry_t *e = &existing->entries[i];
+        if (strcmp(e->version, fresh->version) != 0) continue;
+        bool same = sp_ct_equal(sp_key_bytes(e->key), sp_key_bytes(fresh->key), SP_KEY_BYTES);
+        sp_keyfile_free(existing);
+        return same ? SP_OK : SP_ERR_EXISTS;
+    }
+    if (existing == NULL) fresh->state = SP_KEY_STATE_ACTIVE; /* a file holds one active key */
     char *text = NULL;
-    if (rc == SP_OK) rc = sp_uuid_v4(fresh.version);
-    if (rc == SP_OK) rc = sp_key_generate(&fresh.key);
-    if (rc == SP_OK) rc = sp_keyfile_to_json(existing, &fresh, &text);
+    if (rc == SP_OK) rc = sp_keyfile_to_json(existing, fresh, &text);
     if (rc == SP_OK) rc = sp_file_replace(path, (const uint8_t *)text, strlen(text));
-    if (rc == SP_OK) memcpy(version_out, fresh.version, SP_KEY_VERSION_CHARS + 1);
     if (text != NULL) sp_free_wiped(text, strlen(text) + 1);
-    sp_key_free(fresh.key);
     sp_keyfile_free(existing);
+    return rc;
+}
+
+static sp_error sp_keyfile_add_entry(const char *path, sp_keyfile_entry_t *fresh) {
+    int lock = -1;
+    SP_GUARD(sp_file_lock(path, &lock));
+    sp_error rc = sp_keyfile_add_locked(path, fresh);
     sp_file_unlock(lock);
+    return rc;
+}
+
+sp_error sp_keyfile_generate(const char *path, char version_out[37]) {
+    SP_ENSURE(path != NULL && version_out != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_init());
+    sp_keyfile_entry_t fresh = {.state = SP_KEY_STATE_ACTIVE, .created = sp_now_seconds()};
+    sp_error rc = sp_uuid_v4(fresh.version);
+    if (rc == SP_OK) rc = sp_key_generate(&fresh.key);
+    if (rc == SP_OK) rc = sp_keyfile_add_entry(path, &fresh);
+    if (rc == SP_OK) memcpy(version_out, fresh.version, SP_KEY_VERSION_CHARS + 1);
+    sp_key_free(fresh.key);
+    return rc;
+}
+
+sp_error sp_keyfile_add(const char *path, const char *version, const sp_key *key, bool make_active) {
+    SP_ENSURE(path != NULL && version != NULL && key != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(sp_uuid_is_valid(version, strlen(version)), SP_ERR_BAD_UUID);
+    SP_GUARD(sp_init());
+    sp_keyfile_entry_t fresh = {.state = make_active ? SP_KEY_STATE_ACTIVE : SP_KEY_STATE_DECRYPT_ONLY,
+                                .created = sp_now_seconds()};
+    memcpy(fresh.version, version, SP_KEY_VERSION_CHARS + 1);
+    uint8_t raw[SP_KEY_BYTES];
+    sp_error rc = sp_key_export(key, raw);
+    if (rc == SP_OK) rc = sp_key_new(raw, sizeof raw, &fresh.key);
+    sp_wipe(raw, sizeof raw);
+    if (rc == SP_OK) rc = sp_keyfile_add_entry(path, &fresh);
+    sp_key_free(fresh.key);
     return rc;
 }

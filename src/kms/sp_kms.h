@@ -93,6 +93,12 @@ typedef struct sp_kms_backend {
     sp_error (*describe)(void *state, char *report, size_t cap);
 } sp_kms_backend;
 
+/* sp_kms_open with a given backend instead of one named in the config: for
+ * tests that script a backend's failures to exercise retries and the
+ * breaker. The config's backend name is ignored. */
+SP_INTERNAL SP_MUST_CHECK sp_error sp_kms_open_backend(const sp_kms_backend *backend, const char *config,
+                                                       sp_kms **out);
+
 SP_INTERNAL extern const sp_kms_backend sp_kms_backend_local;
 SP_INTERNAL extern const sp_kms_backend sp_kms_backend_pkcs11;
 SP_INTERNAL extern const sp_kms_backend sp_kms_backend_kmip;

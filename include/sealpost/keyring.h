@@ -1,0 +1,106 @@
+/*
+ * The provider keyring: the AES-256 keys that encrypt traffic with each CPaaS
+ * provider, one series per tenant and channel, each key a UUID version.
+ *
+ * Life cycle, forward only:
+ *   active (exactly one per channel, seals and opens)
+ *     -> decrypt-only (opens messages still in flight after a rotation)
+ *     -> retired (refused) -> destroyed (wrapped material erased).
+ * Any other change is SP_ERR_ILLEGAL_TRANSITION.
+ *
+ * Keys are stored only wrapped by the tenant's master key (sp_kms); plaintext
+ * key material exists only in locked memory. Until the database store lands,
+ * the keyring is a private JSON file replaced atomically under a lock, so
+ * several processes can share it; every change re-reads it first.
+ */
+#ifndef SEALPOST_KEYRING_H
+#define SEALPOST_KEYRING_H
+
+#include "sealpost/common.h"
+#include "sealpost/crypto.h"
+#include "sealpost/error.h"
+#include "sealpost/kms.h"
+#include "sealpost/wire.h"
+
+SP_BEGIN_DECLS
+
+#define SP_KEYRING_MAX_NAME 64    /* tenant and channel names: [A-Za-z0-9_.-] */
+#define SP_KEYRING_MAX_KEYS 100000
+#define SP_KEYRING_MAX_FILE (64u << 20)
+
+typedef enum sp_keyring_state {
+    SP_KEYRING_ACTIVE = 1,
+    SP_KEYRING_DECRYPT_ONLY = 2,
+    SP_KEYRING_RETIRED = 3,
+    SP_KEYRING_DESTROYED = 4,
+} sp_keyring_state;
+
+typedef struct sp_keyring_entry {
+    char tenant[SP_KEYRING_MAX_NAME + 1];
+    char channel[SP_KEYRING_MAX_NAME + 1];
+    char version[SP_KEY_VERSION_CHARS + 1];
+    sp_keyring_state state;
+    int64_t created;     /* Unix seconds; also when it became active */
+    int64_t deactivated; /* became decrypt-only, or 0 */
+    int64_t retired;     /* or 0 */
+    int64_t destroyed;   /* or 0 */
+    char master_key[SP_KMS_MAX_KEY_ID + 1]; /* the master key that wraps it ("" once destroyed) */
+} sp_keyring_entry;
+
+typedef struct sp_keyring sp_keyring;
+
+/* Opens the keyring file (created empty if missing). kms is not owned and
+ * must outlive the keyring; with a NULL kms the keyring can only be listed
+ * (anything else is SP_ERR_BAD_CONFIG). */
+SP_API SP_MUST_CHECK sp_error sp_keyring_open(const char *path, sp_kms *kms, sp_keyring **out);
+SP_API void sp_keyring_close(sp_keyring *kr);
+/* Re-reads the file (another process may have changed it). */
+SP_API SP_MUST_CHECK sp_error sp_keyring_reload(sp_keyring *kr);
+
+SP_API const char *sp_keyring_state_name(sp_keyring_state state);
+SP_API size_t sp_keyring_count(const sp_keyring *kr);
+SP_API SP_MUST_CHECK sp_error sp_keyring_get(const sp_keyring *kr, size_t index, sp_keyring_entry *out);
+SP_API SP_MUST_CHECK sp_error sp_keyring_find(const sp_keyring *kr, const char *tenant, const char *channel,
+                                              const char *version, sp_keyring_entry *out);
+
+/* A new active version; the previous active one becomes decrypt-only. */
+SP_API SP_MUST_CHECK sp_error sp_keyring_rotate(sp_keyring *kr, const char *tenant, const char *channel, int64_t now,
+                                                char version_out[SP_KEY_VERSION_CHARS + 1]);
+SP_API SP_MUST_CHECK sp_error sp_keyring_retire(sp_keyring *kr, const char *tenant, const char *channel,
+                                                const char *version, int64_t now);
+SP_API SP_MUST_CHECK sp_error sp_keyring_destroy(sp_keyring *kr, const char *tenant, const char *channel,
+                                                 const char *version, int64_t now);
+/* Minimum decryption version: every decrypt-only version older than
+ * `version` is retired now, and none older is ever loaded again. */
+SP_API SP_MUST_CHECK sp_error sp_keyring_set_min_version(sp_keyring *kr, const char *tenant, const char *channel,
+                                                         const char *version, int64_t now);
+
+typedef struct sp_keyring_policy {
+    int64_t rotate_after_s; /* rotate an active key this old (0: never) */
+    int64_t overlap_s;      /* retire a decrypt-only key this long after it was rotated out */
+} sp_keyring_policy;
+/* The scheduled part of rotation, for every channel; counts what it did. */
+SP_API SP_MUST_CHECK sp_error sp_keyring_maintain(sp_keyring *kr, const sp_keyring_policy *policy, int64_t now,
+                                                  size_t *rotated, size_t *retired);
+
+/* Adds the channel's usable versions (active and decrypt-only) to wire and
+ * makes the active one current. */
+SP_API SP_MUST_CHECK sp_error sp_keyring_load_wire(sp_keyring *kr, const char *tenant, const char *channel,
+                                                   sp_wire *wire);
+/* The key of one usable version (for the key exchange); the caller frees. */
+SP_API SP_MUST_CHECK sp_error sp_keyring_unwrap(sp_keyring *kr, const char *tenant, const char *channel,
+                                                const char *version, sp_key **out);
+
+/* Master-key rotation: rewraps every stored key from the keyring's KMS to
+ * new_kms without touching any data, `batch` keys per atomic file write.
+ * Keys already under new_kms are skipped, so running it again after a crash
+ * resumes where it stopped. progress (may be NULL) is called after each
+ * batch; returning non-OK stops the rewrap there (what was written stays).
+ * On success the keyring uses new_kms from then on. */
+typedef sp_error (*sp_keyring_progress_fn)(void *arg, size_t done, size_t total);
+SP_API SP_MUST_CHECK sp_error sp_keyring_rewrap(sp_keyring *kr, sp_kms *new_kms, size_t batch,
+                                                sp_keyring_progress_fn progress, void *arg, size_t *rewrapped);
+
+SP_END_DECLS
+
+#endif

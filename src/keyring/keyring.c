@@ -1,0 +1,586 @@
+/*
+ * The provider keyring (include/sealpost/keyring.h).
+ *
+ * State lives in one private JSON file. Every change takes the file's lock,
+ * re-reads it, applies the change in memory, and replaces the file
+ * atomically, so processes sharing the file never lose each other's
+ * changes and a crash leaves the previous state or the next one. Key
+ * material is stored only as KMS-wrapped blobs; it is unwrapped into locked
+ * memory when a channel's keys are loaded into an sp_wire.
+ *
+ * Versions are ordered by a sequence number given at creation, not by clock
+ * time, so "older than the minimum version" is exact even within a second.
+ */
+#include <jansson.h>
+
+#include "kms/sp_kms.h"
+#include "sealpost/keyring.h"
+
+#define SP_KEYRING_FORMAT "sealpost-keyring"
+
+typedef struct {
+    sp_keyring_entry e;
+    uint64_t seq;
+    uint8_t *wrapped; /* NULL once destroyed */
+    size_t wrapped_len;
+} sp_kr_item;
+
+typedef struct {
+    char tenant[SP_KEYRING_MAX_NAME + 1];
+    char channel[SP_KEYRING_MAX_NAME + 1];
+    uint64_t min_seq; /* versions below are never loaded */
+} sp_kr_channel;
+
+struct sp_keyring {
+    char *path;
+    sp_kms *kms;
+    sp_kr_item *items;
+    size_t count, cap;
+    sp_kr_channel *chans;
+    size_t nchans, chans_cap;
+    uint64_t next_seq;
+};
+
+static const char *const sp_state_names[] = {"", "active", "decrypt-only", "retired", "destroyed"};
+
+const char *sp_keyring_state_name(sp_keyring_state s) {
+    return (s >= SP_KEYRING_ACTIVE && s <= SP_KEYRING_DESTROYED) ? sp_state_names[s] : "unknown";
+}
+
+static bool sp_name_ok(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > SP_KEYRING_MAX_NAME) return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+              ch == '.' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* ---- in-memory state ---- */
+static void sp_kr_clear(sp_keyring *kr) {
+    for (size_t i = 0; i < kr->count; i++) sp_free(kr->items[i].wrapped);
+    sp_free(kr->items);
+    sp_free(kr->chans);
+    kr->items = NULL;
+    kr->chans = NULL;
+    kr->count = kr->cap = kr->nchans = kr->chans_cap = 0;
+    kr->next_seq = 1;
+}
+
+static sp_error sp_grow(void **arr, size_t *cap, size_t count, size_t elem, size_t limit) {
+    if (count < *cap) return SP_OK;
+    SP_ENSURE(count < limit, SP_ERR_TOO_LARGE);
+    size_t ncap = *cap ? *cap * 2 : 8;
+    uint8_t *grown = sp_calloc(ncap, elem);
+    SP_ENSURE(grown != NULL, SP_ERR_NO_MEMORY);
+    if (count) memcpy(grown, *arr, count * elem);
+    sp_free(*arr);
+    *arr = grown;
+    *cap = ncap;
+    return SP_OK;
+}
+
+static sp_kr_item *sp_kr_find(sp_keyring *kr, const char *tenant, const char *channel, const char *version) {
+    for (size_t i = 0; i < kr->count; i++) {
+        sp_keyring_entry *e = &kr->items[i].e;
+        if (strcmp(e->tenant, tenant) == 0 && strcmp(e->channel, channel) == 0 && strcmp(e->version, version) == 0)
+            return &kr->items[i];
+    }
+    return NULL;
+}
+
+static sp_kr_item *sp_kr_active(sp_keyring *kr, const char *tenant, const char *channel) {
+    for (size_t i = 0; i < kr->count; i++) {
+        sp_keyring_entry *e = &kr->items[i].e;
+        if (e->state == SP_KEYRING_ACTIVE && strcmp(e->tenant, tenant) == 0 && strcmp(e->channel, channel) == 0)
+            return &kr->items[i];
+    }
+    return NULL;
+}
+
+static sp_kr_channel *sp_kr_chan(sp_keyring *kr, const char *tenant, const char *channel) {
+    for (size_t i = 0; i < kr->nchans; i++) {
+        if (strcmp(kr->chans[i].tenant, tenant) == 0 && strcmp(kr->chans[i].channel, channel) == 0)
+            return &kr->chans[i];
+    }
+    return NULL;
+}
+
+/* ---- the file ---- */
+static sp_error sp_json_int(json_t *obj, const char *name, int64_t *out) {
+    json_t *v = json_object_get(obj, name);
+    SP_ENSURE(json_is_integer(v) && json_integer_value(v) >= 0, SP_ERR_BAD_KEYFILE);
+    *out = (int64_t)json_integer_value(v);
+    return SP_OK;
+}
+
+static sp_error sp_json_name(json_t *obj, const char *name, char *out, size_t cap) {
+    json_t *v = json_object_get(obj, name);
+    SP_ENSURE(json_is_string(v) && json_string_length(v) < cap, SP_ERR_BAD_KEYFILE);
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return SP_OK;
+}
+
+static sp_error sp_kr_parse_item(sp_keyring *kr, json_t *o) {
+    SP_ENSURE(json_is_object(o), SP_ERR_BAD_KEYFILE);
+    SP_GUARD(sp_grow((void **)&kr->items, &kr->cap, kr->count, sizeof *kr->items, SP_KEYRING_MAX_KEYS));
+    sp_kr_item *it = &kr->items[kr->count];
+    memset(it, 0, sizeof *it);
+    sp_keyring_entry *e = &it->e;
+    char state[16];
+    int64_t seq = 0;
+    SP_GUARD(sp_json_name(o, "tenant", e->tenant, sizeof e->tenant));
+    SP_GUARD(sp_json_name(o, "channel", e->channel, sizeof e->channel));
+    SP_GUARD(sp_json_name(o, "version", e->version, sizeof e->version));
+    SP_GUARD(sp_json_name(o, "state", state, sizeof state));
+    SP_GUARD(sp_json_name(o, "master_key", e->master_key, sizeof e->master_key));
+    SP_GUARD(sp_json_int(o, "seq", &seq));
+    SP_GUARD(sp_json_int(o, "created", &e->created));
+    SP_GUARD(sp_json_int(o, "deactivated", &e->deactivated));
+    SP_GUARD(sp_json_int(o, "retired", &e->retired));
+    SP_GUARD(sp_json_int(o, "destroyed", &e->destroyed));
+    SP_ENSURE(sp_name_ok(e->tenant) && sp_name_ok(e->channel) && sp_uuid_is_valid(e->version, strlen(e->version)),
+              SP_ERR_BAD_KEYFILE);
+    e->state = 0;
+    for (int s = SP_KEYRING_ACTIVE; s <= SP_KEYRING_DESTROYED; s++) {
+        if (strcmp(state, sp_state_names[s]) == 0) e->state = (sp_keyring_state)s;
+    }
+    SP_ENSURE(e->state != 0 && seq > 0, SP_ERR_BAD_KEYFILE);
+    it->seq = (uint64_t)seq;
+    json_t *w = json_object_get(o, "wrapped");
+    if (e->state == SP_KEYRING_DESTROYED) {
+        SP_ENSURE(w == NULL, SP_ERR_BAD_KEYFILE);
+    } else {
+        SP_ENSURE(json_is_string(w) && json_string_length(w) <= sp_b64_encoded_len(SP_KMS_MAX_WRAPPED, false),
+                  SP_ERR_BAD_KEYFILE);
+        it->wrapped = sp_malloc(SP_KMS_MAX_WRAPPED);
+        SP_ENSURE(it->wrapped != NULL, SP_ERR_NO_MEMORY);
+        sp_error rc = sp_b64_decode(json_string_value(w), json_string_length(w), it->wrapped, SP_KMS_MAX_WRAPPED,
+                                    &it->wrapped_len, false);
+        if (rc != SP_OK) {
+            sp_free(it->wrapped);
+            it->wrapped = NULL;
+            return rc == SP_ERR_NO_MEMORY ? rc : SP_ERR_BAD_KEYFILE;
+        }
+    }
+    SP_ENSURE(sp_kr_find(kr, e->tenant, e->channel, e->version) == NULL, SP_ERR_BAD_KEYFILE);
+    if (e->state == SP_KEYRING_ACTIVE) SP_ENSURE(sp_kr_active(kr, e->tenant, e->channel) == NULL, SP_ERR_BAD_KEYFILE);
+    kr->count++;
+    if (it->seq >= kr->next_seq) kr->next_seq = it->seq + 1;
+    return SP_OK;
+}
+
+static sp_error sp_kr_parse_chan(sp_keyring *kr, json_t *o) {
+    SP_ENSURE(json_is_object(o), SP_ERR_BAD_KEYFILE);
+    SP_GUARD(sp_grow((void **)&kr->chans, &kr->chans_cap, kr->nchans, sizeof *kr->chans, SP_KEYRING_MAX_KEYS));
+    sp_kr_channel *c = &kr->chans[kr->nchans];
+    int64_t min_seq = 0;
+    SP_GUARD(sp_json_name(o, "tenant", c->tenant, sizeof c->tenant));
+    SP_GUARD(sp_json_name(o, "channel", c->channel, sizeof c->channel));
+    SP_GUARD(sp_json_int(o, "min_seq", &min_seq));
+    SP_ENSURE(sp_name_ok(c->tenant) && sp_name_ok(c->channel), SP_ERR_BAD_KEYFILE);
+    c->min_seq = (uint64_t)min_seq;
+    kr->nchans++;
+    return SP_OK;
+}
+
+static sp_error sp_kr_load(sp_keyring *kr) {
+    sp_kr_clear(kr);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    sp_error rc = sp_file_read_private(kr->path, SP_KEYRING_MAX_FILE, &data, &len);
+    if (rc == SP_ERR_NOT_FOUND) return SP_OK; /* a new keyring */
+    SP_GUARD(rc);
+    json_t *root = NULL;
+    rc = sp_json_load(data, len, SP_ERR_BAD_KEYFILE, &root);
+    sp_free_wiped(data, len + 1);
+    SP_GUARD(rc);
+    json_t *format = json_object_get(root, "format"), *keys = json_object_get(root, "keys");
+    json_t *chans = json_object_get(root, "channels"), *version = json_object_get(root, "version");
+    if (!json_is_string(format) || strcmp(json_string_value(format), SP_KEYRING_FORMAT) != 0 ||
+        !json_is_integer(version) || json_integer_value(version) != 1 || !json_is_array(keys) ||
+        !json_is_array(chans)) {
+        rc = SP_ERR_BAD_KEYFILE;
+    }
+    for (size_t i = 0; rc == SP_OK && i < json_array_size(keys); i++) rc = sp_kr_parse_item(kr, json_array_get(keys, i));
+    for (size_t i = 0; rc == SP_OK && i < json_array_size(chans); i++)
+        rc = sp_kr_parse_chan(kr, json_array_get(chans, i));
+    json_decref(root);
+    if (rc != SP_OK) sp_kr_clear(kr);
+    return rc;
+}
+
+static json_t *sp_kr_item_json(const sp_kr_item *it) {
+    const sp_keyring_entry *e = &it->e;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "tenant", e->tenant, "channel",
+                          e->channel, "version", e->version, "state", sp_keyring_state_name(e->state), "master_key",
+                          e->master_key, "seq", (json_int_t)it->seq, "created", (json_int_t)e->created,
+                          "deactivated", (json_int_t)e->deactivated, "retired", (json_int_t)e->retired, "destroyed",
+                          (json_int_t)e->destroyed);
+    if (o == NULL || it->wrapped == NULL) return o;
+    char b64[(SP_KMS_MAX_WRAPPED + 2) / 3 * 4 + 1];
+    size_t n = 0;
+    if (sp_b64_encode(it->wrapped, it->wrapped_len, b64, sizeof b64, &n, false) != SP_OK ||
+        json_object_set_new(o, "wrapped", json_stringn(b64, n)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static sp_error sp_kr_save(sp_keyring *kr) {
+    json_t *keys = json_array(), *chans = json_array();
+    json_t *root = json_pack("{s:s, s:i, s:o, s:o}", "format", SP_KEYRING_FORMAT, "version", 1, "keys", keys,
+                             "channels", chans);
+    SP_ENSURE(root != NULL, SP_ERR_NO_MEMORY);
+    sp_error rc = SP_OK;
+    for (size_t i = 0; rc == SP_OK && i < kr->count; i++) {
+        if (json_array_append_new(keys, sp_kr_item_json(&kr->items[i])) != 0) rc = SP_ERR_NO_MEMORY;
+    }
+    for (size_t i = 0; rc == SP_OK && i < kr->nchans; i++) {
+        const sp_kr_channel *c = &kr->chans[i];
+        json_t *o = json_pack("{s:s, s:s, s:I}", "tenant", c->tenant, "channel", c->channel, "min_seq",
+                              (json_int_t)c->min_seq);
+        if (json_array_append_new(chans, o) != 0) rc = SP_ERR_NO_MEMORY;
+    }
+    char *text = NULL;
+    size_t need = 0;
+    if (rc == SP_OK) {
+        need = json_dumpb(root, NULL, 0, JSON_INDENT(1));
+        text = need ? sp_malloc(need) : NULL;
+        if (text == NULL || json_dumpb(root, text, need, JSON_INDENT(1)) != need) rc = SP_ERR_NO_MEMORY;
+    }
+    json_decref(root);
+    if (rc == SP_OK) rc = sp_file_replace(kr->path, (const uint8_t *)text, need);
+    sp_free(text);
+    return rc;
+}
+
+/* Lock, re-read, change, write, unlock. A failed change leaves the file as
+ * it was and the in-memory view re-read from it. */
+typedef sp_error (*sp_kr_change_fn)(sp_keyring *kr, void *arg);
+
+static sp_error sp_kr_change(sp_keyring *kr, sp_kr_change_fn fn, void *arg) {
+    SP_ENSURE(kr->kms != NULL, SP_ERR_BAD_CONFIG); /* opened for reading only */
+    int lock = -1;
+    SP_GUARD(sp_file_lock(kr->path, &lock));
+    sp_error rc = sp_kr_load(kr);
+    if (rc == SP_OK) rc = fn(kr, arg);
+    if (rc == SP_OK) rc = sp_kr_save(kr);
+    if (rc != SP_OK) (void)sp_kr_load(kr);
+    sp_file_unlock(lock);
+    return rc;
+}
+
+/* ---- open / query ---- */
+sp_error sp_keyring_open(const char *path, sp_kms *kms, sp_keyring **out) {
+    SP_ENSURE(path != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    sp_keyring *kr = sp_calloc(1, sizeof *kr);
+    SP_ENSURE(kr != NULL, SP_ERR_NO_MEMORY);
+    size_t n = strlen(path);
+    kr->path = sp_malloc(n + 1);
+    kr->kms = kms;
+    kr->next_seq = 1;
+    sp_error rc = kr->path ? SP_OK : SP_ERR_NO_MEMORY;
+    if (rc == SP_OK) {
+        memcpy(kr->path, path, n + 1);
+        rc = sp_kr_load(kr);
+    }
+    if (rc != SP_OK) {
+        sp_keyring_close(kr);
+        return rc;
+    }
+    *out = kr;
+    return SP_OK;
+}
+
+void sp_keyring_close(sp_keyring *kr) {
+    if (kr == NULL) return;
+    sp_kr_clear(kr);
+    sp_free(kr->path);
+    sp_free(kr);
+}
+
+sp_error sp_keyring_reload(sp_keyring *kr) {
+    SP_ENSURE(kr != NULL, SP_ERR_INVALID_ARGUMENT);
+    return sp_kr_load(kr);
+}
+
+size_t sp_keyring_count(const sp_keyring *kr) { return kr ? kr->count : 0; }
+
+sp_error sp_keyring_get(const sp_keyring *kr, size_t index, sp_keyring_entry *out) {
+    SP_ENSURE(kr != NULL && out != NULL && index < kr->count, SP_ERR_INVALID_ARGUMENT);
+    *out = kr->items[index].e;
+    return SP_OK;
+}
+
+static sp_error sp_kr_check_names(const char *tenant, const char *channel, const char *version) {
+    SP_ENSURE(sp_name_ok(tenant) && sp_name_ok(channel), SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(version == NULL || sp_uuid_is_valid(version, strlen(version)), SP_ERR_BAD_UUID);
+    return SP_OK;
+}
+
+sp_error sp_keyring_find(const sp_keyring *kr, const char *tenant, const char *channel, const char *version,
+                         sp_keyring_entry *out) {
+    SP_ENSURE(kr != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, version));
+    const sp_kr_item *it = sp_kr_find((sp_keyring *)(uintptr_t)kr, tenant, channel, version);
+    SP_ENSURE(it != NULL, SP_ERR_NOT_FOUND);
+    *out = it->e;
+    return SP_OK;
+}
+
+/* ---- changes ---- */
+typedef struct {
+    const char *tenant, *channel, *version;
+    int64_t now;
+    char *version_out;
+    const sp_keyring_policy *policy;
+    size_t rotated, retired;
+} sp_kr_args;
+
+static sp_error sp_kr_do_rotate(sp_keyring *kr, const char *tenant, const char *channel, int64_t now,
+                                char *version_out) {
+    SP_GUARD(sp_grow((void **)&kr->items, &kr->cap, kr->count, sizeof *kr->items, SP_KEYRING_MAX_KEYS));
+    sp_kr_item fresh;
+    memset(&fresh, 0, sizeof fresh);
+    fresh.wrapped = sp_malloc(SP_KMS_MAX_WRAPPED);
+    SP_ENSURE(fresh.wrapped != NULL, SP_ERR_NO_MEMORY);
+    sp_key *key = NULL;
+    sp_error rc = sp_uuid_v4(fresh.e.version);
+    if (rc == SP_OK) rc = sp_kms_generate_data_key(kr->kms, &key, fresh.wrapped, SP_KMS_MAX_WRAPPED, &fresh.wrapped_len);
+    sp_key_free(key); /* only the wrapped form is kept */
+    if (rc != SP_OK) {
+        sp_free(fresh.wrapped);
+        return rc;
+    }
+    sp_kr_item *old = sp_kr_active(kr, tenant, channel);
+    if (old != NULL) {
+        old->e.state = SP_KEYRING_DECRYPT_ONLY;
+        old->e.deactivated = now;
+    }
+    memcpy(fresh.e.tenant, tenant, strlen(tenant) + 1);
+    memcpy(fresh.e.channel, channel, strlen(channel) + 1);
+    memcpy(fresh.e.master_key, sp_kms_key_id(kr->kms), strlen(sp_kms_key_id(kr->kms)) + 1);
+    fresh.e.state = SP_KEYRING_ACTIVE;
+    fresh.e.created = now;
+    fresh.seq = kr->next_seq++;
+    kr->items[kr->count++] = fresh;
+    if (version_out != NULL) memcpy(version_out, fresh.e.version, SP_KEY_VERSION_CHARS + 1);
+    return SP_OK;
+}
+
+static sp_error sp_kr_rotate_fn(sp_keyring *kr, void *arg) {
+    sp_kr_args *a = arg;
+    return sp_kr_do_rotate(kr, a->tenant, a->channel, a->now, a->version_out);
+}
+
+sp_error sp_keyring_rotate(sp_keyring *kr, const char *tenant, const char *channel, int64_t now,
+                           char version_out[SP_KEY_VERSION_CHARS + 1]) {
+    SP_ENSURE(kr != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, NULL));
+    sp_kr_args a = {.tenant = tenant, .channel = channel, .now = now, .version_out = version_out};
+    return sp_kr_change(kr, sp_kr_rotate_fn, &a);
+}
+
+static sp_error sp_kr_retire_fn(sp_keyring *kr, void *arg) {
+    sp_kr_args *a = arg;
+    sp_kr_item *it = sp_kr_find(kr, a->tenant, a->channel, a->version);
+    SP_ENSURE(it != NULL, SP_ERR_NOT_FOUND);
+    SP_ENSURE(it->e.state == SP_KEYRING_DECRYPT_ONLY, SP_ERR_ILLEGAL_TRANSITION);
+    it->e.state = SP_KEYRING_RETIRED;
+    it->e.retired = a->now;
+    return SP_OK;
+}
+
+sp_error sp_keyring_retire(sp_keyring *kr, const char *tenant, const char *channel, const char *version,
+                           int64_t now) {
+    SP_ENSURE(kr != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, version));
+    sp_kr_args a = {.tenant = tenant, .channel = channel, .version = version, .now = now};
+    return sp_kr_change(kr, sp_kr_retire_fn, &a);
+}
+
+static sp_error sp_kr_destroy_fn(sp_keyring *kr, void *arg) {
+    sp_kr_args *a = arg;
+    sp_kr_item *it = sp_kr_find(kr, a->tenant, a->channel, a->version);
+    SP_ENSURE(it != NULL, SP_ERR_NOT_FOUND);
+    SP_ENSURE(it->e.state == SP_KEYRING_RETIRED, SP_ERR_ILLEGAL_TRANSITION);
+    sp_free_wiped(it->wrapped, it->wrapped_len);
+    it->wrapped = NULL;
+    it->wrapped_len = 0;
+    it->e.master_key[0] = 0;
+    it->e.state = SP_KEYRING_DESTROYED;
+    it->e.destroyed = a->now;
+    return SP_OK;
+}
+
+sp_error sp_keyring_destroy(sp_keyring *kr, const char *tenant, const char *channel, const char *version,
+                            int64_t now) {
+    SP_ENSURE(kr != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, version));
+    sp_kr_args a = {.tenant = tenant, .channel = channel, .version = version, .now = now};
+    return sp_kr_change(kr, sp_kr_destroy_fn, &a);
+}
+
+static sp_error sp_kr_min_fn(sp_keyring *kr, void *arg) {
+    sp_kr_args *a = arg;
+    sp_kr_item *min = sp_kr_find(kr, a->tenant, a->channel, a->version);
+    SP_ENSURE(min != NULL, SP_ERR_NOT_FOUND);
+    SP_ENSURE(min->e.state == SP_KEYRING_ACTIVE || min->e.state == SP_KEYRING_DECRYPT_ONLY, SP_ERR_KEY_RETIRED);
+    sp_kr_channel *c = sp_kr_chan(kr, a->tenant, a->channel);
+    if (c == NULL) {
+        SP_GUARD(sp_grow((void **)&kr->chans, &kr->chans_cap, kr->nchans, sizeof *kr->chans, SP_KEYRING_MAX_KEYS));
+        c = &kr->chans[kr->nchans++];
+        memset(c, 0, sizeof *c);
+        memcpy(c->tenant, a->tenant, strlen(a->tenant) + 1);
+        memcpy(c->channel, a->channel, strlen(a->channel) + 1);
+    }
+    SP_ENSURE(min->seq >= c->min_seq, SP_ERR_ILLEGAL_TRANSITION); /* the minimum only goes up */
+    c->min_seq = min->seq;
+    for (size_t i = 0; i < kr->count; i++) {
+        sp_kr_item *it = &kr->items[i];
+        if (it->seq < min->seq && it->e.state == SP_KEYRING_DECRYPT_ONLY && strcmp(it->e.tenant, a->tenant) == 0 &&
+            strcmp(it->e.channel, a->channel) == 0) {
+            it->e.state = SP_KEYRING_RETIRED;
+            it->e.retired = a->now;
+        }
+    }
+    return SP_OK;
+}
+
+sp_error sp_keyring_set_min_version(sp_keyring *kr, const char *tenant, const char *channel, const char *version,
+                                    int64_t now) {
+    SP_ENSURE(kr != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, version));
+    sp_kr_args a = {.tenant = tenant, .channel = channel, .version = version, .now = now};
+    return sp_kr_change(kr, sp_kr_min_fn, &a);
+}
+
+static sp_error sp_kr_maintain_fn(sp_keyring *kr, void *arg) {
+    sp_kr_args *a = arg;
+    a->rotated = a->retired = 0;
+    size_t n = kr->count; /* rotation appends; new keys need no look */
+    for (size_t i = 0; i < n; i++) {
+        sp_kr_item *it = &kr->items[i];
+        if (it->e.state == SP_KEYRING_DECRYPT_ONLY && a->policy->overlap_s > 0 &&
+            a->now - it->e.deactivated >= a->policy->overlap_s) {
+            it->e.state = SP_KEYRING_RETIRED;
+            it->e.retired = a->now;
+            a->retired++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        sp_kr_item *it = &kr->items[i];
+        if (it->e.state == SP_KEYRING_ACTIVE && a->policy->rotate_after_s > 0 &&
+            a->now - it->e.created >= a->policy->rotate_after_s) {
+            char tenant[SP_KEYRING_MAX_NAME + 1], channel[SP_KEYRING_MAX_NAME + 1];
+            memcpy(tenant, it->e.tenant, sizeof tenant);
+            memcpy(channel, it->e.channel, sizeof channel);
+            SP_GUARD(sp_kr_do_rotate(kr, tenant, channel, a->now, NULL)); /* may move items: no `it` after */
+            a->rotated++;
+        }
+    }
+    return SP_OK;
+}
+
+sp_error sp_keyring_maintain(sp_keyring *kr, const sp_keyring_policy *policy, int64_t now, size_t *rotated,
+                             size_t *retired) {
+    SP_ENSURE(kr != NULL && policy != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(policy->rotate_after_s >= 0 && policy->overlap_s >= 0, SP_ERR_INVALID_ARGUMENT);
+    sp_kr_args a = {.now = now, .policy = policy};
+    SP_GUARD(sp_kr_change(kr, sp_kr_maintain_fn, &a));
+    if (rotated) *rotated = a.rotated;
+    if (retired) *retired = a.retired;
+    return SP_OK;
+}
+
+/* ---- using keys ---- */
+static bool sp_kr_usable(sp_keyring *kr, const sp_kr_item *it) {
+    if (it->e.state != SP_KEYRING_ACTIVE && it->e.state != SP_KEYRING_DECRYPT_ONLY) return false;
+    const sp_kr_channel *c = sp_kr_chan(kr, it->e.tenant, it->e.channel);
+    return c == NULL || it->seq >= c->min_seq;
+}
+
+sp_error sp_keyring_unwrap(sp_keyring *kr, const char *tenant, const char *channel, const char *version,
+                           sp_key **out) {
+    SP_ENSURE(kr != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, version));
+    SP_ENSURE(kr->kms != NULL, SP_ERR_BAD_CONFIG);
+    const sp_kr_item *it = sp_kr_find(kr, tenant, channel, version);
+    SP_ENSURE(it != NULL, SP_ERR_NOT_FOUND);
+    SP_ENSURE(sp_kr_usable(kr, it), SP_ERR_KEY_RETIRED);
+    return sp_kms_unwrap_key(kr->kms, it->wrapped, it->wrapped_len, out);
+}
+
+sp_error sp_keyring_load_wire(sp_keyring *kr, const char *tenant, const char *channel, sp_wire *wire) {
+    SP_ENSURE(kr != NULL && wire != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(kr->kms != NULL, SP_ERR_BAD_CONFIG);
+    SP_GUARD(sp_kr_check_names(tenant, channel, NULL));
+    SP_ENSURE(sp_kr_active(kr, tenant, channel) != NULL, SP_ERR_NOT_FOUND);
+    for (size_t i = 0; i < kr->count; i++) {
+        const sp_kr_item *it = &kr->items[i];
+        if (strcmp(it->e.tenant, tenant) != 0 || strcmp(it->e.channel, channel) != 0 || !sp_kr_usable(kr, it))
+            continue;
+        sp_key *key = NULL;
+        SP_GUARD(sp_kms_unwrap_key(kr->kms, it->wrapped, it->wrapped_len, &key));
+        sp_error rc = sp_wire_add_key(wire, it->e.version, key, it->e.state == SP_KEYRING_ACTIVE);
+        sp_key_free(key);
+        if (rc == SP_ERR_EXISTS) rc = SP_OK; /* loaded before: same key, same name */
+        SP_GUARD(rc);
+        if (it->e.state == SP_KEYRING_ACTIVE) SP_GUARD(sp_wire_set_active(wire, it->e.version));
+    }
+    return SP_OK;
+}
+
+/* ---- master-key rotation ---- */
+sp_error sp_keyring_rewrap(sp_keyring *kr, sp_kms *new_kms, size_t batch, sp_keyring_progress_fn progress, void *arg,
+                           size_t *rewrapped) {
+    SP_ENSURE(kr != NULL && new_kms != NULL && batch >= 1, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(kr->kms != NULL, SP_ERR_BAD_CONFIG);
+    size_t done = 0;
+    sp_error rc = SP_OK;
+    for (;;) {
+        /* One batch per locked read-change-write, so a crash loses at most
+         * the batch in hand, and what was written is never redone. */
+        int lock = -1;
+        SP_GUARD(sp_file_lock(kr->path, &lock));
+        rc = sp_kr_load(kr);
+        size_t total = 0, in_batch = 0;
+        for (size_t i = 0; rc == SP_OK && i < kr->count; i++) {
+            sp_kr_item *it = &kr->items[i];
+            if (it->wrapped == NULL) continue;
+            total++;
+            if (sp_kms_owns(new_kms, it->wrapped, it->wrapped_len) || in_batch == batch) continue;
+            sp_key *key = NULL;
+            uint8_t fresh[SP_KMS_MAX_WRAPPED];
+            size_t fresh_len = 0;
+            rc = sp_kms_unwrap_key(kr->kms, it->wrapped, it->wrapped_len, &key);
+            if (rc == SP_OK) rc = sp_kms_wrap_key(new_kms, key, fresh, sizeof fresh, &fresh_len);
+            sp_key_free(key);
+            if (rc == SP_OK) {
+                memcpy(it->wrapped, fresh, fresh_len);
+                it->wrapped_len = fresh_len;
+                memcpy(it->e.master_key, sp_kms_key_id(new_kms), strlen(sp_kms_key_id(new_kms)) + 1);
+                in_batch++;
+            }
+        }
+        if (rc == SP_OK && in_batch > 0) rc = sp_kr_save(kr);
+        if (rc != SP_OK) (void)sp_kr_load(kr);
+        sp_file_unlock(lock);
+        SP_GUARD(rc);
+        done += in_batch;
+        size_t left = 0;
+        for (size_t i = 0; i < kr->count; i++) {
+            if (kr->items[i].wrapped && !sp_kms_owns(new_kms, kr->items[i].wrapped, kr->items[i].wrapped_len)) left++;
+        }
+        if (progress != NULL && in_batch > 0) SP_GUARD(progress(arg, total - left, total));
+        if (left == 0) break;
+    }
+    kr->kms = new_kms;
+    if (rewrapped) *rewrapped = done;
+    return SP_OK;
+}
