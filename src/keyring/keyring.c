@@ -150,6 +150,9 @@ static sp_error sp_kr_parse_item(sp_keyring *kr, json_t *o) {
     }
     SP_ENSURE(e->state != 0 && seq > 0, SP_ERR_BAD_KEYFILE);
     it->seq = (uint64_t)seq;
+    /* the file's invariants first: nothing to undo when they fail */
+    SP_ENSURE(sp_kr_find(kr, e->tenant, e->channel, e->version) == NULL, SP_ERR_BAD_KEYFILE);
+    if (e->state == SP_KEYRING_ACTIVE) SP_ENSURE(sp_kr_active(kr, e->tenant, e->channel) == NULL, SP_ERR_BAD_KEYFILE);
     json_t *w = json_object_get(o, "wrapped");
     if (e->state == SP_KEYRING_DESTROYED) {
         SP_ENSURE(w == NULL, SP_ERR_BAD_KEYFILE);
@@ -166,8 +169,6 @@ static sp_error sp_kr_parse_item(sp_keyring *kr, json_t *o) {
             return rc == SP_ERR_NO_MEMORY ? rc : SP_ERR_BAD_KEYFILE;
         }
     }
-    SP_ENSURE(sp_kr_find(kr, e->tenant, e->channel, e->version) == NULL, SP_ERR_BAD_KEYFILE);
-    if (e->state == SP_KEYRING_ACTIVE) SP_ENSURE(sp_kr_active(kr, e->tenant, e->channel) == NULL, SP_ERR_BAD_KEYFILE);
     kr->count++;
     if (it->seq >= kr->next_seq) kr->next_seq = it->seq + 1;
     return SP_OK;

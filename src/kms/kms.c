@@ -203,8 +203,8 @@ static uint32_t sp_backoff_ms(const sp_kms *kms, uint32_t attempt) {
 }
 
 /* ---- the call path ---- */
-typedef enum { SP_OP_OPEN, SP_OP_WRAP, SP_OP_UNWRAP } sp_kms_op;
-static const char *const sp_op_events[] = {"kms.open", "kms.wrap", "kms.unwrap"};
+typedef enum { SP_OP_WRAP, SP_OP_UNWRAP } sp_kms_op;
+static const char *const sp_op_events[] = {"kms.wrap", "kms.unwrap"};
 
 typedef struct {
     const uint8_t *dek;
@@ -388,8 +388,13 @@ bool sp_kms_owns(const sp_kms *kms, const uint8_t *wrapped, size_t wrapped_len) 
 sp_error sp_kms_unwrap_key(sp_kms *kms, const uint8_t *wrapped, size_t wrapped_len, sp_key **dek) {
     SP_ENSURE(kms != NULL && dek != NULL, SP_ERR_INVALID_ARGUMENT);
     sp_kms_blob blob;
-    SP_GUARD(sp_kms_blob_decode(wrapped, wrapped_len, &blob));
-    SP_ENSURE(blob.backend == kms->backend->id && strcmp(blob.key_id, kms->key_id) == 0, SP_ERR_AUTH);
+    if (sp_kms_blob_decode(wrapped, wrapped_len, &blob) != SP_OK || blob.backend != kms->backend->id ||
+        strcmp(blob.key_id, kms->key_id) != 0) {
+        /* refused before the KMS is asked, and still logged: probing with
+         * forged or foreign blobs leaves a trace */
+        sp_error arc = sp_kms_audit(kms, SP_OP_UNWRAP, 0, 0, SP_ERR_AUTH);
+        return arc != SP_OK ? arc : SP_ERR_AUTH;
+    }
     uint8_t raw[SP_KEY_BYTES];
     sp_kms_io io = {.dek_out = raw, .mechanism = blob.mechanism, .payload_in = blob.payload,
                     .len = blob.payload_len};

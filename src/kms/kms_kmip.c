@@ -772,7 +772,8 @@ static sp_error kmip_encrypt(kmip_client *c, const uint8_t dek[SP_KEY_BYTES], sp
     if (rc == SP_OK) rc = kmip_want_bytes(&a, KMIP_TAG_AEAD_TAG, SP_GCM_TAG_BYTES, &tag);
     /* a server may echo the IV; one that used another would be lying about
      * what it did, and we could never decrypt */
-    if (rc == SP_OK) rc = sp_ttlv_want_opt(&a.tree, a.result.payload, KMIP_TAG_IV_COUNTER_NONCE, SP_TTLV_BYTE_STRING, &echo);
+    if (rc == SP_OK)
+        rc = sp_ttlv_want_opt(&a.tree, a.result.payload, KMIP_TAG_IV_COUNTER_NONCE, SP_TTLV_BYTE_STRING, &echo);
     if (rc == SP_OK && echo != 0) {
         sp_span s = a.tree.items[echo].value;
         if (s.len != sizeof iv || memcmp(s.data, iv, sizeof iv) != 0) rc = SP_ERR_KMS_PROTOCOL;

@@ -759,7 +759,8 @@ static void test_scripted_wrap_unwrap(void **state) {
         reply(&f.script[n++], KMIP_OP_ENCRYPT, KMIP_STATUS_SUCCESS, 0, payload_encrypted, NULL);
         reply(&f.script[n++], KMIP_OP_DECRYPT, KMIP_STATUS_OPERATION_FAILED, cases[i].reason, NULL, NULL);
         key_state k = {cases[i].state, KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT};
-        if (cases[i].state != 0) reply(&f.script[n++], KMIP_OP_GET_ATTRIBUTES, KMIP_STATUS_SUCCESS, 0, payload_state, &k);
+        if (cases[i].state != 0)
+            reply(&f.script[n++], KMIP_OP_GET_ATTRIBUTES, KMIP_STATUS_SUCCESS, 0, payload_state, &k);
         f.steps = n;
         fake_start(&f);
         sp_kms *kms = NULL;
@@ -771,7 +772,8 @@ static void test_scripted_wrap_unwrap(void **state) {
         sp_error rc = sp_kms_unwrap_key(kms, blob, blob_len, &back);
         sp_kms_close(kms);
         fake_join(&f);
-        if (rc != cases[i].want) fail_msg("reason %u state %u gave %s", cases[i].reason, cases[i].state, sp_error_name(rc));
+        if (rc != cases[i].want)
+            fail_msg("reason %u state %u gave %s", cases[i].reason, cases[i].state, sp_error_name(rc));
         assert_null(back);
         assert_int_equal(f.seen, n);
 

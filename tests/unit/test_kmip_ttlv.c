@@ -662,8 +662,8 @@ static size_t envelope(int variant, uint8_t *out, size_t cap) {
     }
     for (int i = 0; i < (variant == ENV_TWO_ITEMS ? 2 : 1); i++) {
         sp_ttlv_enc_begin(&e, KMIP_TAG_BATCH_ITEM);
-        if (variant != ENV_NO_OPERATION)
-            sp_ttlv_enc_enum(&e, KMIP_TAG_OPERATION, variant == ENV_OTHER_OPERATION ? KMIP_OP_DECRYPT : KMIP_OP_ENCRYPT);
+        uint32_t op = variant == ENV_OTHER_OPERATION ? KMIP_OP_DECRYPT : KMIP_OP_ENCRYPT;
+        if (variant != ENV_NO_OPERATION) sp_ttlv_enc_enum(&e, KMIP_TAG_OPERATION, op);
         if (variant == ENV_STATUS_INTEGER) {
             sp_ttlv_enc_int(&e, KMIP_TAG_RESULT_STATUS, 0);
         } else if (variant != ENV_NO_STATUS) {
