@@ -387,6 +387,40 @@ sp_error sp_keyring_rotate(sp_keyring *kr, const char *tenant, const char *chann
     return sp_kr_change(kr, sp_kr_rotate_fn, &a);
 }
 
+typedef struct {
+    const char *tenant, *channel;
+    int64_t now, max_age;
+    char *version_out;
+    bool rotated;
+} sp_kr_maybe_args;
+
+static sp_error sp_kr_rotate_if_older_fn(sp_keyring *kr, void *arg) {
+    sp_kr_maybe_args *a = arg;
+    sp_kr_item *active = sp_kr_active(kr, a->tenant, a->channel);
+    a->rotated = active == NULL || a->now - active->e.created >= a->max_age;
+    if (a->rotated) return sp_kr_do_rotate(kr, a->tenant, a->channel, a->now, a->version_out);
+    memcpy(a->version_out, active->e.version, SP_KEY_VERSION_CHARS + 1);
+    return SP_OK;
+}
+
+sp_error sp_keyring_rotate_if_older(sp_keyring *kr, const char *tenant, const char *channel, int64_t now,
+                                    int64_t max_age_s, char version_out[SP_KEY_VERSION_CHARS + 1], bool *rotated) {
+    SP_ENSURE(kr != NULL && version_out != NULL && now > 0 && max_age_s > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, NULL));
+    /* the common case needs no lock and no write: a fresh active version */
+    sp_kr_item *active = sp_kr_active(kr, tenant, channel);
+    if (active != NULL && now - active->e.created < max_age_s) {
+        memcpy(version_out, active->e.version, SP_KEY_VERSION_CHARS + 1);
+        if (rotated) *rotated = false;
+        return SP_OK;
+    }
+    sp_kr_maybe_args a = {.tenant = tenant, .channel = channel, .now = now, .max_age = max_age_s,
+                          .version_out = version_out};
+    SP_GUARD(sp_kr_change(kr, sp_kr_rotate_if_older_fn, &a));
+    if (rotated) *rotated = a.rotated;
+    return SP_OK;
+}
+
 static sp_error sp_kr_retire_fn(sp_keyring *kr, void *arg) {
     sp_kr_args *a = arg;
     sp_kr_item *it = sp_kr_find(kr, a->tenant, a->channel, a->version);
