@@ -49,10 +49,11 @@ sp_error sp_file_read_private(const char *path, size_t max, uint8_t **out, size_
     return rc;
 }
 
-static sp_error sp_write_all(int fd, const uint8_t *data, size_t len) {
+sp_error sp_fd_write_all(int fd, const void *data, size_t len) {
+    const uint8_t *bytes = data;
     size_t done = 0;
     while (done < len) {
-        ssize_t n = write(fd, data + done, len - done);
+        ssize_t n = write(fd, bytes + done, len - done);
         if (n < 0 && errno == EINTR) continue;
         SP_ENSURE(n > 0, SP_ERR_IO);
         done += (size_t)n;
@@ -78,7 +79,7 @@ sp_error sp_file_replace(const char *path, const uint8_t *data, size_t len) {
     SP_GUARD(sp_dir_of(path, dir, sizeof dir));
     int fd = mkstemp(tmp); /* mode 0600 */
     SP_ENSURE(fd >= 0, SP_ERR_IO);
-    sp_error rc = sp_write_all(fd, data, len);
+    sp_error rc = sp_fd_write_all(fd, data, len);
     if (rc == SP_OK && fsync(fd) != 0) rc = SP_ERR_IO;
     if (close(fd) != 0 && rc == SP_OK) rc = SP_ERR_IO;
     if (rc == SP_OK && rename(tmp, path) != 0) rc = SP_ERR_IO;

@@ -146,6 +146,8 @@ SP_INTERNAL SP_MUST_CHECK sp_error sp_file_read_private(const char *path, size_t
 /* Replaces path atomically with data, mode 0600: a crash leaves the old
  * file or the new one. */
 SP_INTERNAL SP_MUST_CHECK sp_error sp_file_replace(const char *path, const uint8_t *data, size_t len);
+/* write(2) until all of data is written, through EINTR and short writes. */
+SP_INTERNAL SP_MUST_CHECK sp_error sp_fd_write_all(int fd, const void *data, size_t len);
 /* An exclusive advisory lock on "<path>.lock" (0600), for read-modify-write. */
 SP_INTERNAL SP_MUST_CHECK sp_error sp_file_lock(const char *path, int *fd);
 SP_INTERNAL void sp_file_unlock(int fd);

@@ -421,44 +421,46 @@ sp_error sp_keyring_rotate_if_older(sp_keyring *kr, const char *tenant, const ch
     return SP_OK;
 }
 
-static sp_error sp_kr_retire_fn(sp_keyring *kr, void *arg) {
-    sp_kr_args *a = arg;
-    sp_kr_item *it = sp_kr_find(kr, a->tenant, a->channel, a->version);
+/* The life cycle's one-step moves: each has exactly one state it leaves
+ * from, so every other request is an illegal transition. */
+typedef struct {
+    sp_kr_args base;
+    sp_keyring_state from, to;
+} sp_kr_move;
+
+static sp_error sp_kr_move_fn(sp_keyring *kr, void *arg) {
+    sp_kr_move *m = arg;
+    sp_kr_item *it = sp_kr_find(kr, m->base.tenant, m->base.channel, m->base.version);
     SP_ENSURE(it != NULL, SP_ERR_NOT_FOUND);
-    SP_ENSURE(it->e.state == SP_KEYRING_DECRYPT_ONLY, SP_ERR_ILLEGAL_TRANSITION);
-    it->e.state = SP_KEYRING_RETIRED;
-    it->e.retired = a->now;
+    SP_ENSURE(it->e.state == m->from, SP_ERR_ILLEGAL_TRANSITION);
+    it->e.state = m->to;
+    if (m->to == SP_KEYRING_RETIRED) it->e.retired = m->base.now;
+    if (m->to == SP_KEYRING_DESTROYED) {
+        sp_free_wiped(it->wrapped, it->wrapped_len);
+        it->wrapped = NULL;
+        it->wrapped_len = 0;
+        it->e.master_key[0] = 0;
+        it->e.destroyed = m->base.now;
+    }
     return SP_OK;
+}
+
+static sp_error sp_kr_move_one(sp_keyring *kr, const char *tenant, const char *channel, const char *version,
+                               int64_t now, sp_keyring_state from, sp_keyring_state to) {
+    SP_ENSURE(kr != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, version));
+    sp_kr_move m = {{.tenant = tenant, .channel = channel, .version = version, .now = now}, from, to};
+    return sp_kr_change(kr, sp_kr_move_fn, &m);
 }
 
 sp_error sp_keyring_retire(sp_keyring *kr, const char *tenant, const char *channel, const char *version,
                            int64_t now) {
-    SP_ENSURE(kr != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
-    SP_GUARD(sp_kr_check_names(tenant, channel, version));
-    sp_kr_args a = {.tenant = tenant, .channel = channel, .version = version, .now = now};
-    return sp_kr_change(kr, sp_kr_retire_fn, &a);
-}
-
-static sp_error sp_kr_destroy_fn(sp_keyring *kr, void *arg) {
-    sp_kr_args *a = arg;
-    sp_kr_item *it = sp_kr_find(kr, a->tenant, a->channel, a->version);
-    SP_ENSURE(it != NULL, SP_ERR_NOT_FOUND);
-    SP_ENSURE(it->e.state == SP_KEYRING_RETIRED, SP_ERR_ILLEGAL_TRANSITION);
-    sp_free_wiped(it->wrapped, it->wrapped_len);
-    it->wrapped = NULL;
-    it->wrapped_len = 0;
-    it->e.master_key[0] = 0;
-    it->e.state = SP_KEYRING_DESTROYED;
-    it->e.destroyed = a->now;
-    return SP_OK;
+    return sp_kr_move_one(kr, tenant, channel, version, now, SP_KEYRING_DECRYPT_ONLY, SP_KEYRING_RETIRED);
 }
 
 sp_error sp_keyring_destroy(sp_keyring *kr, const char *tenant, const char *channel, const char *version,
                             int64_t now) {
-    SP_ENSURE(kr != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
-    SP_GUARD(sp_kr_check_names(tenant, channel, version));
-    sp_kr_args a = {.tenant = tenant, .channel = channel, .version = version, .now = now};
-    return sp_kr_change(kr, sp_kr_destroy_fn, &a);
+    return sp_kr_move_one(kr, tenant, channel, version, now, SP_KEYRING_RETIRED, SP_KEYRING_DESTROYED);
 }
 
 static sp_error sp_kr_min_fn(sp_keyring *kr, void *arg) {
