@@ -1,24 +1,34 @@
 /*
  * Fuzz target for the audit log's line checker (sp_audit_check_line), the
- * code that decides whether a log was tampered with. It reads lines from a
- * file anyone with write access may have crafted, and sp_audit_open runs it
- * on the last line before chaining onto a log, so it must refuse cleanly,
- * and it must never accept a line the writer could not have written.
+ * code that decides whether a log was tampered with, and for the parser of
+ * its head file (sp_audit_parse_head). Both read files anyone with write
+ * access may have crafted, and sp_audit_open runs them before chaining onto
+ * a log, so they must refuse cleanly, and never accept what the writer could
+ * not have written.
  *
- * The first input byte picks a mode:
+ * The first input byte picks a mode (the low two bits; seeds for the first
+ * two modes predate the third and keep their meaning):
  *
- *   even: the rest is a line. Whatever the checker accepts must also be
+ *   0: the rest is a line. Whatever the checker accepts must also be
  *   canonical to jansson (it parses, and re-serialising with JSON_COMPACT |
  *   JSON_SORT_KEYS gives the same bytes: a differential against the parser
  *   the writer's side uses), must check out again as the next line of its
  *   own chain with the same hash, must be refused with the wrong seq or
  *   prev, and must be refused once any byte of it is changed.
  *
- *   odd: the rest is "event\nname\nvalue\nname\nvalue..." for the writer,
- *   sp_audit_format_line. Arguments the per-argument rules refuse must be
- *   refused; valid ones that fit must give a line; every line it gives must
- *   pass the checker with the hash the writer reported and hold exactly the
- *   fields given. That keeps the writer and the verifier from drifting.
+ *   1 or 3: the rest is "event\nname\nvalue\nname\nvalue..." for the
+ *   writer, sp_audit_format_line. Arguments the per-argument rules refuse
+ *   must be refused; valid ones that fit must give a line; every line it
+ *   gives must pass the checker with the hash the writer reported, hold
+ *   exactly the fields given, and be byte for byte jansson's canonical
+ *   spelling (the writer spells lines itself, without jansson). That keeps
+ *   the writer and the verifier from drifting.
+ *
+ *   2: the rest is a head file. Whatever the parser accepts must be what a
+ *   writer wrote: for the two-slot format, the slot it picked re-made by
+ *   sp_audit_head_slot gives the same bytes, any one byte of that slot
+ *   changed makes it not intact (the other slot, if that one is, must not
+ *   be newer or disagree); for the legacy format, the record re-spelt.
  */
 #include <jansson.h>
 
@@ -172,9 +182,50 @@ static void fuzz_writer(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < n; i++) free(pieces[i]);
 }
 
+/* ---- the head file ---- */
+
+static void fuzz_head(const uint8_t *data, size_t size) {
+    char *text = fuzz_dup(data, size);
+    sp_audit_head h;
+    FUZZ_CHECK(sp_audit_parse_head(text, size, &h) == SP_OK);
+    FUZZ_CHECK(h.present);
+    if (!h.valid) {
+        FUZZ_CHECK(h.problem != NULL && h.problem[0] != 0);
+        free(text);
+        return;
+    }
+    FUZZ_CHECK(h.seq <= (uint64_t)INT64_MAX && is_hex64(h.hash));
+    if (h.legacy) {
+        char again[160];
+        int n = snprintf(again, sizeof again, "{\"seq\":%llu,\"hash\":\"%s\"}", (unsigned long long)h.seq, h.hash);
+        FUZZ_CHECK(n > 0 && (size == (size_t)n || (size == (size_t)n + 1 && text[n] == '\n')));
+        FUZZ_CHECK(memcmp(again, text, (size_t)n) == 0);
+        free(text);
+        return;
+    }
+    FUZZ_CHECK(size == SP_AUDIT_HEAD_SIZE && h.newest < 2);
+    char *slot = text + h.newest * SP_AUDIT_HEAD_SLOT;
+    char again[SP_AUDIT_HEAD_SLOT];
+    FUZZ_CHECK(sp_audit_head_slot(h.newest, h.seq, h.hash, again) == SP_OK);
+    FUZZ_CHECK(memcmp(again, slot, SP_AUDIT_HEAD_SLOT) == 0);
+    /* one byte of the picked slot changed, at a place the input decides */
+    size_t mix = 0;
+    for (size_t i = 0; i < size; i++) mix = mix * 131 + data[i];
+    size_t at = mix % SP_AUDIT_HEAD_SLOT;
+    slot[at] = (char)(slot[at] ^ (char)(1u << (mix % 7)));
+    sp_audit_head other;
+    FUZZ_CHECK(sp_audit_parse_head(text, size, &other) == SP_OK);
+    if (other.valid) {
+        FUZZ_CHECK(other.newest != h.newest && !other.legacy);
+        FUZZ_CHECK(other.seq < h.seq || (other.seq == h.seq && strcmp(other.hash, h.hash) == 0));
+    }
+    free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return 0;
     if (data[0] & 1) fuzz_writer(data + 1, size - 1);
+    else if (data[0] & 2) fuzz_head(data + 1, size - 1);
     else fuzz_line(data + 1, size - 1);
     return 0;
 }

@@ -1,6 +1,6 @@
 /*
- * The audit log (include/sealpost/audit.h): every KMS call and admin action,
- * one canonical JSON object per line, chained by SHA-256.
+ * The audit log (include/sealpost/audit.h): every KMS call, admin action and
+ * vault decrypt, one canonical JSON object per line, chained by SHA-256.
  *
  *   hash(line N) = SHA-256( prev as 64 hex || "\n" || line N without "hash" )
  *
@@ -8,35 +8,56 @@
  * serialisation of the object minus its "hash" member, and prev of line 1 is
  * 64 zeros. Canonical form is what makes the chain checkable: the verifier
  * accepts only the one spelling jansson writes for a line's content, so an
- * edit cannot hide in whitespace, key order or escapes.
+ * edit cannot hide in whitespace, key order or escapes. The writer spells
+ * lines itself, without building a jansson object (that was most of a
+ * record's CPU time); the unit test recomputes every hash through jansson and
+ * the fuzz target holds every line the writer makes to jansson's spelling.
  *
- * A chain alone cannot show that lines were cut off the end, so
- * "<path>.head" holds {"seq":N,"hash":"..."} of the newest line, replaced by
- * rename after every append. Deleting the head would then be the way to hide
- * a truncation, so a non-empty log without its head is broken, at open and
- * in verify. (Nothing unkeyed can stop someone who may write both files from
- * rewriting them consistently; the chain and the head make accidents,
- * careless edits and partial tampering visible.)
+ * A chain alone cannot show that lines were cut off the end, so a sidecar
+ * "<path>.head" names the newest line. Deleting the head would then be the
+ * way to hide a truncation, so a non-empty log without its head is broken,
+ * at open and in verify. (Nothing unkeyed can stop someone who may write
+ * both files from rewriting them consistently; the chain and the head make
+ * accidents, careless edits and partial tampering visible.)
+ *
+ * The head is a text file of exactly two slots, A then B, each one line of
+ * SP_AUDIT_HEAD_SLOT bytes (sp_audit_internal.h):
+ *
+ *   sealpost-audit-head/2 slot=A seq=<20 digits> hash=<64 hex> check=<64 hex>
+ *
+ * check is the SHA-256 of the slot's bytes before " check=", so a slot torn
+ * by a crash mid-write, or damaged, shows as such. A reader takes the intact
+ * slot with the higher seq; with no intact slot (or two that name different
+ * lines for one seq) the head is malformed. The writer overwrites, with one
+ * pwrite(2), the slot that does not hold the newest seq: whatever that write
+ * tears, the other slot still names the line before, which is a head one line
+ * behind, the state open already accepts and repairs. The file is created
+ * complete (temporary file, fsync, rename) when the log is new and is only
+ * ever pwritten after that, so it never changes size. A head in the previous
+ * format, {"seq":N,"hash":"..."}, is still read, and open replaces it with
+ * the two-slot file.
  *
  * Writing: one sp_audit per log, guarded by a mutex inside and an exclusive
  * flock on the log, since two writers would fork the chain. A record is
- * formatted completely (every allocation, the hash) before anything touches
- * the disk, then goes out in one write(2) on an O_APPEND descriptor, then the
- * head is replaced. If the write or the head fails, the log is truncated back
- * to where it was, so sp_audit_record either returned SP_OK or left the files
- * as they were: never a partial line. Should even that truncation fail, the
- * handle refuses every later record (SP_ERR_AUDIT_BROKEN) instead of
- * chaining onto a damaged file.
+ * formatted completely (the line, its hash, the head slot and its checksum)
+ * before anything touches the disk, then the line goes out in one write(2) on
+ * an O_APPEND descriptor, then the slot in one pwrite(2). If either fails,
+ * the log is truncated back to where it was (a slot written in part is first
+ * made to name the last line again), so sp_audit_record either returned
+ * SP_OK or left the log as it was: never a partial line. Should even that
+ * undoing fail, the handle refuses every later record (SP_ERR_AUDIT_BROKEN)
+ * instead of chaining onto a damaged file; a complete line whose slot could
+ * not be undone is then kept, since the slot may name it.
  *
- * Durability trade-off: records are not fsynced one by one (that would cost
- * a disk flush per KMS call). A record that returned SP_OK is in the kernel:
- * it survives the process crashing, not the machine losing power.
- * sp_audit_close fsyncs the log, then makes the head durable. After a power
- * loss the head may be ahead of the log; verify and open then report lines
- * missing from the end, which is the truth, and an operator decides. The
- * opposite state, the line written but the head not yet replaced, is what a
- * process crash between the two steps leaves; open accepts exactly that one
- * line of lag and repairs the head.
+ * Durability trade-off: nothing is fsynced per record (that would cost a
+ * disk flush per call, and the vault records one per decrypt). A record that
+ * returned SP_OK is in the kernel: it survives the process crashing, not the
+ * machine losing power. sp_audit_close fsyncs the log, then the head. After a
+ * power loss the head may be ahead of the log, or the log ahead of the head
+ * by more than a line; verify and open then report what they find (lines
+ * missing from the end, or a head that lags), which is the truth, and an
+ * operator decides. The state a process crash between the two writes leaves,
+ * the line written and the head one behind, open accepts and repairs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -60,8 +81,9 @@
 #define SP_AUDIT_JSON_FLAGS (JSON_COMPACT | JSON_SORT_KEYS)
 #define SP_AUDIT_TIME_CHARS 20 /* 2026-11-23T23:59:59Z */
 #define SP_AUDIT_LATEST_TIME INT64_C(253402300799) /* 9999-12-31T23:59:59Z: four-digit years only */
-#define SP_AUDIT_HEAD_MAX 256
 #define SP_AUDIT_READ_CHUNK 65536
+#define SP_AUDIT_TAIL_WAITS 20 /* verify's patience with a line being appended: 20 ms in all */
+#define SP_AUDIT_TAIL_WAIT_NS 1000000L
 
 static const char sp_audit_zero[SP_AUDIT_HEX_CHARS + 1] =
     "0000000000000000000000000000000000000000000000000000000000000000";
@@ -74,12 +96,15 @@ struct sp_audit {
     uint64_t seq;     /* of the last line, 0 for an empty log */
     char prev[SP_AUDIT_HEX_CHARS + 1]; /* its hash */
     bool wedged;      /* an append failed and could not be undone */
+    int head_fd;      /* the head, kept open: each record pwrites a slot */
+    unsigned newest;  /* the slot naming the last line; records write the other */
     char head_path[PATH_MAX];
     char tmp_path[PATH_MAX];
     char dir[PATH_MAX];
     /* the line being written plus its newline; at open, the log's tail (a
      * longest line, its newline and the newline before it) */
     char line[SP_AUDIT_MAX_LINE + 2];
+    char slot[SP_AUDIT_HEAD_SLOT]; /* the slot being written */
 };
 
 /* ---- SHA-256 ---- */
@@ -124,16 +149,13 @@ static sp_error sp_audit_digest(const char *const *pieces, const size_t *lens, s
     return SP_OK;
 }
 
-/* The chain hash of an object that has no "hash" member yet. */
-static sp_error sp_audit_chain_hash(const json_t *obj, const char *prev_hex, char out[SP_AUDIT_HEX_CHARS + 1]) {
-    char body[SP_AUDIT_MAX_LINE];
-    size_t n = json_dumpb(obj, body, sizeof body, SP_AUDIT_JSON_FLAGS);
-    SP_ENSURE(n != 0, SP_ERR_NO_MEMORY); /* an object is never empty text: "{}" at least */
-    /* the complete line is longer still */
-    SP_ENSURE(n <= sizeof body, SP_ERR_INVALID_ARGUMENT);
-    const char *pieces[] = {prev_hex, "\n", body};
-    const size_t lens[] = {SP_AUDIT_HEX_CHARS, 1, n};
-    return sp_audit_digest(pieces, lens, SP_ARRAY_LEN(pieces), out);
+/* Byte order, shorter first on a tie: strcmp's order, which is the order
+ * JSON_SORT_KEYS puts keys in, for names that hold no NUL. */
+static int sp_audit_name_cmp(const char *a, size_t a_len, const char *b, size_t b_len) {
+    size_t n = a_len < b_len ? a_len : b_len;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c != 0) return c;
+    return a_len < b_len ? -1 : a_len > b_len ? 1 : 0;
 }
 
 /* ---- what may go into a line ---- */
@@ -258,12 +280,66 @@ static sp_error sp_audit_check_args(const char *event, const sp_audit_field *fie
     return SP_OK;
 }
 
-/* ---- making a line ---- */
+/* ---- making a line ----
+ *
+ * The line is spelt here directly, in the canonical form the checker below
+ * accepts: members sorted by name, ',' and ':' without spaces, strings raw
+ * except '"' and '\' escaped (the arguments were validated, so nothing else
+ * in them needs escaping), seq in plain decimal. That is byte for byte what
+ * jansson writes for the same object with JSON_COMPACT | JSON_SORT_KEYS; the
+ * fuzz target checks it on every line it has the writer make. The line is
+ * first written without "hash", hashed, and then the hash member is inserted
+ * where its name sorts: after "event", which every line has, so always after
+ * a comma-separated predecessor, exactly the cut the checker makes. */
 
-/* json_object_set_new steals the value even when it fails, and a NULL value
- * (the constructor ran out of memory) makes it fail. */
-static sp_error sp_audit_set(json_t *obj, const char *name, json_t *value) {
-    return json_object_set_new_nocheck(obj, name, value) == 0 ? SP_OK : SP_ERR_NO_MEMORY;
+#define SP_AUDIT_HASH_MEMBER (sizeof ",\"hash\":\"" - 1 + SP_AUDIT_HEX_CHARS + 1)
+
+typedef struct {
+    const char *name;
+    size_t name_len;
+    const char *value; /* NULL: the member is seq, a number */
+    size_t value_len;
+} sp_audit_out;
+
+static size_t sp_audit_escaped_len(const char *s, size_t n) {
+    size_t len = n;
+    for (size_t i = 0; i < n; i++) len += s[i] == '"' || s[i] == '\\';
+    return len;
+}
+
+static size_t sp_audit_decimal_len(uint64_t v) {
+    size_t n = 1;
+    while (v >= 10) v /= 10, n++;
+    return n;
+}
+
+/* Writes at line[*at..]; the caller has checked that it fits. */
+static void sp_audit_emit(char *line, size_t *at, const char *s, size_t n) {
+    memcpy(line + *at, s, n);
+    *at += n;
+}
+
+static void sp_audit_emit_member(char *line, size_t *at, const sp_audit_out *m, uint64_t seq) {
+    line[(*at)++] = '"';
+    sp_audit_emit(line, at, m->name, m->name_len);
+    sp_audit_emit(line, at, "\":", 2);
+    if (m->value == NULL) {
+        char digits[20];
+        size_t n = 0;
+        do {
+            digits[n++] = (char)('0' + seq % 10);
+            seq /= 10;
+        } while (seq != 0);
+        while (n > 0) line[(*at)++] = digits[--n];
+        return;
+    }
+    line[(*at)++] = '"';
+    for (size_t i = 0; i < m->value_len; i++) {
+        char c = m->value[i];
+        if (c == '"' || c == '\\') line[(*at)++] = '\\';
+        line[(*at)++] = c;
+    }
+    line[(*at)++] = '"';
 }
 
 sp_error sp_audit_format_line(const char *prev_hex, uint64_t seq, int64_t unix_time, const char *event,
@@ -277,31 +353,59 @@ sp_error sp_audit_format_line(const char *prev_hex, uint64_t seq, int64_t unix_t
     char when[SP_AUDIT_TIME_CHARS + 1];
     SP_GUARD(sp_audit_format_time(unix_time, when));
 
-    json_t *obj = json_object();
-    SP_ENSURE(obj != NULL, SP_ERR_NO_MEMORY);
-    /* names and values were validated above (ASCII names, UTF-8 values), so
-     * jansson's own UTF-8 checks would only repeat the work */
-    sp_error rc = sp_audit_set(obj, "event", json_stringn_nocheck(event, strlen(event)));
-    for (size_t i = 0; i < n_fields && rc == SP_OK; i++) {
-        rc = sp_audit_set(obj, fields[i].name, json_stringn_nocheck(fields[i].value, strlen(fields[i].value)));
+    sp_audit_out m[SP_AUDIT_MAX_FIELDS + 4];
+    size_t n = 0;
+    m[n++] = (sp_audit_out){"event", 5, event, strlen(event)};
+    m[n++] = (sp_audit_out){"prev", 4, prev_hex, SP_AUDIT_HEX_CHARS};
+    m[n++] = (sp_audit_out){"seq", 3, NULL, 0};
+    m[n++] = (sp_audit_out){"time", 4, when, SP_AUDIT_TIME_CHARS};
+    for (size_t i = 0; i < n_fields; i++) {
+        m[n++] = (sp_audit_out){fields[i].name, strlen(fields[i].name), fields[i].value, strlen(fields[i].value)};
     }
-    if (rc == SP_OK) rc = sp_audit_set(obj, "seq", json_integer((json_int_t)seq));
-    if (rc == SP_OK) rc = sp_audit_set(obj, "time", json_stringn_nocheck(when, SP_AUDIT_TIME_CHARS));
-    if (rc == SP_OK) rc = sp_audit_set(obj, "prev", json_stringn_nocheck(prev_hex, SP_AUDIT_HEX_CHARS));
+    /* insertion sort: at most twenty members, mostly in order already; the
+     * names are distinct (checked above, and none reserved) */
+    for (size_t i = 1; i < n; i++) {
+        sp_audit_out x = m[i];
+        size_t j = i;
+        for (; j > 0 && sp_audit_name_cmp(m[j - 1].name, m[j - 1].name_len, x.name, x.name_len) > 0; j--) {
+            m[j] = m[j - 1];
+        }
+        m[j] = x;
+    }
+
+    /* the exact length first: "{}", commas, and per member "name":value */
+    size_t body = 2 + (n - 1);
+    for (size_t i = 0; i < n; i++) {
+        body += m[i].name_len + 3;
+        body += m[i].value == NULL ? sp_audit_decimal_len(seq) : sp_audit_escaped_len(m[i].value, m[i].value_len) + 2;
+    }
+    size_t total = body + SP_AUDIT_HASH_MEMBER;
+    size_t room = cap < SP_AUDIT_MAX_LINE ? cap : SP_AUDIT_MAX_LINE;
+    SP_ENSURE(total <= SP_AUDIT_MAX_LINE, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(total <= room, SP_ERR_BUFFER_TOO_SMALL);
+
+    size_t at = 0, cut = 0;
+    line[at++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (cut == 0 && sp_audit_name_cmp(m[i].name, m[i].name_len, "hash", 4) > 0) cut = at;
+        if (i > 0) line[at++] = ',';
+        sp_audit_emit_member(line, &at, &m[i], seq);
+    }
+    if (cut == 0) cut = at; /* not reached: "prev", "seq" and "time" sort after "hash" */
+    line[at++] = '}';
+
     char hash[SP_AUDIT_HEX_CHARS + 1];
-    if (rc == SP_OK) rc = sp_audit_chain_hash(obj, prev_hex, hash);
-    if (rc == SP_OK) rc = sp_audit_set(obj, "hash", json_stringn_nocheck(hash, SP_AUDIT_HEX_CHARS));
-    if (rc == SP_OK) {
-        size_t room = cap < SP_AUDIT_MAX_LINE ? cap : SP_AUDIT_MAX_LINE;
-        size_t n = json_dumpb(obj, line, room, SP_AUDIT_JSON_FLAGS);
-        if (n == 0) rc = SP_ERR_NO_MEMORY;
-        else if (n > SP_AUDIT_MAX_LINE) rc = SP_ERR_INVALID_ARGUMENT;
-        else if (n > room) rc = SP_ERR_BUFFER_TOO_SMALL;
-        else *len = n;
-    }
-    json_decref(obj);
-    if (rc == SP_OK) memcpy(hash_out, hash, sizeof hash);
-    return rc;
+    const char *pieces[] = {prev_hex, "\n", line};
+    const size_t lens[] = {SP_AUDIT_HEX_CHARS, 1, body};
+    SP_GUARD(sp_audit_digest(pieces, lens, SP_ARRAY_LEN(pieces), hash));
+    memmove(line + cut + SP_AUDIT_HASH_MEMBER, line + cut, body - cut);
+    at = cut;
+    sp_audit_emit(line, &at, ",\"hash\":\"", SP_AUDIT_HASH_MEMBER - SP_AUDIT_HEX_CHARS - 1);
+    sp_audit_emit(line, &at, hash, SP_AUDIT_HEX_CHARS);
+    line[at] = '"';
+    *len = total;
+    memcpy(hash_out, hash, sizeof hash);
+    return SP_OK;
 }
 
 /* ---- judging a line ----
@@ -335,10 +439,7 @@ typedef struct {
 typedef enum { SP_SCAN_OK, SP_SCAN_REFUSED, SP_SCAN_TOO_MANY } sp_scan_result;
 
 static int sp_audit_key_cmp(const sp_audit_member *a, const sp_audit_member *b) {
-    size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
-    int c = n ? memcmp(a->key, b->key, n) : 0;
-    if (c != 0) return c;
-    return a->key_len < b->key_len ? -1 : a->key_len > b->key_len ? 1 : 0;
+    return sp_audit_name_cmp(a->key, a->key_len, b->key, b->key_len);
 }
 
 /* A string after its opening quote; decoded bytes go to decoded[*out..]. */
@@ -548,22 +649,23 @@ sp_error sp_audit_check_line(const char *prev_hex, uint64_t expected_seq, const 
     return SP_OK;
 }
 
-/* ---- the head sidecar ---- */
+/* ---- the head file ---- */
 
-typedef struct {
-    bool present; /* the file exists */
-    bool valid;   /* and says {"seq":N,"hash":"<64 hex>"} */
-    uint64_t seq;
-    char hash[SP_AUDIT_HEX_CHARS + 1];
-} sp_audit_head;
+#define SP_AUDIT_HEAD_READ 512 /* more than either format holds: a longer file is no head of ours */
+#define SP_AUDIT_LEGACY_MAX 256
+#define SP_AUDIT_HEAD_TRIES 3
 
-/* Exactly what sp_audit_put_head writes (the newline optional): we are the
- * only writer, and like a line the head is parsed without allocating. */
-static void sp_audit_parse_head(const char *text, size_t len, sp_audit_head *h) {
+/* The first format, one record replaced by rename after every line:
+ * {"seq":N,"hash":"<64 hex>"} and an optional newline, exactly as it was
+ * written. Still read, so that a log from before the slots verifies and
+ * opens (open converts its head). */
+static void sp_audit_parse_legacy_head(const char *text, size_t len, sp_audit_head *h) {
+    h->legacy = true;
+    h->problem = "not a head record";
     sp_cursor c = sp_cursor_of(text, len);
     uint64_t seq = 0;
     sp_span hex;
-    if (!sp_cursor_accept(&c, "{\"seq\":") || !sp_audit_scan_count(&c, &seq) ||
+    if (len > SP_AUDIT_LEGACY_MAX || !sp_cursor_accept(&c, "{\"seq\":") || !sp_audit_scan_count(&c, &seq) ||
         !sp_cursor_accept(&c, ",\"hash\":\"") || !sp_cursor_take_until(&c, '"', &hex) ||
         !sp_audit_hex_ok((const char *)hex.data, hex.len) || !sp_cursor_accept(&c, "}")) {
         return;
@@ -571,49 +673,149 @@ static void sp_audit_parse_head(const char *text, size_t len, sp_audit_head *h) 
     (void)sp_cursor_accept(&c, "\n");
     if (sp_cursor_left(&c) != 0) return;
     h->valid = true;
+    h->problem = NULL;
     h->seq = seq;
     memcpy(h->hash, hex.data, SP_AUDIT_HEX_CHARS);
     h->hash[SP_AUDIT_HEX_CHARS] = 0;
 }
 
-/* SP_OK with present = false when there is none; SP_ERR_IO when it exists
- * but cannot be read (a symlink in its place among others). */
+sp_error sp_audit_head_slot(unsigned slot, uint64_t seq, const char *hash_hex, char out[SP_AUDIT_HEAD_SLOT]) {
+    SP_ENSURE(slot < 2 && seq <= (uint64_t)INT64_MAX && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(hash_hex != NULL && sp_audit_hex_ok(hash_hex, strnlen(hash_hex, SP_AUDIT_HEX_CHARS + 1)),
+              SP_ERR_INVALID_ARGUMENT);
+    size_t at = 0;
+    sp_audit_emit(out, &at, SP_AUDIT_HEAD_MAGIC " slot=", sizeof SP_AUDIT_HEAD_MAGIC " slot=" - 1);
+    out[at++] = (char)('A' + slot);
+    sp_audit_emit(out, &at, " seq=", 5);
+    for (size_t i = 20; i > 0; i--, seq /= 10) out[at + i - 1] = (char)('0' + seq % 10);
+    at += 20;
+    sp_audit_emit(out, &at, " hash=", 6);
+    sp_audit_emit(out, &at, hash_hex, SP_AUDIT_HEX_CHARS);
+    char check[SP_AUDIT_HEX_CHARS + 1];
+    const char *pieces[] = {out};
+    const size_t lens[] = {SP_AUDIT_HEAD_CHECKED};
+    SP_GUARD(sp_audit_digest(pieces, lens, 1, check));
+    sp_audit_emit(out, &at, " check=", 7);
+    sp_audit_emit(out, &at, check, SP_AUDIT_HEX_CHARS);
+    out[at] = '\n';
+    return SP_OK;
+}
+
+/* One slot, intact or not: exactly what sp_audit_head_slot writes for this
+ * slot, checksum included. */
+static sp_error sp_audit_read_slot(const char *text, unsigned slot, bool *intact, uint64_t *seq,
+                                   char hash[SP_AUDIT_HEX_CHARS + 1]) {
+    *intact = false;
+    char label[] = " slot=A seq=";
+    label[6] = (char)('A' + slot);
+    sp_cursor c = sp_cursor_of(text, SP_AUDIT_HEAD_SLOT);
+    if (!sp_cursor_accept(&c, SP_AUDIT_HEAD_MAGIC) || !sp_cursor_accept(&c, label)) return SP_OK;
+    const char *digits = (const char *)c.data + c.pos;
+    uint64_t v = 0;
+    for (size_t i = 0; i < 20; i++) {
+        if (digits[i] < '0' || digits[i] > '9') return SP_OK;
+        uint64_t d = (uint64_t)(digits[i] - '0');
+        if (v > ((uint64_t)INT64_MAX - d) / 10) return SP_OK; /* more than the writer can write */
+        v = v * 10 + d;
+    }
+    c.pos += 20;
+    if (!sp_cursor_accept(&c, " hash=")) return SP_OK;
+    const char *hex = (const char *)c.data + c.pos;
+    if (!sp_audit_hex_ok(hex, SP_AUDIT_HEX_CHARS)) return SP_OK;
+    c.pos += SP_AUDIT_HEX_CHARS;
+    if (!sp_cursor_accept(&c, " check=")) return SP_OK;
+    const char *check = (const char *)c.data + c.pos;
+    c.pos += SP_AUDIT_HEX_CHARS;
+    if (!sp_cursor_accept(&c, "\n") || sp_cursor_left(&c) != 0) return SP_OK;
+    char computed[SP_AUDIT_HEX_CHARS + 1];
+    const char *pieces[] = {text};
+    const size_t lens[] = {SP_AUDIT_HEAD_CHECKED};
+    SP_GUARD(sp_audit_digest(pieces, lens, 1, computed));
+    if (memcmp(computed, check, SP_AUDIT_HEX_CHARS) != 0) return SP_OK;
+    *intact = true;
+    *seq = v;
+    memcpy(hash, hex, SP_AUDIT_HEX_CHARS);
+    hash[SP_AUDIT_HEX_CHARS] = 0;
+    return SP_OK;
+}
+
+sp_error sp_audit_parse_head(const char *text, size_t len, sp_audit_head *h) {
+    SP_ENSURE(h != NULL && (text != NULL || len == 0), SP_ERR_INVALID_ARGUMENT);
+    memset(h, 0, sizeof *h);
+    h->present = true;
+    if (len > 0 && text[0] == '{') {
+        sp_audit_parse_legacy_head(text, len, h);
+        return SP_OK;
+    }
+    if (len != SP_AUDIT_HEAD_SIZE) {
+        h->problem = "not two slots";
+        return SP_OK;
+    }
+    bool intact[2];
+    uint64_t seq[2] = {0, 0};
+    char hash[2][SP_AUDIT_HEX_CHARS + 1];
+    for (unsigned i = 0; i < 2; i++) {
+        SP_GUARD(sp_audit_read_slot(text + i * SP_AUDIT_HEAD_SLOT, i, &intact[i], &seq[i], hash[i]));
+    }
+    if (!intact[0] && !intact[1]) {
+        h->problem = "no intact slot";
+        return SP_OK;
+    }
+    unsigned pick = intact[0] ? 0 : 1;
+    if (intact[0] && intact[1]) {
+        /* the writer only ever writes a seq above the other slot's, or both
+         * slots alike when it creates the file */
+        if (seq[0] == seq[1] && strcmp(hash[0], hash[1]) != 0) {
+            h->problem = "both slots give one seq different hashes";
+            return SP_OK;
+        }
+        pick = seq[1] > seq[0] ? 1 : 0;
+    }
+    h->valid = true;
+    h->newest = pick;
+    h->seq = seq[pick];
+    memcpy(h->hash, hash[pick], sizeof h->hash);
+    return SP_OK;
+}
+
+/* Reads and judges the head through fd. A reader racing the writer may
+ * catch the slot being written half done; the other slot is then intact,
+ * unless the writer finished and went on to that one too while this read
+ * was under way (one pread of a few hundred bytes against a record's worth
+ * of work: rare, not impossible), so a head read as invalid is read again a
+ * few times before that counts. A head that is really damaged stays so. */
+static sp_error sp_audit_read_head_fd(int fd, sp_audit_head *h) {
+    char text[SP_AUDIT_HEAD_READ + 1];
+    for (unsigned attempt = 1;; attempt++) {
+        size_t got = 0;
+        while (got < sizeof text) {
+            ssize_t n = pread(fd, text + got, sizeof text - got, (off_t)got);
+            if (n < 0 && errno == EINTR) continue;
+            SP_ENSURE(n >= 0, SP_ERR_IO);
+            if (n == 0) break;
+            got += (size_t)n;
+        }
+        if (got > SP_AUDIT_HEAD_READ) {
+            memset(h, 0, sizeof *h);
+            h->present = true;
+            h->problem = "too long";
+            return SP_OK;
+        }
+        SP_GUARD(sp_audit_parse_head(text, got, h));
+        if (h->valid || attempt == SP_AUDIT_HEAD_TRIES) return SP_OK;
+    }
+}
+
+/* For verify: SP_OK with present = false when there is none; SP_ERR_IO when
+ * it exists but cannot be read (a symlink in its place among others). */
 static sp_error sp_audit_read_head(const char *path, sp_audit_head *h) {
     memset(h, 0, sizeof *h);
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return errno == ENOENT ? SP_OK : SP_ERR_IO;
-    h->present = true;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return SP_ERR_IO;
-    }
-    char text[SP_AUDIT_HEAD_MAX + 1];
-    size_t got = 0;
-    while (got < sizeof text) {
-        ssize_t n = read(fd, text + got, sizeof text - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            close(fd);
-            return SP_ERR_IO;
-        }
-        if (n == 0) break;
-        got += (size_t)n;
-    }
+    sp_error rc = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? sp_audit_read_head_fd(fd, h) : SP_ERR_IO;
     close(fd);
-    if (got <= SP_AUDIT_HEAD_MAX) sp_audit_parse_head(text, got, h); /* else present, not valid */
-    return SP_OK;
-}
-
-static sp_error sp_audit_write_all(int fd, const char *data, size_t len) {
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, data + done, len - done);
-        if (n < 0 && errno == EINTR) continue;
-        SP_ENSURE(n > 0, SP_ERR_IO);
-        done += (size_t)n;
-    }
-    return SP_OK;
+    return rc;
 }
 
 static void sp_audit_sync_dir(const sp_audit *a) {
@@ -624,41 +826,58 @@ static void sp_audit_sync_dir(const sp_audit *a) {
     }
 }
 
-/* Written beside the head and renamed over it, so a reader sees the old head
- * or the new one, never a mix. The temporary name is fixed: the flock makes
- * us the only writer, and one left behind by a crash is simply replaced.
- *
- * This is most of what a record costs: a new inode per record, tens of
- * microseconds on tmpfs and up to a quarter of a millisecond on a
- * virtualised ext4, against about one for the line's write. Swapping two
- * kept inodes with renameat2(RENAME_EXCHANGE) is far cheaper, but then the
- * inode a reader opened as the head gets rewritten while it may still be
- * reading it; a fresh inode per head never changes once it has the name. */
-static sp_error sp_audit_put_head(const sp_audit *a, uint64_t seq, const char *hash, bool durable) {
-    char text[SP_AUDIT_HEAD_MAX];
-    sp_wbuf b = sp_wbuf_of(text, sizeof text);
-    SP_GUARD(sp_wbuf_put_str(&b, "{\"seq\":"));
-    SP_GUARD(sp_wbuf_put_u64(&b, seq));
-    SP_GUARD(sp_wbuf_put_str(&b, ",\"hash\":\""));
-    SP_GUARD(sp_wbuf_put(&b, hash, SP_AUDIT_HEX_CHARS));
-    SP_GUARD(sp_wbuf_put_str(&b, "\"}\n"));
-    int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+/* Creates the head with both slots naming (seq, hash): written complete
+ * beside it, fsynced and renamed over whatever was there (nothing, or a
+ * legacy head), so a crash leaves the old file or the whole new one, never
+ * a short one. The descriptor stays open, following the inode through the
+ * rename: records pwrite into it from now on and the file never changes
+ * size again. The temporary name is fixed: the flock makes us the only
+ * writer, and one left behind by a crash is simply replaced. */
+static sp_error sp_audit_create_head(sp_audit *a, uint64_t seq, const char *hash) {
+    char text[SP_AUDIT_HEAD_SIZE];
+    SP_GUARD(sp_audit_head_slot(0, seq, hash, text));
+    SP_GUARD(sp_audit_head_slot(1, seq, hash, text + SP_AUDIT_HEAD_SLOT));
+    int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     int fd = open(a->tmp_path, flags, 0600);
     if (fd < 0 && errno == EEXIST) {
         (void)unlink(a->tmp_path);
         fd = open(a->tmp_path, flags, 0600);
     }
     SP_ENSURE(fd >= 0, SP_ERR_IO);
-    sp_error rc = sp_audit_write_all(fd, text, b.len);
-    if (rc == SP_OK && durable && fsync(fd) != 0) rc = SP_ERR_IO;
-    if (close(fd) != 0 && rc == SP_OK) rc = SP_ERR_IO;
+    sp_error rc = sp_fd_write_all(fd, text, sizeof text);
+    if (rc == SP_OK && fsync(fd) != 0) rc = SP_ERR_IO;
     if (rc == SP_OK && rename(a->tmp_path, a->head_path) != 0) rc = SP_ERR_IO;
     if (rc != SP_OK) {
+        close(fd);
         (void)unlink(a->tmp_path);
         return rc;
     }
-    if (durable) sp_audit_sync_dir(a);
+    sp_audit_sync_dir(a);
+    if (a->head_fd >= 0) close(a->head_fd);
+    a->head_fd = fd;
+    a->newest = 0;
     return SP_OK;
+}
+
+/* One pwrite(2) of a slot, formatted already. Within the file's fixed size,
+ * so it allocates no blocks on an ordinary file system and leaves the other
+ * slot's bytes alone whatever happens to it. *written: how many of the
+ * slot's bytes reached the file, for a failure. durable: fdatasync too
+ * (open's repair; records never). */
+static sp_error sp_audit_put_slot(const sp_audit *a, unsigned slot, const char *text, bool durable,
+                                  size_t *written) {
+    off_t base = (off_t)slot * (off_t)SP_AUDIT_HEAD_SLOT;
+    size_t done = 0;
+    sp_error rc = SP_OK;
+    while (done < SP_AUDIT_HEAD_SLOT && rc == SP_OK) {
+        ssize_t n = pwrite(a->head_fd, text + done, SP_AUDIT_HEAD_SLOT - done, base + (off_t)done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n > 0) done += (size_t)n;
+        else rc = SP_ERR_IO;
+    }
+    if (rc == SP_OK && durable && fdatasync(a->head_fd) != 0) rc = SP_ERR_IO;
+    if (written != NULL) *written = done;
+    return rc;
 }
 
 /* ---- writing ---- */
@@ -674,6 +893,13 @@ static void sp_audit_roll_back(sp_audit *a) {
     }
 }
 
+/* Makes slot `slot` name the last line recorded, undoing a partial write
+ * of the next one. */
+static bool sp_audit_undo_slot(sp_audit *a, unsigned slot) {
+    return sp_audit_head_slot(slot, a->seq, a->prev, a->slot) == SP_OK &&
+           sp_audit_put_slot(a, slot, a->slot, false, NULL) == SP_OK;
+}
+
 static sp_error sp_audit_append_locked(sp_audit *a, const char *event, const sp_audit_field *fields,
                                        size_t n_fields) {
     SP_ENSURE(!a->wedged, SP_ERR_AUDIT_BROKEN);
@@ -682,20 +908,39 @@ static sp_error sp_audit_append_locked(sp_audit *a, const char *event, const sp_
     char hash[SP_AUDIT_HEX_CHARS + 1];
     size_t len = 0;
     /* everything that can fail for memory or for the caller's arguments
-     * happens here, before the disk is touched */
+     * happens here, before the disk is touched: the line and the slot */
     SP_GUARD(sp_audit_format_line(a->prev, seq, sp_now_seconds(), event, fields, n_fields, a->line,
                                   sizeof a->line - 1, &len, hash));
     a->line[len] = '\n';
-    /* one write(2) in practice; the loop only matters after a signal or a
-     * short write on a full disk */
-    sp_error rc = sp_audit_write_all(a->fd, a->line, len + 1);
-    if (rc == SP_OK) rc = sp_audit_put_head(a, seq, hash, false);
+    unsigned slot = 1 - a->newest;
+    SP_GUARD(sp_audit_head_slot(slot, seq, hash, a->slot));
+    /* one write(2) and one pwrite(2) in practice; the loops only matter
+     * after a signal or a short write on a full disk */
+    sp_error rc = sp_fd_write_all(a->fd, a->line, len + 1);
     if (rc != SP_OK) {
+        sp_audit_roll_back(a);
+        return rc;
+    }
+    size_t written = 0;
+    rc = sp_audit_put_slot(a, slot, a->slot, false, &written);
+    if (rc != SP_OK) {
+        /* Part of the slot may have reached the file, and a slot short of
+         * only its final newline, which it shares with what was there,
+         * would read as intact, naming the line about to be cut off. So
+         * first make the slot name the last line that stays, as the other
+         * one does. Should that fail too, the line stays: complete, and
+         * named by the slot or one ahead of a torn one, either of which
+         * verify and open accept; the handle stops recording. */
+        if (written > 0 && !sp_audit_undo_slot(a, slot)) {
+            a->wedged = true;
+            return rc;
+        }
         sp_audit_roll_back(a);
         return rc;
     }
     a->size += (off_t)(len + 1);
     a->seq = seq;
+    a->newest = slot;
     memcpy(a->prev, hash, sizeof hash);
     return SP_OK;
 }
@@ -741,6 +986,18 @@ static sp_error sp_audit_open_log(sp_audit *a, const char *path, bool *created) 
     return SP_OK;
 }
 
+/* The head, opened for writing and kept open (under the log's flock, so
+ * nobody else writes it). present = false when there is none. */
+static sp_error sp_audit_open_head(sp_audit *a, sp_audit_head *h) {
+    memset(h, 0, sizeof *h);
+    int fd = open(a->head_path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? SP_OK : SP_ERR_IO;
+    a->head_fd = fd;
+    struct stat st;
+    SP_ENSURE(fstat(fd, &st) == 0 && S_ISREG(st.st_mode), SP_ERR_IO);
+    return sp_audit_read_head_fd(fd, h);
+}
+
 /* The last line, without its newline, from the end of the log: at most a
  * longest line and two newlines are read, however long the log. */
 static sp_error sp_audit_read_last_line(sp_audit *a, const char **line, size_t *len) {
@@ -767,14 +1024,15 @@ static sp_error sp_audit_read_last_line(sp_audit *a, const char **line, size_t *
 /* Finds where the chain ends and checks the end against the head. */
 static sp_error sp_audit_resume(sp_audit *a) {
     sp_audit_head head;
-    SP_GUARD(sp_audit_read_head(a->head_path, &head));
+    SP_GUARD(sp_audit_open_head(a, &head));
+    a->newest = head.newest;
     if (a->size == 0) {
         /* a new log, or one emptied although its head says it held lines */
         SP_ENSURE(!head.present || (head.valid && head.seq == 0 && strcmp(head.hash, sp_audit_zero) == 0),
                   SP_ERR_AUDIT_BROKEN);
         a->seq = 0;
         memcpy(a->prev, sp_audit_zero, sizeof sp_audit_zero);
-        return head.present ? SP_OK : sp_audit_put_head(a, 0, sp_audit_zero, true);
+        return head.present && !head.legacy ? SP_OK : sp_audit_create_head(a, 0, sp_audit_zero);
     }
     SP_ENSURE(head.present && head.valid, SP_ERR_AUDIT_BROKEN);
     const char *last = NULL;
@@ -785,13 +1043,18 @@ static sp_error sp_audit_resume(sp_audit *a) {
     SP_GUARD(sp_audit_check_line(NULL, 0, last, len, &info, reason, sizeof reason));
     a->seq = info.seq;
     memcpy(a->prev, info.hash, sizeof info.hash);
-    if (head.seq == info.seq && strcmp(head.hash, info.hash) == 0) return SP_OK;
-    /* the state a crash between the append and the head's rename leaves:
-     * the head one line behind, naming the last line's predecessor */
-    if (head.seq + 1 == info.seq && strcmp(head.hash, info.prev) == 0) {
-        return sp_audit_put_head(a, a->seq, a->prev, true);
-    }
-    return SP_ERR_AUDIT_BROKEN;
+    bool level = head.seq == info.seq && strcmp(head.hash, info.hash) == 0;
+    /* the state a crash between the line's write and the slot's leaves: the
+     * head one line behind, naming the last line's predecessor */
+    bool one_behind = head.seq + 1 == info.seq && strcmp(head.hash, info.prev) == 0;
+    SP_ENSURE(level || one_behind, SP_ERR_AUDIT_BROKEN);
+    if (head.legacy) return sp_audit_create_head(a, a->seq, a->prev);
+    if (level) return SP_OK;
+    unsigned slot = 1 - a->newest;
+    SP_GUARD(sp_audit_head_slot(slot, a->seq, a->prev, a->slot));
+    SP_GUARD(sp_audit_put_slot(a, slot, a->slot, true, NULL));
+    a->newest = slot;
+    return SP_OK;
 }
 
 sp_error sp_audit_open(const char *path, sp_audit **out) {
@@ -802,6 +1065,7 @@ sp_error sp_audit_open(const char *path, sp_audit **out) {
     sp_audit *a = sp_calloc(1, sizeof *a);
     SP_ENSURE(a != NULL, SP_ERR_NO_MEMORY);
     a->fd = -1;
+    a->head_fd = -1;
     bool created = false;
     sp_error rc = sp_audit_set_paths(a, path);
     if (rc == SP_ERR_BUFFER_TOO_SMALL) rc = SP_ERR_INVALID_ARGUMENT; /* a path longer than PATH_MAX */
@@ -810,6 +1074,7 @@ sp_error sp_audit_open(const char *path, sp_audit **out) {
     if (rc == SP_OK && created) sp_audit_sync_dir(a);
     if (rc == SP_OK && pthread_mutex_init(&a->lock, NULL) != 0) rc = SP_ERR_NO_MEMORY;
     if (rc != SP_OK) {
+        if (a->head_fd >= 0) close(a->head_fd);
         if (a->fd >= 0) close(a->fd);
         sp_free(a);
         return rc;
@@ -819,13 +1084,16 @@ sp_error sp_audit_open(const char *path, sp_audit **out) {
 }
 
 /* Not concurrent with sp_audit_record on the same handle: the caller stops
- * recording first. */
+ * recording first. Records were only handed to the kernel; this is where
+ * they become durable: the log first, then the head that vouches for it
+ * (a wedged handle's log too: what is on disk should be what the kernel
+ * had, and open and verify judge it). */
 void sp_audit_close(sp_audit *audit) {
     if (audit == NULL) return;
-    if (!audit->wedged) {
-        /* the log first, then the head that vouches for it */
-        (void)fsync(audit->fd);
-        (void)sp_audit_put_head(audit, audit->seq, audit->prev, true);
+    (void)fsync(audit->fd);
+    if (audit->head_fd >= 0) {
+        (void)fdatasync(audit->head_fd); /* its size never changes: the data is all there is to flush */
+        close(audit->head_fd);
     }
     close(audit->fd); /* releases the flock */
     pthread_mutex_destroy(&audit->lock);
@@ -836,23 +1104,26 @@ void sp_audit_close(sp_audit *audit) {
 
 typedef enum { SP_LINE_OK, SP_LINE_END, SP_LINE_TOO_LONG, SP_LINE_UNTERMINATED, SP_LINE_IO } sp_line_status;
 
-/* Streams a file line by line, holding at most one chunk and one line. */
+/* Streams a file line by line, holding at most one chunk and one line. A
+ * line found unfinished at the end of the file is kept: asked again, the
+ * reader goes on reading from where the file ended, so a line still being
+ * appended can be picked up whole. */
 typedef struct {
     int fd;
     size_t pos, len;
+    size_t have; /* bytes of the current line in line[] so far */
     char chunk[SP_AUDIT_READ_CHUNK];
     char line[SP_AUDIT_MAX_LINE];
 } sp_audit_reader;
 
 static sp_line_status sp_audit_next_line(sp_audit_reader *r, size_t *len) {
-    size_t n = 0;
     if (r->fd < 0) return SP_LINE_END; /* a log that is not there reads as empty */
     for (;;) {
         if (r->pos == r->len) {
             ssize_t got = read(r->fd, r->chunk, sizeof r->chunk);
             if (got < 0 && errno == EINTR) continue;
             if (got < 0) return SP_LINE_IO;
-            if (got == 0) return n == 0 ? SP_LINE_END : SP_LINE_UNTERMINATED;
+            if (got == 0) return r->have == 0 ? SP_LINE_END : SP_LINE_UNTERMINATED;
             r->pos = 0;
             r->len = (size_t)got;
         }
@@ -860,12 +1131,13 @@ static sp_line_status sp_audit_next_line(sp_audit_reader *r, size_t *len) {
         sp_span piece;
         bool complete = sp_cursor_take_until(&c, '\n', &piece);
         if (!complete) piece = sp_cursor_rest(&c);
-        if (piece.len > sizeof r->line - n) return SP_LINE_TOO_LONG;
-        if (piece.len) memcpy(r->line + n, piece.data, piece.len);
-        n += piece.len;
+        if (piece.len > sizeof r->line - r->have) return SP_LINE_TOO_LONG;
+        if (piece.len) memcpy(r->line + r->have, piece.data, piece.len);
+        r->have += piece.len;
         r->pos += c.pos;
         if (complete) {
-            *len = n;
+            *len = r->have;
+            r->have = 0;
             return SP_LINE_OK;
         }
     }
@@ -888,6 +1160,7 @@ static sp_error sp_audit_verify_stream(sp_audit_reader *r, const sp_audit_head *
     memcpy(prev, sp_audit_zero, sizeof prev);
     memcpy(at_head, sp_audit_zero, sizeof at_head); /* "line 0" has the zero hash */
     uint64_t lines = 0;
+    unsigned waits = 0;
     for (;;) {
         size_t len = 0;
         sp_line_status st = sp_audit_next_line(r, &len);
@@ -899,6 +1172,15 @@ static sp_error sp_audit_verify_stream(sp_audit_reader *r, const sp_audit_head *
         }
         if (st == SP_LINE_TOO_LONG) {
             return sp_audit_report_break(report, no, "line %" PRIu64 ": longer than %d bytes", no, SP_AUDIT_MAX_LINE);
+        }
+        if (st == SP_LINE_UNTERMINATED && head->valid && no > head->seq && waits < SP_AUDIT_TAIL_WAITS) {
+            /* A line the head does not vouch for yet may be a record being
+             * appended right now: a write(2) that spans a page boundary
+             * reaches a concurrent reader in pieces. It completes within
+             * microseconds; a line really cut short stays so. */
+            waits++;
+            (void)nanosleep(&(struct timespec){0, SP_AUDIT_TAIL_WAIT_NS}, NULL);
+            continue;
         }
         if (st == SP_LINE_UNTERMINATED) {
             return sp_audit_report_break(report, no, "line %" PRIu64 ": no newline at the end (cut short)", no);
@@ -924,7 +1206,9 @@ static sp_error sp_audit_verify_stream(sp_audit_reader *r, const sp_audit_head *
         if (lines == 0) return SP_OK;
         return sp_audit_report_break(report, lines + 1, "end: head file missing (it guards the end of the log)");
     }
-    if (!head->valid) return sp_audit_report_break(report, lines + 1, "end: head file malformed");
+    if (!head->valid) {
+        return sp_audit_report_break(report, lines + 1, "end: head file malformed (%s)", head->problem);
+    }
     if (head->seq > lines) {
         return sp_audit_report_break(report, lines + 1,
                                      "end: head says seq %" PRIu64 ", log ends at %" PRIu64
@@ -967,7 +1251,7 @@ sp_error sp_audit_verify(const char *path, sp_audit_report *report) {
     }
     sp_audit_reader *r = sp_malloc(sizeof *r);
     SP_ENSURE(r != NULL, SP_ERR_NO_MEMORY);
-    r->pos = r->len = 0;
+    r->pos = r->len = r->have = 0;
     r->fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     /* a log deleted behind its head is a log cut to nothing: the head check
      * reports it; with neither file there is nothing to verify */

@@ -267,8 +267,9 @@ static void sp_breaker_record(sp_kms *kms, bool probe, sp_error rc) {
 }
 
 static sp_error sp_kms_call(sp_kms *kms, sp_kms_op op, sp_kms_io *io) {
+    bool local = op == SP_OP_WRAP && kms->backend->wrap_is_local != NULL && kms->backend->wrap_is_local(kms->state);
     bool probe = false;
-    if (!sp_breaker_admit(kms, &probe)) {
+    if (!local && !sp_breaker_admit(kms, &probe)) {
         sp_error arc = sp_kms_audit(kms, op, io->mechanism, 0, SP_ERR_KMS_UNAVAILABLE);
         return arc != SP_OK ? arc : SP_ERR_KMS_UNAVAILABLE;
     }
@@ -282,7 +283,7 @@ static sp_error sp_kms_call(sp_kms *kms, sp_kms_op op, sp_kms_io *io) {
         if (rc != SP_ERR_KMS_UNAVAILABLE || attempt > retries) break;
         sp_sleep_ms(sp_backoff_ms(kms, attempt - 1));
     }
-    sp_breaker_record(kms, probe, rc);
+    if (!local) sp_breaker_record(kms, probe, rc);
     /* Fail closed: a key the log does not show being unwrapped is not
      * handed out (the caller wipes it), so every use stays auditable. */
     sp_error arc = sp_kms_audit(kms, op, io->mechanism, attempt, rc);

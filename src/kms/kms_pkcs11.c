@@ -507,6 +507,9 @@ static sp_error sp_p11_check_mechanism(sp_p11_state *st, CK_SLOT_ID slot) {
 
 static bool sp_p11_is_rsa(const sp_p11_state *st) { return st->mech == SP_KMS_MECH_RSA_OAEP_SHA256; }
 
+/* RSA-OAEP wraps with the public half on this host: no token involved. */
+static bool sp_p11_wrap_is_local(void *state) { return sp_p11_is_rsa(state); }
+
 static sp_error sp_p11_find_key(sp_p11_state *st, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *key) {
     CK_OBJECT_CLASS cls = sp_p11_is_rsa(st) ? CKO_PRIVATE_KEY : CKO_SECRET_KEY;
     CK_KEY_TYPE kt = sp_p11_is_rsa(st) ? CKK_RSA : CKK_AES;
@@ -1247,5 +1250,6 @@ const sp_kms_backend sp_kms_backend_pkcs11 = {
     .close = sp_p11_close,
     .wrap = sp_p11_wrap,
     .unwrap = sp_p11_unwrap,
+    .wrap_is_local = sp_p11_wrap_is_local,
     .describe = sp_p11_describe,
 };

@@ -88,6 +88,11 @@ typedef struct sp_kms_backend {
      * payload does not open under the master key. */
     sp_error (*unwrap)(void *state, uint8_t mechanism, const uint8_t *payload, size_t payload_len,
                        uint8_t dek[SP_KEY_BYTES]);
+    /* Optional: true when wrap never contacts the KMS (an asymmetric master
+     * key whose public half wraps on this host). Such wraps are neither
+     * stopped by the circuit breaker nor counted by it: an HSM outage must
+     * not stop them, and they say nothing about whether the HSM is up. */
+    bool (*wrap_is_local)(void *state);
     /* Optional: extra report lines for sp_kms_check (capabilities, server
      * version); may be NULL. */
     sp_error (*describe)(void *state, char *report, size_t cap);

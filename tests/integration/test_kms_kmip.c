@@ -4,13 +4,14 @@
  * plus sp_kmip_revoke, the backend's one extra entry point; and against a
  * scripted TLS server in a thread, for the answers PyKMIP never gives.
  *
- * The group setup makes a temp directory holding a test CA (EC P-256, made
- * here with the OpenSSL API), a server certificate for IP 127.0.0.1, client
- * certificates (ours; another identity the same CA signed; one without the
- * clientAuth usage PyKMIP requires; one from a CA the server does not
- * trust; one from an impostor CA bearing the trusted CA's name), a PyKMIP
- * configuration with a SQLite database of its own, and starts
- * kmip_server.py on a free port in a process group of its own.
+ * The group setup (kmip_util.h, shared with test_vault_kms.c) makes a temp
+ * directory holding a test CA (EC P-256, made with the OpenSSL API), a
+ * server certificate for IP 127.0.0.1, client certificates (ours; another
+ * identity the same CA signed; one without the clientAuth usage PyKMIP
+ * requires; one from a CA the server does not trust; one from an impostor
+ * CA bearing the trusted CA's name), a PyKMIP configuration with a SQLite
+ * database of its own, and starts kmip_server.py on a free port in a
+ * process group of its own.
  *
  * Scripted: malformed answers (bad padding, an oversized length, a request
  * where a response belongs, a success for another operation, an unusable
@@ -66,12 +67,11 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "integration/kmip_util.h"
+
 #include "kms/kmip_ttlv.h"
 #include "kms/sp_kms.h"
 #include "sealpost/sealpost.h"
-
-#define PYTHON "/usr/bin/python3"
-#define SERVER_START_MS 30000
 
 #define assert_rc(expr, want)                                                                                    \
     do {                                                                                                         \
@@ -79,316 +79,59 @@
         if (rc_ != (want)) fail_msg("%s gave %s, expected %s", #expr, sp_error_name(rc_), sp_error_name(want)); \
     } while (0)
 
-/* snprintf into an array, false when it did not fit */
-#define FMT(buf, ...) (snprintf((buf), sizeof(buf), __VA_ARGS__) < (int)sizeof(buf))
+#define FMT KMIP_FMT
 
-static char g_dir[PATH_MAX];
-static int g_port;
-static pid_t g_server = -1; /* leader of the server's process group */
-static int g_server_stdin = -1;
+/* the temp directory (g_kmip.dir), the server's port and process */
+static kmip_env g_kmip = {.server = -1, .server_stdin = -1};
 static bool g_available;
 
-/* ---- files and processes ---- */
+static bool path_in_dir(char *out, size_t cap, const char *name) { return kmip_path(&g_kmip, out, cap, name); }
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static void cleanup(void) { kmip_teardown(&g_kmip); }
 
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static bool path_in_dir(char *out, size_t cap, const char *name) {
-    int n = snprintf(out, cap, "%s/%s", g_dir, name);
-    return n > 0 && (size_t)n < cap;
-}
-
-static bool write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (f == NULL) return false;
-    bool ok = fputs(text, f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/* Waits up to ms for the leader to exit; true once it has been reaped. */
-static bool wait_exit(pid_t pid, long ms) {
-    int64_t end = now_ms() + ms;
-    for (;;) {
-        pid_t r = waitpid(pid, NULL, WNOHANG);
-        if (r == pid || (r < 0 && errno == ECHILD)) return true;
-        if (now_ms() >= end) return false;
-        sleep_ms(20);
-    }
-}
-
-static void server_stop(void) {
-    if (g_server <= 0) return;
-    pid_t pid = g_server;
-    g_server = -1;
-    /* end of stdin: kmip_server.py kills its group at once */
-    if (g_server_stdin >= 0) close(g_server_stdin);
-    g_server_stdin = -1;
-    if (!wait_exit(pid, 3000)) {
-        kill(-pid, SIGTERM);
-        if (!wait_exit(pid, 3000)) {
-            kill(-pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-        }
-    }
-    /* whatever of its group outlived the leader (ESRCH when nothing did) */
-    kill(-pid, SIGKILL);
-}
-
-static void cleanup(void) {
-    server_stop();
-    if (g_dir[0] != 0) nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    g_dir[0] = 0;
-}
-
-/* Runs argv with stdout and stderr to /dev/null; its exit status, or -1. */
-static int run_quiet(char *const argv[]) {
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static bool pykmip_installed(void) {
-    if (access(PYTHON, X_OK) != 0) return false;
-    char *const argv[] = {PYTHON, "-c", "import kmip.services.server.server", NULL};
-    return run_quiet(argv) == 0;
-}
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static bool port_accepts(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-static void print_file_tail(const char *name) {
-    char path[PATH_MAX];
-    if (!path_in_dir(path, sizeof path, name)) return;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) return;
-    static char text[8192];
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, size > (long)sizeof text - 1 ? size - (long)sizeof text + 1 : 0, SEEK_SET);
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = 0;
-    fclose(f);
-    print_message("---- %s ----\n%s\n", name, text);
-}
-
-/* ---- certificates (OpenSSL API) ---- */
-
-typedef struct {
-    EVP_PKEY *key;
-    X509 *cert;
-} credential;
-
-static bool make_credential(credential *out, const char *cn, const credential *issuer, long serial,
-                            const char *const *exts) {
-    out->key = EVP_EC_gen("P-256");
-    out->cert = X509_new();
-    if (out->key == NULL || out->cert == NULL) return false;
-    X509 *x = out->cert;
-    bool ok = X509_set_version(x, X509_VERSION_3) == 1 && ASN1_INTEGER_set(X509_get_serialNumber(x), serial) == 1 &&
-              X509_gmtime_adj(X509_getm_notBefore(x), -3600) != NULL &&
-              X509_gmtime_adj(X509_getm_notAfter(x), 2 * 86400) != NULL && X509_set_pubkey(x, out->key) == 1;
-    X509_NAME *name = X509_get_subject_name(x);
-    ok = ok && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0) == 1;
-    ok = ok && X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer->cert) : name) == 1;
-    X509V3_CTX ctx;
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, issuer ? issuer->cert : x, x, NULL, NULL, 0);
-    for (; ok && exts != NULL && exts[0] != NULL; exts += 2) {
-        X509_EXTENSION *e = X509V3_EXT_nconf(NULL, &ctx, exts[0], exts[1]);
-        ok = e != NULL && X509_add_ext(x, e, -1) == 1;
-        X509_EXTENSION_free(e);
-    }
-    return ok && X509_sign(x, issuer ? issuer->key : out->key, EVP_sha256()) > 0;
-}
-
-static bool save_credential(const credential *c, const char *name) {
-    char path[PATH_MAX], file[64];
-    bool ok = FMT(file, "%s.crt", name) && path_in_dir(path, sizeof path, file);
-    FILE *f = ok ? fopen(path, "w") : NULL;
-    ok = f != NULL && PEM_write_X509(f, c->cert) == 1;
-    if (f != NULL) ok = fclose(f) == 0 && ok;
-    ok = ok && FMT(file, "%s.key", name) && path_in_dir(path, sizeof path, file);
-    int fd = ok ? open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600) : -1;
-    f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    ok = ok && f != NULL && PEM_write_PrivateKey(f, c->key, NULL, NULL, 0, NULL, NULL) == 1;
-    if (f != NULL) ok = fclose(f) == 0 && ok;
-    return ok;
-}
-
-static void free_credential(credential *c) {
-    EVP_PKEY_free(c->key);
-    X509_free(c->cert);
-}
-
+/* The shared PKI of kmip_util.h plus the identities the refusal tests
+ * need: another client the same CA signed, one without the clientAuth
+ * usage PyKMIP requires, one from a CA the server does not trust, one from
+ * an impostor CA bearing the trusted CA's name. */
 static bool make_pki(void) {
-    static const char *const ca_exts[] = {"basicConstraints", "critical,CA:TRUE", "keyUsage", "critical,keyCertSign",
-                                          "subjectKeyIdentifier", "hash", NULL};
-    static const char *const server_exts[] = {"basicConstraints", "CA:FALSE", "keyUsage", "critical,digitalSignature",
-                                              "extendedKeyUsage", "serverAuth", "subjectAltName", "IP:127.0.0.1",
-                                              NULL};
-    static const char *const client_exts[] = {"basicConstraints", "CA:FALSE", "keyUsage", "critical,digitalSignature",
-                                              "extendedKeyUsage", "clientAuth", NULL};
     static const char *const plain_exts[] = {"basicConstraints", "CA:FALSE", NULL};
-    credential ca = {0}, rogue = {0}, impostor = {0}, server = {0}, client = {0}, other = {0}, no_eku = {0},
-               foreign = {0}, forged = {0};
-    bool ok = make_credential(&ca, "sealpost test CA", NULL, 1, ca_exts) &&
-              make_credential(&rogue, "someone else's CA", NULL, 1, ca_exts) &&
-              make_credential(&impostor, "sealpost test CA", NULL, 1, ca_exts) && /* same name, other key */
-              make_credential(&server, "127.0.0.1", &ca, 2, server_exts) &&
-              make_credential(&client, "sealpost-test-client", &ca, 3, client_exts) &&
-              make_credential(&other, "someone-else", &ca, 4, client_exts) &&
-              make_credential(&no_eku, "sealpost-test-client", &ca, 5, plain_exts) &&
-              make_credential(&foreign, "sealpost-test-client", &rogue, 6, client_exts) &&
-              make_credential(&forged, "sealpost-test-client", &impostor, 7, client_exts) &&
-              save_credential(&ca, "ca") && save_credential(&rogue, "rogue-ca") &&
-              save_credential(&server, "server") && save_credential(&client, "client") &&
-              save_credential(&other, "other") && save_credential(&no_eku, "no-eku") &&
-              save_credential(&foreign, "foreign") && save_credential(&forged, "forged");
-    free_credential(&ca);
-    free_credential(&rogue);
-    free_credential(&impostor);
-    free_credential(&forged);
-    free_credential(&server);
-    free_credential(&client);
-    free_credential(&other);
-    free_credential(&no_eku);
-    free_credential(&foreign);
+    kmip_credential ca = {0}, rogue = {0}, impostor = {0}, server = {0}, client = {0}, other = {0}, no_eku = {0},
+                    foreign = {0}, forged = {0};
+    bool ok = kmip_make_credential(&ca, "sealpost test CA", NULL, 1, kmip_ca_exts()) &&
+              kmip_make_credential(&rogue, "someone else's CA", NULL, 1, kmip_ca_exts()) &&
+              kmip_make_credential(&impostor, "sealpost test CA", NULL, 1, kmip_ca_exts()) && /* same name, other key */
+              kmip_make_credential(&server, "127.0.0.1", &ca, 2, kmip_server_exts()) &&
+              kmip_make_credential(&client, "sealpost-test-client", &ca, 3, kmip_client_exts()) &&
+              kmip_make_credential(&other, "someone-else", &ca, 4, kmip_client_exts()) &&
+              kmip_make_credential(&no_eku, "sealpost-test-client", &ca, 5, plain_exts) &&
+              kmip_make_credential(&foreign, "sealpost-test-client", &rogue, 6, kmip_client_exts()) &&
+              kmip_make_credential(&forged, "sealpost-test-client", &impostor, 7, kmip_client_exts()) &&
+              kmip_save_credential(&g_kmip, &ca, "ca") && kmip_save_credential(&g_kmip, &rogue, "rogue-ca") &&
+              kmip_save_credential(&g_kmip, &server, "server") && kmip_save_credential(&g_kmip, &client, "client") &&
+              kmip_save_credential(&g_kmip, &other, "other") && kmip_save_credential(&g_kmip, &no_eku, "no-eku") &&
+              kmip_save_credential(&g_kmip, &foreign, "foreign") && kmip_save_credential(&g_kmip, &forged, "forged");
+    kmip_free_credential(&ca);
+    kmip_free_credential(&rogue);
+    kmip_free_credential(&impostor);
+    kmip_free_credential(&forged);
+    kmip_free_credential(&server);
+    kmip_free_credential(&client);
+    kmip_free_credential(&other);
+    kmip_free_credential(&no_eku);
+    kmip_free_credential(&foreign);
     return ok;
-}
-
-/* ---- the server ---- */
-
-static bool server_start(void) {
-    char conf[PATH_MAX], log[PATH_MAX], out[PATH_MAX], policies[PATH_MAX], script[PATH_MAX];
-    char text[4 * PATH_MAX];
-    /* next to this file: ctest names the source tree, a direct run finds it
-     * through the absolute path CMake compiles with */
-    const char *src = getenv("SP_SOURCE_DIR");
-    const char *slash = strrchr(__FILE__, '/');
-    bool named = src     ? FMT(script, "%s/tests/integration/kmip_server.py", src)
-                 : slash ? FMT(script, "%.*s/kmip_server.py", (int)(slash - __FILE__), __FILE__)
-                         : FMT(script, "kmip_server.py");
-    if (!named || access(script, R_OK) != 0 || !path_in_dir(conf, sizeof conf, "server.conf") ||
-        !path_in_dir(log, sizeof log, "server.log") || !path_in_dir(out, sizeof out, "server.out") ||
-        !path_in_dir(policies, sizeof policies, "policies"))
-        return false;
-    if (mkdir(policies, 0700) != 0) return false;
-    g_port = free_port();
-    if (g_port <= 0) return false;
-    if (!FMT(text,
-             "[server]\n"
-             "hostname=127.0.0.1\n"
-             "port=%d\n"
-             "certificate_path=%s/server.crt\n"
-             "key_path=%s/server.key\n"
-             "ca_path=%s/ca.crt\n"
-             "auth_suite=TLS1.2\n"
-             "policy_path=%s\n"
-             "enable_tls_client_auth=True\n"
-             "logging_level=DEBUG\n"
-             "database_path=%s/pykmip.db\n",
-             g_port, g_dir, g_dir, g_dir, policies, g_dir) ||
-        !write_text(conf, text))
-        return false;
-
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) != 0) return false;
-    pid_t pid = fork();
-    if (pid < 0) return false;
-    if (pid == 0) {
-        /* a group of its own, so it and its helpers stop together; its
-         * stdin is the pipe whose end tells it that we are gone */
-        setpgid(0, 0);
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd < 0 || dup2(pipefd[0], 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(127);
-        char *const argv[] = {PYTHON, script, conf, log, NULL};
-        execv(PYTHON, argv);
-        _exit(127);
-    }
-    setpgid(pid, pid); /* also here, so a kill(-pid) right away finds the group */
-    close(pipefd[0]);
-    g_server = pid;
-    g_server_stdin = pipefd[1];
-
-    int64_t end = now_ms() + SERVER_START_MS;
-    while (now_ms() < end) {
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            g_server = -1;
-            print_message("PyKMIP server exited during start-up\n");
-            print_file_tail("server.out");
-            print_file_tail("server.log");
-            return false;
-        }
-        if (port_accepts(g_port)) return true;
-        sleep_ms(100);
-    }
-    print_message("PyKMIP server did not listen within %d ms\n", SERVER_START_MS);
-    print_file_tail("server.out");
-    return false;
 }
 
 static int group_setup(void **state) {
     (void)state;
-    const char *tmp = getenv("TMPDIR");
-    if (!FMT(g_dir, "%s/sealpost-kmip-XXXXXX", tmp && tmp[0] ? tmp : "/tmp") || mkdtemp(g_dir) == NULL) {
-        g_dir[0] = 0;
-        return -1;
-    }
+    if (!kmip_setup(&g_kmip, "sealpost-kmip")) return -1;
     atexit(cleanup); /* should the teardown not run */
     if (sp_init() != SP_OK || !make_pki()) return -1;
-    if (!pykmip_installed()) {
-        print_message("PyKMIP not installed for %s (python3-pykmip): skipping its tests\n", PYTHON);
+    if (!kmip_pykmip_installed()) {
+        print_message("PyKMIP not installed for %s (python3-pykmip): skipping its tests\n", KMIP_PYTHON);
         return 0;
     }
-    if (!server_start()) return -1;
+    if (!kmip_server_start(&g_kmip)) return -1;
     g_available = true;
     return 0;
 }
@@ -410,10 +153,11 @@ static int need_server(void **state) {
 /* A configuration for the test server: cert/key name one of the client
  * credentials, ca the file the server is checked against. */
 static void config(char *out, size_t cap, const char *client, const char *ca, const char *extra) {
-    /* no retries unless the test asks: a refusal must show at once */
+    /* no retries unless the test asks: a refusal must show at once; without
+     * PyKMIP, port 5696 for configurations refused before connecting */
     int n = snprintf(out, cap, "kmip:host=127.0.0.1;port=%d;ca=%s/%s.crt;cert=%s/%s.crt;key=%s/%s.key%s%s",
-                     g_port ? g_port : 5696 /* without PyKMIP: for configurations refused before connecting */,
-                     g_dir, ca, g_dir, client, g_dir, client, strstr(extra, "retries=") ? "" : ";retries=0", extra);
+                     g_kmip.port ? g_kmip.port : 5696, g_kmip.dir, ca, g_kmip.dir, client, g_kmip.dir, client,
+                     strstr(extra, "retries=") ? "" : ";retries=0", extra);
     if (n < 0 || (size_t)n >= cap) fail_msg("config too long");
 }
 
@@ -559,7 +303,7 @@ static sp_error fake_open(const fake_server *f, const char *extra, sp_kms **out)
     char cfg[SP_KMS_MAX_CONFIG];
     if (!FMT(cfg, "kmip:host=127.0.0.1;port=%d;ca=%s/ca.crt;cert=%s/client.crt;key=%s/client.key;retries=0;"
                   "timeout-ms=500%s",
-             f->port, g_dir, g_dir, g_dir, extra))
+             f->port, g_kmip.dir, g_kmip.dir, g_kmip.dir, extra))
         fail_msg("config too long");
     *out = NULL;
     return sp_kms_open(cfg, out);
@@ -1028,7 +772,7 @@ static void test_protocol_1_2(void **state) {
 /* Configurations refused before any connection is tried. */
 static void test_bad_config(void **state) {
     (void)state;
-    int port = g_port ? g_port : 5696; /* without PyKMIP any valid port will do */
+    int port = g_kmip.port ? g_kmip.port : 5696; /* without PyKMIP any valid port will do */
     char cfg[SP_KMS_MAX_CONFIG];
     sp_kms *kms = NULL;
     static const char *const extras[] = {
@@ -1046,24 +790,24 @@ static void test_bad_config(void **state) {
         sp_error rc = try_open("client", "ca", extras[i], &kms);
         if (rc != SP_ERR_BAD_CONFIG) fail_msg("'%s' gave %s", extras[i], sp_error_name(rc));
     }
-    assert_true(FMT(cfg, "kmip:port=%d;ca=%s/ca.crt;cert=%s/client.crt;key=%s/client.key;create=1", port, g_dir,
-                    g_dir, g_dir));
+    assert_true(FMT(cfg, "kmip:port=%d;ca=%s/ca.crt;cert=%s/client.crt;key=%s/client.key;create=1", port,
+                    g_kmip.dir, g_kmip.dir, g_kmip.dir));
     assert_rc(sp_kms_open(cfg, &kms), SP_ERR_BAD_CONFIG); /* no host */
-    assert_true(FMT(cfg, "kmip:host=127.0.0.1;port=%d;cert=%s/client.crt;key=%s/client.key;create=1", port, g_dir,
-                    g_dir));
+    assert_true(FMT(cfg, "kmip:host=127.0.0.1;port=%d;cert=%s/client.crt;key=%s/client.key;create=1", port,
+                    g_kmip.dir, g_kmip.dir));
     assert_rc(sp_kms_open(cfg, &kms), SP_ERR_BAD_CONFIG); /* no ca */
     assert_true(FMT(cfg, "kmip:host=127.0.0.1;port=%d;ca=%s/missing.crt;cert=%s/client.crt;key=%s/client.key;create=1",
-                    port, g_dir, g_dir, g_dir));
+                    port, g_kmip.dir, g_kmip.dir, g_kmip.dir));
     assert_rc(sp_kms_open(cfg, &kms), SP_ERR_BAD_CONFIG);
     /* a file that is there but is no certificate */
     char junk[PATH_MAX];
-    assert_true(path_in_dir(junk, sizeof junk, "junk.pem") && write_text(junk, "not a certificate\n"));
+    assert_true(path_in_dir(junk, sizeof junk, "junk.pem") && kmip_write_text(junk, "not a certificate\n"));
     assert_true(FMT(cfg, "kmip:host=127.0.0.1;port=%d;ca=%s;cert=%s/client.crt;key=%s/client.key;create=1", port,
-                    junk, g_dir, g_dir));
+                    junk, g_kmip.dir, g_kmip.dir));
     assert_rc(sp_kms_open(cfg, &kms), SP_ERR_BAD_PEM);
     /* a key that is not the certificate's */
     assert_true(FMT(cfg, "kmip:host=127.0.0.1;port=%d;ca=%s/ca.crt;cert=%s/client.crt;key=%s/other.key;create=1",
-                    port, g_dir, g_dir, g_dir));
+                    port, g_kmip.dir, g_kmip.dir, g_kmip.dir));
     assert_rc(sp_kms_open(cfg, &kms), SP_ERR_BAD_CONFIG);
     assert_null(kms);
 }
@@ -1084,11 +828,11 @@ static void test_silent_server(void **state) {
     assert_true(FMT(cfg,
                     "kmip:host=127.0.0.1;port=%d;ca=%s/ca.crt;cert=%s/client.crt;key=%s/client.key;create=1;"
                     "timeout-ms=300",
-                    ntohs(a.sin_port), g_dir, g_dir, g_dir));
+                    ntohs(a.sin_port), g_kmip.dir, g_kmip.dir, g_kmip.dir));
     sp_kms *kms = NULL;
-    int64_t start = now_ms();
+    int64_t start = kmip_now_ms();
     assert_rc(sp_kms_open(cfg, &kms), SP_ERR_KMS_UNAVAILABLE);
-    int64_t took = now_ms() - start;
+    int64_t took = kmip_now_ms() - start;
     assert_true(took >= 250 && took < 3000);
     close(fd);
 }
@@ -1101,8 +845,8 @@ static void test_server_stopped(void **state) {
     size_t blob_len = 0;
     sp_key *dek = NULL, *back = NULL;
     assert_rc(sp_kms_generate_data_key(kms, &dek, blob, sizeof blob, &blob_len), SP_OK);
-    server_stop();
-    assert_false(port_accepts(g_port));
+    kmip_server_stop(&g_kmip);
+    assert_false(kmip_port_accepts(g_kmip.port));
     assert_rc(sp_kms_unwrap_key(kms, blob, blob_len, &back), SP_ERR_KMS_UNAVAILABLE);
     assert_rc(sp_kms_wrap_key(kms, dek, blob, sizeof blob, &blob_len), SP_ERR_KMS_UNAVAILABLE);
     char report[2048];
@@ -1116,7 +860,7 @@ static void test_server_stopped(void **state) {
 
 static int need_pki(void **state) {
     (void)state;
-    if (g_dir[0] == 0) skip();
+    if (g_kmip.dir[0] == 0) skip();
     return 0;
 }
 

@@ -5,12 +5,21 @@
  * delete the head, and expect sp_audit_verify to name the first broken line
  * with a reason, and sp_audit_open to refuse to chain onto a broken log.
  *
+ * The head is two checksummed slots updated in place, so its tests tear,
+ * damage, swap and forge slots the way a crash mid-write or a careless hand
+ * would, and expect verify and open to use the intact slot, accept exactly
+ * the states a crash can leave, and call the rest malformed. Slots are built
+ * here independently of the library (the checksum by EVP directly), so the
+ * file format is pinned by the test, not just round-tripped.
+ *
  * The rest hold the writer to its promises: the line format (checked here
  * against an independent recomputation of the hash), a chain that continues
- * across reopening, no lost or torn lines under four threads, arguments
- * refused before anything is written, nothing in a line but what the caller
- * gave, and under every allocation failure a clean error that leaves the
- * file exactly as it was (ASan checks for leaks).
+ * across reopening, no lost or torn lines under four threads, a verify
+ * running beside the writer that always sees a sound log, arguments refused
+ * before anything is written, nothing in a line but what the caller gave,
+ * and under every failed write or allocation a clean error that leaves the
+ * log exactly as it was (ASan checks for leaks), or, where not even the
+ * undoing works, a sound log and a handle that stops recording.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -24,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -256,6 +266,92 @@ static const char *member(json_t *obj, const char *name) {
     return v;
 }
 
+/* The hash of line `line` (1-based) of the log at path. */
+static void line_hash(const char *path, size_t line, char out[65]) {
+    lines_t l;
+    read_lines(path, &l);
+    assert_true(line >= 1 && line <= l.n);
+    json_error_t err;
+    json_t *obj = json_loads(l.line[line - 1], 0, &err);
+    assert_non_null(obj);
+    snprintf(out, 65, "%s", member(obj, "hash"));
+    json_decref(obj);
+    free_lines(&l);
+}
+
+/* ---- the head's slots, built without the library ---- */
+
+#define SLOT_BYTES 195 /* the format below, pinned */
+#define HEAD_BYTES (2 * SLOT_BYTES)
+#define CHECKED_BYTES 123 /* everything before " check=" */
+
+/* "sealpost-audit-head/2 slot=A seq=<20 digits> hash=<64 hex> check=<64 hex>\n",
+ * check the SHA-256 of what comes before " check=". The hash is taken as
+ * given (forged ones too); the checksum always matches what is written. */
+static void make_slot(char out[SLOT_BYTES + 1], unsigned slot, uint64_t seq, const char *hash) {
+    int n = snprintf(out, SLOT_BYTES + 1, "sealpost-audit-head/2 slot=%c seq=%020" PRIu64 " hash=%.64s",
+                     'A' + (int)slot, seq, hash);
+    assert_int_equal(n, CHECKED_BYTES);
+    unsigned char d[32];
+    unsigned int dn = 0;
+    assert_int_equal(EVP_Digest(out, CHECKED_BYTES, d, &dn, EVP_sha256(), NULL), 1);
+    char *at = out + CHECKED_BYTES;
+    memcpy(at, " check=", 7);
+    at += 7;
+    for (int i = 0; i < 32; i++, at += 2) snprintf(at, 3, "%02x", d[i]);
+    *at++ = '\n';
+    *at = 0;
+    assert_int_equal(at - out, SLOT_BYTES);
+}
+
+/* A head file of the two given slots' texts (each SLOT_BYTES, or anything
+ * for a damaged one). */
+static void write_head(const scratch *s, const char *a, const char *b) {
+    char text[HEAD_BYTES];
+    memcpy(text, a, SLOT_BYTES);
+    memcpy(text + SLOT_BYTES, b, SLOT_BYTES);
+    spit(s->head, text, sizeof text);
+}
+
+/* A head whose slots name (seq_a, hash_a) and (seq_b, hash_b). */
+static void write_head_of(const scratch *s, uint64_t seq_a, const char *hash_a, uint64_t seq_b, const char *hash_b) {
+    char a[SLOT_BYTES + 1], b[SLOT_BYTES + 1];
+    make_slot(a, 0, seq_a, hash_a);
+    make_slot(b, 1, seq_b, hash_b);
+    write_head(s, a, b);
+}
+
+/* Slot `slot` of the head file as it is on disk. */
+static void read_slot(const scratch *s, unsigned slot, char out[SLOT_BYTES + 1]) {
+    size_t len = 0;
+    char *text = slurp(s->head, &len);
+    assert_int_equal(len, HEAD_BYTES);
+    memcpy(out, text + slot * SLOT_BYTES, SLOT_BYTES);
+    out[SLOT_BYTES] = 0;
+    free(text);
+}
+
+/* What the library reads from the head file: the newest seq it names. */
+static sp_audit_head parsed_head(const scratch *s) {
+    size_t len = 0;
+    char *text = slurp(s->head, &len);
+    sp_audit_head h;
+    assert_ok(sp_audit_parse_head(text, len, &h));
+    free(text);
+    return h;
+}
+
+/* Damages a slot the way a write cut short would: its first half new bytes,
+ * the rest what was there. */
+static void tear_slot(const scratch *s, unsigned slot, const char *new_text) {
+    size_t len = 0;
+    char *text = slurp(s->head, &len);
+    assert_int_equal(len, HEAD_BYTES);
+    memcpy(text + slot * SLOT_BYTES, new_text, SLOT_BYTES / 2);
+    spit(s->head, text, len);
+    free(text);
+}
+
 /* ---- the format ---- */
 
 static void test_append_and_verify(void **state) {
@@ -295,12 +391,22 @@ static void test_append_and_verify(void **state) {
     }
     free_lines(&l);
 
-    size_t hlen = 0;
-    char *head = slurp(s->head, &hlen);
-    char want_head[128];
-    snprintf(want_head, sizeof want_head, "{\"seq\":10,\"hash\":\"%s\"}\n", prev);
-    assert_string_equal(head, want_head);
-    free(head);
+    /* the head: two slots that took turns, B holding line 1, A line 2 and
+     * so on; the newest (A, line 10) and the one before it (B, line 9) */
+    assert_int_equal(SP_AUDIT_HEAD_SLOT, SLOT_BYTES);
+    assert_int_equal(file_size(s->head), HEAD_BYTES);
+    char want[SLOT_BYTES + 1], got[SLOT_BYTES + 1], hash9[65];
+    make_slot(want, 0, 10, prev);
+    read_slot(s, 0, got);
+    assert_string_equal(got, want);
+    line_hash(s->path, 9, hash9);
+    make_slot(want, 1, 9, hash9);
+    read_slot(s, 1, got);
+    assert_string_equal(got, want);
+    /* the library spells slots the same way */
+    char lib[SP_AUDIT_HEAD_SLOT];
+    assert_ok(sp_audit_head_slot(1, 9, hash9, lib));
+    assert_memory_equal(lib, want, SLOT_BYTES);
 }
 
 /* Nothing but the caller's fields and the five the chain needs: a value is
@@ -535,6 +641,8 @@ static void test_delete_head(void **state) {
     expect_broken(s->path, 3, "end: head file missing");
 }
 
+/* Heads that are neither format: empty, JSON that is not a head record
+ * (the legacy format's near misses), anything else. */
 static void test_malformed_head(void **state) {
     scratch *s = *state;
     make_log(s, 3);
@@ -612,45 +720,332 @@ static void test_reopen_continues(void **state) {
     expect_ok(s->path, 0);
 }
 
-/* A process killed between writing a line and replacing the head leaves the
+/* A process killed between writing a line and writing its slot leaves the
  * head one line behind: open accepts that and repairs it. Two lines behind
  * cannot happen that way, so it is refused. */
 static void test_head_one_behind(void **state) {
     scratch *s = *state;
     make_log(s, 4);
-    size_t hlen = 0;
-    char *head3 = NULL;
-    {
-        lines_t l;
-        read_lines(s->path, &l);
-        json_error_t err;
-        json_t *obj = json_loads(l.line[2], 0, &err);
-        assert_non_null(obj);
-        char text[128];
-        snprintf(text, sizeof text, "{\"seq\":3,\"hash\":\"%s\"}\n", member(obj, "hash"));
-        head3 = strdup(text);
-        json_decref(obj);
-        free_lines(&l);
-    }
-    spit(s->head, head3, strlen(head3));
+    char h2[65], h3[65];
+    line_hash(s->path, 2, h2);
+    line_hash(s->path, 3, h3);
+    /* slots as line 3 left them (A line 2, B line 3); line 4 is in the log,
+     * its slot never written */
+    write_head_of(s, 2, h2, 3, h3);
     expect_ok(s->path, 4); /* verify: a head behind the log names a line of the chain */
     sp_audit *a = NULL;
     assert_ok(sp_audit_open(s->path, &a));
+    sp_audit_head h = parsed_head(s); /* repaired on disk by open itself */
+    assert_true(h.valid);
+    assert_int_equal(h.seq, 4);
+    assert_int_equal(h.newest, 0); /* into the slot that held the older line */
     record_n(a, 5, 1);
     sp_audit_close(a);
     expect_ok(s->path, 5);
-    char *head = slurp(s->head, &hlen);
-    assert_non_null(strstr(head, "\"seq\":5,"));
-    free(head);
+    h = parsed_head(s);
+    assert_int_equal(h.seq, 5);
+    assert_int_equal(h.newest, 1);
 
     /* two behind */
-    spit(s->head, head3, strlen(head3));
+    write_head_of(s, 2, h2, 3, h3);
     expect_open_refused(s->path);
     /* a head behind that names no line of the chain */
-    head3[20] = head3[20] == 'a' ? 'b' : 'a';
-    spit(s->head, head3, strlen(head3));
+    char forged[65];
+    memcpy(forged, h3, sizeof forged);
+    forged[20] = forged[20] == 'a' ? 'b' : 'a';
+    write_head_of(s, 2, h2, 3, forged);
     expect_broken(s->path, 3, "line 3: hash differs from the head");
-    free(head3);
+    expect_open_refused(s->path);
+}
+
+/* A record pwrites the slot that does not hold the newest line, so the file
+ * keeps its inode and its size: nothing is renamed or created per record. */
+static void test_head_updated_in_place(void **state) {
+    scratch *s = *state;
+    sp_audit *a = NULL;
+    assert_ok(sp_audit_open(s->path, &a));
+    struct stat before, after;
+    assert_int_equal(stat(s->head, &before), 0);
+    assert_int_equal(before.st_size, HEAD_BYTES);
+    /* a fresh log's head: both slots name "line 0" */
+    char want[SLOT_BYTES + 1], got[SLOT_BYTES + 1];
+    make_slot(want, 0, 0, ZERO_HASH);
+    read_slot(s, 0, got);
+    assert_string_equal(got, want);
+    make_slot(want, 1, 0, ZERO_HASH);
+    read_slot(s, 1, got);
+    assert_string_equal(got, want);
+    for (unsigned i = 1; i <= 50; i++) {
+        record_n(a, i, 1);
+        sp_audit_head h = parsed_head(s);
+        assert_true(h.valid);
+        assert_int_equal(h.seq, i);
+        assert_int_equal(h.newest, i % 2 ? 1 : 0);
+        /* the other slot names the line before */
+        char older[65];
+        if (i > 1) line_hash(s->path, i - 1, older);
+        make_slot(want, h.newest ^ 1u, i - 1, i > 1 ? older : ZERO_HASH);
+        read_slot(s, h.newest ^ 1u, got);
+        assert_string_equal(got, want);
+    }
+    assert_int_equal(stat(s->head, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+    assert_int_equal(after.st_size, HEAD_BYTES);
+    sp_audit_close(a);
+    assert_int_equal(stat(s->head, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+    assert_int_equal(file_mode(s->head), 0600);
+    expect_ok(s->path, 50);
+}
+
+/* The slot that does not hold the newest line torn (a crash mid-write, or a
+ * record whose slot write failed): the other slot is the head. Recording
+ * goes on, into the torn slot, which is whole again afterwards. */
+static void test_head_older_slot_torn(void **state) {
+    scratch *s = *state;
+    make_log(s, 6); /* A line 6, B line 5 */
+    char junk[SLOT_BYTES + 1];
+    memset(junk, 'x', SLOT_BYTES);
+    junk[SLOT_BYTES] = 0;
+    tear_slot(s, 1, junk);
+    sp_audit_head h = parsed_head(s);
+    assert_true(h.valid);
+    assert_int_equal(h.seq, 6);
+    expect_ok(s->path, 6);
+    sp_audit *a = NULL;
+    assert_ok(sp_audit_open(s->path, &a));
+    record_n(a, 7, 1);
+    sp_audit_close(a);
+    expect_ok(s->path, 7);
+    char want[SLOT_BYTES + 1], got[SLOT_BYTES + 1], h7[65];
+    line_hash(s->path, 7, h7);
+    make_slot(want, 1, 7, h7);
+    read_slot(s, 1, got);
+    assert_string_equal(got, want);
+}
+
+/* A crash while writing the slot of line 7: the line is in the log, its
+ * slot half written. The intact slot names line 6, one behind, which verify
+ * accepts and open repairs. */
+static void test_head_crash_mid_slot_write(void **state) {
+    scratch *s = *state;
+    make_log(s, 6); /* A line 6, B line 5 */
+    char h6[65], line[SP_AUDIT_MAX_LINE + 2], h7[65];
+    line_hash(s->path, 6, h6);
+    size_t len = 0;
+    sp_audit_field f[] = {{"actor", "alice"}, {"i", "7"}};
+    assert_ok(sp_audit_format_line(h6, 7, 1700000000, "admin.test", f, 2, line, sizeof line - 1, &len, h7));
+    line[len] = '\n';
+    size_t old_len = 0;
+    char *old = slurp(s->path, &old_len);
+    char *grown = malloc(old_len + len + 1);
+    assert_non_null(grown);
+    memcpy(grown, old, old_len);
+    memcpy(grown + old_len, line, len + 1);
+    spit(s->path, grown, old_len + len + 1);
+    free(grown);
+    free(old);
+    char slot7[SLOT_BYTES + 1];
+    make_slot(slot7, 1, 7, h7);
+    tear_slot(s, 1, slot7);
+
+    expect_ok(s->path, 7);
+    sp_audit *a = NULL;
+    assert_ok(sp_audit_open(s->path, &a));
+    char got[SLOT_BYTES + 1];
+    read_slot(s, 1, got);
+    assert_string_equal(got, slot7); /* repaired: exactly what the record would have written */
+    record_n(a, 8, 1);
+    sp_audit_close(a);
+    expect_ok(s->path, 8);
+}
+
+/* The newest slot damaged while the log is whole: what is left is a head
+ * one line behind, which is all a torn write can ever cost, and open repairs
+ * it. (Cutting a line off the end as well would go unseen, like forging a
+ * head one line back: someone who may write both files can do either.) */
+static void test_head_newest_slot_damaged(void **state) {
+    scratch *s = *state;
+    make_log(s, 6); /* A line 6, B line 5 */
+    char junk[SLOT_BYTES + 1];
+    memset(junk, '\0', SLOT_BYTES);
+    tear_slot(s, 0, junk);
+    sp_audit_head h = parsed_head(s);
+    assert_true(h.valid);
+    assert_int_equal(h.seq, 5);
+    expect_ok(s->path, 6);
+    sp_audit *a = NULL;
+    assert_ok(sp_audit_open(s->path, &a));
+    assert_int_equal(parsed_head(s).seq, 6);
+    sp_audit_close(a);
+    expect_ok(s->path, 6);
+}
+
+/* No intact slot: the head says nothing, and a head that says nothing is
+ * malformed, at open and in verify (it could otherwise hide a truncation,
+ * like a deleted head). */
+static void test_head_both_slots_corrupted(void **state) {
+    scratch *s = *state;
+    make_log(s, 4);
+    char a[SLOT_BYTES + 1], b[SLOT_BYTES + 1];
+    read_slot(s, 0, a);
+    read_slot(s, 1, b);
+    /* one byte changed in each: the checksums catch it */
+    a[40] = a[40] == '1' ? '2' : '1';
+    b[100] = b[100] == 'a' ? 'b' : 'a';
+    write_head(s, a, b);
+    expect_broken(s->path, 5, "end: head file malformed (no intact slot)");
+    expect_open_refused(s->path);
+    /* both torn */
+    char junk[SLOT_BYTES + 1];
+    memset(junk, ' ', SLOT_BYTES);
+    write_head(s, junk, junk);
+    expect_broken(s->path, 5, "end: head file malformed (no intact slot)");
+    expect_open_refused(s->path);
+}
+
+/* Slots that are well-formed text yet not what the writer writes, and files
+ * of the wrong size. With the other slot intact the damaged one is ignored;
+ * alone, the head is malformed. */
+static void test_head_malformed_slots(void **state) {
+    scratch *s = *state;
+    make_log(s, 4);
+    char h4[65], good[SLOT_BYTES + 1], bad[SLOT_BYTES + 1];
+    line_hash(s->path, 4, h4);
+    make_slot(good, 0, 4, h4);
+
+    char upper[65];
+    memcpy(upper, h4, sizeof upper);
+    for (size_t i = 0; i < 64; i++) upper[i] = (char)(upper[i] >= 'a' ? upper[i] - 'a' + 'A' : upper[i]);
+    const struct {
+        const char *what;
+        uint64_t seq;
+        const char *hash;
+        unsigned letter; /* the slot named in the text */
+    } cases[] = {
+        {"uppercase hash", 4, upper, 1},
+        {"seq above INT64_MAX", UINT64_C(9223372036854775808), h4, 1},
+        {"slot A's text in B's place", 4, h4, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        make_slot(bad, cases[i].letter, cases[i].seq, cases[i].hash);
+        write_head(s, good, bad);
+        expect_ok(s->path, 4); /* slot A still says line 4 */
+        char torn[SLOT_BYTES + 1];
+        memcpy(torn, good, sizeof torn); /* and with A torn as well: nothing left */
+        memset(torn + SLOT_BYTES / 2, '#', SLOT_BYTES / 2);
+        write_head(s, torn, bad);
+        sp_audit_report rep;
+        assert_rc(sp_audit_verify(s->path, &rep), SP_ERR_AUDIT_BROKEN);
+        if (strstr(rep.reason, "head file malformed") == NULL) fail_msg("%s: \"%s\"", cases[i].what, rep.reason);
+        expect_open_refused(s->path);
+    }
+
+    /* a bad checksum, a missing newline, a non-digit in seq */
+    make_slot(bad, 1, 4, h4);
+    bad[SLOT_BYTES - 2] = bad[SLOT_BYTES - 2] == '0' ? '1' : '0';
+    write_head(s, bad, bad);
+    expect_broken(s->path, 5, "end: head file malformed (no intact slot)");
+    make_slot(bad, 1, 4, h4);
+    bad[SLOT_BYTES - 1] = ' ';
+    write_head(s, good, bad);
+    expect_ok(s->path, 4);
+    make_slot(bad, 1, 4, h4);
+    memcpy(bad + 40, "x", 1);
+    write_head(s, good, bad);
+    expect_ok(s->path, 4);
+
+    /* two intact slots giving one seq different hashes: the writer never
+     * leaves that, so neither is believed */
+    char h3[65];
+    line_hash(s->path, 3, h3);
+    write_head_of(s, 4, h4, 4, h3);
+    expect_broken(s->path, 5, "end: head file malformed (both slots give one seq different hashes)");
+    expect_open_refused(s->path);
+
+    /* the wrong size: one slot, a byte more, a byte less */
+    char text[HEAD_BYTES + 1];
+    make_slot(text, 0, 4, h4);
+    make_slot(text + SLOT_BYTES, 1, 3, h3);
+    text[HEAD_BYTES] = '\n';
+    const size_t sizes[] = {SLOT_BYTES, HEAD_BYTES + 1, HEAD_BYTES - 1};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        spit(s->head, text, sizes[i]);
+        expect_broken(s->path, 5, "end: head file malformed (not two slots)");
+        expect_open_refused(s->path);
+    }
+    spit(s->head, text, HEAD_BYTES);
+    expect_ok(s->path, 4);
+}
+
+/* An intact slot naming a line past the end of the log is a truncation,
+ * whatever the other slot says. */
+static void test_head_slot_ahead_of_log(void **state) {
+    scratch *s = *state;
+    make_log(s, 5);
+    char h5[65];
+    line_hash(s->path, 5, h5);
+    write_head_of(s, 5, h5, 7, h5);
+    expect_broken(s->path, 6, "end: head says seq 7, log ends at 5 (lines removed from the end)");
+    expect_open_refused(s->path);
+}
+
+/* A log written before the slots has a one-record JSON head: verify reads
+ * it, open checks it like any head and replaces it with the two-slot file
+ * (repairing one line of lag as usual). */
+static void test_legacy_head(void **state) {
+    scratch *s = *state;
+    make_log(s, 4);
+    char h3[65], h4[65], text[160];
+    line_hash(s->path, 3, h3);
+    line_hash(s->path, 4, h4);
+    snprintf(text, sizeof text, "{\"seq\":4,\"hash\":\"%s\"}\n", h4);
+    spit(s->head, text, strlen(text));
+    expect_ok(s->path, 4);
+    sp_audit *a = NULL;
+    assert_ok(sp_audit_open(s->path, &a));
+    assert_int_equal(file_size(s->head), HEAD_BYTES);
+    char want[SLOT_BYTES + 1], got[SLOT_BYTES + 1];
+    make_slot(want, 0, 4, h4);
+    read_slot(s, 0, got);
+    assert_string_equal(got, want);
+    record_n(a, 5, 2);
+    sp_audit_close(a);
+    expect_ok(s->path, 6);
+
+    /* behind, and without its newline */
+    snprintf(text, sizeof text, "{\"seq\":3,\"hash\":\"%s\"}", h3);
+    spit(s->head, text, strlen(text));
+    expect_ok(s->path, 6);
+    expect_open_refused(s->path); /* three behind */
+    char h5[65];
+    line_hash(s->path, 5, h5);
+    snprintf(text, sizeof text, "{\"seq\":5,\"hash\":\"%s\"}", h5);
+    spit(s->head, text, strlen(text));
+    assert_ok(sp_audit_open(s->path, &a));
+    sp_audit_close(a);
+    assert_int_equal(parsed_head(s).seq, 6);
+    expect_ok(s->path, 6);
+
+    /* an empty log's legacy head */
+    char empty_log[400];
+    snprintf(empty_log, sizeof empty_log, "%s/empty.log", s->dir);
+    char empty_head[410];
+    snprintf(empty_head, sizeof empty_head, "%s.head", empty_log);
+    spit(empty_log, "", 0);
+    snprintf(text, sizeof text, "{\"seq\":0,\"hash\":\"%s\"}\n", ZERO_HASH);
+    spit(empty_head, text, strlen(text));
+    expect_ok(empty_log, 0);
+    assert_ok(sp_audit_open(empty_log, &a));
+    assert_int_equal(file_size(empty_head), HEAD_BYTES);
+    sp_audit_close(a);
+    expect_ok(empty_log, 0);
+
+    /* a legacy head still guards the end */
+    snprintf(text, sizeof text, "{\"seq\":9,\"hash\":\"%s\"}\n", h4);
+    spit(s->head, text, strlen(text));
+    expect_broken(s->path, 7, "end: head says seq 9, log ends at 6");
+    expect_open_refused(s->path);
 }
 
 static void test_open_refusals(void **state) {
@@ -758,6 +1153,55 @@ static void test_concurrent_appends(void **state) {
         json_decref(obj);
     }
     free_lines(&l);
+}
+
+/* verify beside a writer: it reads the head, then the log, while slots
+ * are being overwritten in place, and must never see anything but a sound
+ * log (a slot caught mid-write is read past: the other one is intact). */
+typedef struct {
+    sp_audit *audit;
+    unsigned records;
+    atomic_bool done;
+    bool failed;
+} busy_writer_t;
+
+static void *busy_writer(void *p) {
+    busy_writer_t *w = p;
+    for (unsigned i = 0; i < w->records && !w->failed; i++) {
+        char num[16];
+        snprintf(num, sizeof num, "%u", i);
+        sp_audit_field f[] = {{"actor", "vault"}, {"i", num}};
+        if (sp_audit_record(w->audit, "vault.decrypt", f, 2) != SP_OK) w->failed = true;
+    }
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+static void test_verify_while_recording(void **state) {
+    scratch *s = *state;
+    busy_writer_t w = {.records = 20000, .failed = false};
+    atomic_init(&w.done, false);
+    assert_ok(sp_audit_open(s->path, &w.audit));
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, busy_writer, &w), 0);
+    unsigned verifies = 0;
+    uint64_t last = 0;
+    do {
+        sp_audit_report rep;
+        sp_error rc = sp_audit_verify(s->path, &rep);
+        if (rc != SP_OK) {
+            fail_msg("verify beside the writer gave %s: line %" PRIu64 ": %s", sp_error_name(rc), rep.bad_line,
+                     rep.reason);
+        }
+        assert_true(rep.lines >= last); /* the log only grows */
+        last = rep.lines;
+        verifies++;
+    } while (!atomic_load(&w.done));
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_false(w.failed);
+    assert_true(verifies >= 1);
+    sp_audit_close(w.audit);
+    expect_ok(s->path, w.records);
 }
 
 /* ---- arguments ---- */
@@ -942,10 +1386,32 @@ static void test_check_line(void **state) {
 
 /* ---- failed writes ---- */
 
+/* The descriptor this process holds on path (the audit handle's), found by
+ * inode, so a test can swap what is behind it; -1 when there is none. */
+static int fd_open_on(const char *path) {
+    struct stat want;
+    assert_int_equal(stat(path, &want), 0);
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int found = -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        int fd = (int)strtol(e->d_name, NULL, 10);
+        struct stat st;
+        if (fd == dirfd(d) || fstat(fd, &st) != 0) continue;
+        if (st.st_dev == want.st_dev && st.st_ino == want.st_ino) found = fd;
+    }
+    closedir(d);
+    return found;
+}
+
 /* A write the kernel cuts short (here: the file size limit, as a full disk
- * would) and a head that cannot be replaced (here: a directory squatting on
- * its temporary name) both fail the record and leave the log exactly as it
- * was: the partial line is truncated away, the chain goes on afterwards. */
+ * would) and a slot that cannot be written (here: the handle's descriptor on
+ * the head swapped for a read-only one, so the pwrite fails as on an I/O
+ * error) both fail the record and leave the log exactly as it was: the
+ * partial or unvouched line is truncated away, the head still names the
+ * last line, the chain goes on afterwards. */
 static void test_failed_writes_roll_back(void **state) {
     scratch *s = *state;
     sp_audit *a = NULL;
@@ -967,17 +1433,56 @@ static void test_failed_writes_roll_back(void **state) {
     assert_int_equal(file_size(s->path), before);
     expect_ok(s->path, 2);
 
-    char tmp[400];
-    snprintf(tmp, sizeof tmp, "%s.tmp", s->head);
-    assert_int_equal(mkdir(tmp, 0700), 0);
+    int head_fd = fd_open_on(s->head);
+    assert_true(head_fd >= 0);
+    int saved_fd = dup(head_fd), read_only = open(s->head, O_RDONLY);
+    assert_true(saved_fd >= 0 && read_only >= 0);
+    assert_int_equal(dup2(read_only, head_fd), head_fd);
     assert_rc(sp_audit_record(a, "admin.test", f, 1), SP_ERR_IO);
-    assert_int_equal(rmdir(tmp), 0);
+    assert_rc(sp_audit_record(a, "admin.test", f, 1), SP_ERR_IO);
+    assert_int_equal(dup2(saved_fd, head_fd), head_fd);
+    close(saved_fd);
+    close(read_only);
     assert_int_equal(file_size(s->path), before);
+    assert_int_equal(parsed_head(s).seq, 2);
     expect_ok(s->path, 2);
 
     record_n(a, 3, 2);
     sp_audit_close(a);
     expect_ok(s->path, 4);
+}
+
+/* A slot write cut short after part of it reached the file (the file size
+ * limit again, now falling inside slot B): the slot cannot be undone either,
+ * so the record fails, its complete line stays (the slot could otherwise
+ * name a line that is gone), the handle refuses further records, and what is
+ * on disk is a sound log whose head is one line behind, which open repairs. */
+static void test_failed_slot_write_wedges(void **state) {
+    scratch *s = *state;
+    sp_audit *a = NULL;
+    assert_ok(sp_audit_open(s->path, &a)); /* record 1 goes to slot B, bytes 195..389 */
+    struct rlimit saved, tight;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    tight = saved;
+    tight.rlim_cur = 300; /* the line fits below it, slot B does not */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &tight), 0);
+    sp_audit_field f[] = {{"actor", "alice"}};
+    sp_error rc = sp_audit_record(a, "admin.test", f, 1);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    signal(SIGXFSZ, old_handler);
+    assert_rc(rc, SP_ERR_IO);
+    assert_rc(sp_audit_record(a, "admin.test", f, 1), SP_ERR_AUDIT_BROKEN);
+    expect_ok(s->path, 1);
+    sp_audit_head h = parsed_head(s);
+    assert_true(h.valid);
+    assert_int_equal(h.seq, 0); /* slot A; slot B is torn */
+    sp_audit_close(a);
+    assert_ok(sp_audit_open(s->path, &a));
+    assert_int_equal(parsed_head(s).seq, 1);
+    record_n(a, 2, 1);
+    sp_audit_close(a);
+    expect_ok(s->path, 2);
 }
 
 /* ---- allocation failures ---- */
@@ -1086,11 +1591,21 @@ int main(void) {
         SCRATCH_TEST(test_overlong_line),
         SCRATCH_TEST(test_reopen_continues),
         SCRATCH_TEST(test_head_one_behind),
+        SCRATCH_TEST(test_head_updated_in_place),
+        SCRATCH_TEST(test_head_older_slot_torn),
+        SCRATCH_TEST(test_head_crash_mid_slot_write),
+        SCRATCH_TEST(test_head_newest_slot_damaged),
+        SCRATCH_TEST(test_head_both_slots_corrupted),
+        SCRATCH_TEST(test_head_malformed_slots),
+        SCRATCH_TEST(test_head_slot_ahead_of_log),
+        SCRATCH_TEST(test_legacy_head),
         SCRATCH_TEST(test_open_refusals),
         SCRATCH_TEST(test_verify_refusals),
         SCRATCH_TEST(test_concurrent_appends),
+        SCRATCH_TEST(test_verify_while_recording),
         SCRATCH_TEST(test_invalid_arguments),
         SCRATCH_TEST(test_failed_writes_roll_back),
+        SCRATCH_TEST(test_failed_slot_write_wedges),
         cmocka_unit_test(test_validators),
         cmocka_unit_test(test_check_line),
         SCRATCH_TEST(test_record_allocation_failures),
