@@ -31,8 +31,7 @@ static void fuzz_decode_side(const char *text, size_t len, bool url) {
     FUZZ_CHECK(sp_b64_encoded_len(out_len, url) == len);
 
     /* the same decode into a buffer of exactly the decoded size */
-    uint8_t *exact = malloc(out_len ? out_len : 1);
-    FUZZ_CHECK(exact != NULL);
+    uint8_t *exact = fuzz_alloc(out_len);
     size_t exact_len = 0;
     FUZZ_CHECK(sp_b64_decode(text, len, exact, out_len, &exact_len, url) == SP_OK);
     FUZZ_CHECK(exact_len == out_len && memcmp(exact, out, out_len) == 0);
@@ -43,8 +42,7 @@ static void fuzz_decode_side(const char *text, size_t len, bool url) {
 
     /* canonical form: re-encoding gives back the input, byte for byte */
     size_t need = sp_b64_encoded_len(out_len, url);
-    char *again = malloc(need + 1);
-    FUZZ_CHECK(again != NULL);
+    char *again = fuzz_alloc(need + 1);
     size_t again_len = 0;
     FUZZ_CHECK(sp_b64_encode(out, out_len, again, need + 1, &again_len, url) == SP_OK);
     FUZZ_CHECK(again_len == len);
@@ -56,8 +54,7 @@ static void fuzz_decode_side(const char *text, size_t len, bool url) {
 
 static void fuzz_encode_side(const uint8_t *data, size_t len, bool url) {
     size_t need = sp_b64_encoded_len(len, url);
-    char *text = malloc(need + 1);
-    FUZZ_CHECK(text != NULL);
+    char *text = fuzz_alloc(need + 1);
     size_t text_len = 0;
     /* the encoder writes a NUL, so exactly `need` bytes is one too few */
     FUZZ_CHECK(sp_b64_encode(data, len, text, need, &text_len, url) == SP_ERR_BUFFER_TOO_SMALL);
@@ -65,8 +62,7 @@ static void fuzz_encode_side(const uint8_t *data, size_t len, bool url) {
     FUZZ_CHECK(text_len == need);
     FUZZ_CHECK(sp_b64_alphabet_ok(text, text_len, url));
 
-    uint8_t *back = malloc(len ? len : 1);
-    FUZZ_CHECK(back != NULL);
+    uint8_t *back = fuzz_alloc(len);
     size_t back_len = 0;
     FUZZ_CHECK(sp_b64_decode(text, text_len, back, len, &back_len, url) == SP_OK);
     FUZZ_CHECK(back_len == len && (len == 0 || memcmp(back, data, len) == 0));
@@ -74,15 +70,7 @@ static void fuzz_encode_side(const uint8_t *data, size_t len, bool url) {
     free(text);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_init_library();
-    return 0;
-}
+FUZZ_INITIALIZE_LIBRARY()
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *text = fuzz_dup(data, size);

@@ -27,12 +27,6 @@
 #include "core/sp_core.h"
 #include "wire/sp_wire_internal.h"
 
-static bool fuzz_json_member_is(json_t *root, const char *key, const char *want, size_t want_len) {
-    json_t *v = json_object_get(root, key);
-    return json_is_string(v) && json_string_length(v) == want_len &&
-           memcmp(json_string_value(v), want, want_len) == 0;
-}
-
 static void fuzz_check_split(const uint8_t *body, size_t len, const sp_jwe_parts *p) {
     const sp_span parts[5] = {p->protected_b64, p->encrypted_key, p->iv, p->ciphertext, p->tag};
     size_t pos = 0;
@@ -68,9 +62,9 @@ static void fuzz_check_header_accepted(const char *b64, size_t len, const char k
     json_t *root = json_loadb((const char *)json, json_len, JSON_REJECT_DUPLICATES, &err);
     FUZZ_CHECK(root != NULL);
     FUZZ_CHECK(json_is_object(root));
-    FUZZ_CHECK(fuzz_json_member_is(root, "alg", "dir", 3));
-    FUZZ_CHECK(fuzz_json_member_is(root, "enc", "A256GCM", 7));
-    FUZZ_CHECK(fuzz_json_member_is(root, "kid", kid, SP_KEY_VERSION_CHARS));
+    FUZZ_CHECK(fuzz_json_string_is(root, "alg", "dir", 3));
+    FUZZ_CHECK(fuzz_json_string_is(root, "enc", "A256GCM", 7));
+    FUZZ_CHECK(fuzz_json_string_is(root, "kid", kid, SP_KEY_VERSION_CHARS));
     FUZZ_CHECK(json_object_get(root, "zip") == NULL);
     FUZZ_CHECK(json_object_get(root, "crit") == NULL);
     json_decref(root);
@@ -90,7 +84,7 @@ static bool fuzz_header_is_plainly_valid(const char *b64, size_t len) {
         json_t *root = json_loadb((const char *)json, json_len, JSON_REJECT_DUPLICATES, &err);
         json_t *kid = json_object_get(root, "kid");
         valid = root != NULL && json_is_object(root) && json_object_size(root) == 3 &&
-                fuzz_json_member_is(root, "alg", "dir", 3) && fuzz_json_member_is(root, "enc", "A256GCM", 7) &&
+                fuzz_json_string_is(root, "alg", "dir", 3) && fuzz_json_string_is(root, "enc", "A256GCM", 7) &&
                 json_is_string(kid) && sp_uuid_is_valid(json_string_value(kid), json_string_length(kid));
         json_decref(root);
     }
@@ -98,15 +92,7 @@ static bool fuzz_header_is_plainly_valid(const char *b64, size_t len) {
     return valid;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_init_library();
-    return 0;
-}
+FUZZ_INITIALIZE_LIBRARY()
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *body = fuzz_dup(data, size);

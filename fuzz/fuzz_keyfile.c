@@ -12,15 +12,7 @@
  */
 #include "fuzz_util.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_init_library();
-    return 0;
-}
+FUZZ_INITIALIZE_LIBRARY()
 
 static void fuzz_check_keyfile(const sp_keyfile *kf) {
     size_t n = sp_keyfile_count(kf);

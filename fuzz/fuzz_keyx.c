@@ -37,15 +37,7 @@ static const char fuzz_keyx_public_pem[] = "-----BEGIN PUBLIC KEY-----\n"
                                            "l07N1VgwOEVgbVNSdWQX++txto2D7Bki/FnF94sXy2loMGHjDDJe925mKA==\n"
                                            "-----END PUBLIC KEY-----\n";
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_init_library();
-    return 0;
-}
+FUZZ_INITIALIZE_LIBRARY()
 
 static void fuzz_check_items(const sp_keyx_item *items, size_t n) {
     FUZZ_CHECK(n >= 1 && n <= SP_KEYX_MAX_ITEMS);

@@ -21,8 +21,6 @@
 
 #include "kms/kmip_ttlv.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 #define FUZZ_MAX_ITEMS 4096
 static sp_ttlv_item first_items[FUZZ_MAX_ITEMS];
 static sp_ttlv_item second_items[FUZZ_MAX_ITEMS];

@@ -16,15 +16,7 @@
 
 #include "kms/sp_kms.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_init_library();
-    return 0;
-}
+FUZZ_INITIALIZE_LIBRARY()
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *in = fuzz_dup(data, size);

@@ -18,15 +18,7 @@
 
 #include "kms/sp_kms.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_init_library();
-    return 0;
-}
+FUZZ_INITIALIZE_LIBRARY()
 
 static bool fuzz_name_ok(const char *s, size_t cap) {
     size_t n = strnlen(s, cap);
@@ -72,10 +64,7 @@ static char *fuzz_rebuild(const sp_kms_config *cfg, size_t cap) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char *text = malloc(size + 1);
-    FUZZ_CHECK(text != NULL);
-    if (size) memcpy(text, data, size);
-    text[size] = 0;
+    char *text = fuzz_dup_cstr(data, size);
     sp_kms_config cfg;
     sp_error rc = sp_kms_config_parse(text, &cfg);
     FUZZ_CHECK(rc == SP_OK || rc == SP_ERR_BAD_CONFIG);

@@ -130,9 +130,6 @@ static sp_wire *fuzz_make_wire(size_t max_body, uint32_t tolerance) {
     return wire;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
@@ -301,8 +298,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint32_t tolerance = tight ? FUZZ_TIGHT_TOLERANCE : SP_WIRE_DEFAULT_TOLERANCE_S;
 
     /* the documented bound: out needs body_len bytes at most */
-    uint8_t *out = malloc(m.body_len ? m.body_len : 1);
-    FUZZ_CHECK(out != NULL);
+    uint8_t *out = fuzz_alloc(m.body_len);
     memset(out, FUZZ_FILL, m.body_len ? m.body_len : 1);
     size_t out_len = 0;
     sp_opened info;

@@ -32,15 +32,7 @@ static bool fuzz_entry_present(const char *value, size_t len, const uint8_t sig[
     return false;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_init_library();
-    return 0;
-}
+FUZZ_INITIALIZE_LIBRARY()
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *value = fuzz_dup(data, size);

@@ -8,50 +8,24 @@
 # Env: SP_CLI (sealpost binary), SP_SOURCE_DIR, SP_BUILD_DIR (set by ctest).
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-src="${SP_SOURCE_DIR:-$(cd "$here/../.." && pwd)}"
-cli="${SP_CLI:-${SP_BUILD_DIR:-$src/build}/sealpost}"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 javac=/usr/bin/javac
 java=/usr/bin/java
 
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok     $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL   $1${2:+: $2}"; }
-finish() {
-  echo "interop-java: $pass passed, $fail failed"
-  [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
-}
-
-if [ ! -x "$cli" ]; then
-  bad "sealpost binary not found at $cli"
-  finish || exit 1
-fi
+need_cli interop-java
 if [ ! -x "$javac" ] || [ ! -x "$java" ]; then
   bad "OpenJDK 17 (javac/java) missing (run scripts/bootstrap)"
-  finish || exit 1
+  finish interop-java || exit 1
 fi
 if ! "$javac" -Xlint:all -Werror -d "$tmp/classes" "$here/Interop.java" 2>"$tmp/javac.err"; then
   bad "javac Interop.java" "$(head -c 2000 "$tmp/javac.err")"
-  finish || exit 1
+  finish interop-java || exit 1
 fi
 
 jv() { "$java" -XX:TieredStopAtLevel=1 -Xshare:auto -cp "$tmp/classes" Interop "$@"; }
-randhex() { od -An -v -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 randfile() { head -c "$2" /dev/urandom >"$1"; }
 ivlen() { case "$1" in gcm) echo 12 ;; *) echo 16 ;; esac; }
-
-# run CMD... capturing rc; stdout to $out, stderr to $err
-run_to() {
-  local out=$1 err=$2
-  shift 2
-  local rc=0
-  "$@" >"$out" 2>"$err" || rc=$?
-  return $rc
-}
 
 key=$(randhex 32)
 sizes=(0 1 15 16 17 100 4096)
@@ -227,4 +201,4 @@ else
   bad "aes-256-cbc: CLI rejects Java ciphertext with its padding block removed" "rc=$rc"
 fi
 
-finish
+finish interop-java

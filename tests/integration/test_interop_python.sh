@@ -7,25 +7,16 @@
 # Env: SP_CLI (sealpost binary), SP_SOURCE_DIR, SP_BUILD_DIR (set by ctest).
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-src="${SP_SOURCE_DIR:-$(cd "$here/../.." && pwd)}"
-cli="${SP_CLI:-${SP_BUILD_DIR:-$src/build}/sealpost}"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 # Debian's python3-cryptography/python3-jwcrypto live under /usr/bin/python3,
 # not under whatever python3 comes first on PATH.
 py=/usr/bin/python3
 
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-
-if [ ! -x "$cli" ]; then
-  echo "FAIL   sealpost binary not found at $cli"
-  echo "interop-python: 0 passed, 1 failed"
-  exit 1
-fi
+need_cli interop-python
 if ! "$py" -c 'import cryptography, jwcrypto' 2>/dev/null; then
-  echo "FAIL   $py lacks python3-cryptography/python3-jwcrypto (run scripts/bootstrap)"
-  echo "interop-python: 0 passed, 1 failed"
-  exit 1
+  bad "$py lacks python3-cryptography/python3-jwcrypto (run scripts/bootstrap)"
+  finish interop-python || exit 1
 fi
 
 # interop.py prints the final "interop-python: N passed, M failed" line and

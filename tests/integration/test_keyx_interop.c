@@ -19,36 +19,21 @@
  * calls need C and the CLI commands for key exchange do not exist yet; it
  * ends with a "keyx-interop: N passed, M failed" line. Env: SP_SOURCE_DIR.
  */
-#include <dirent.h>
-#include <setjmp.h>
 #include <spawn.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cmocka.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-#include "sealpost/keyx.h"
-#include "sealpost/sealpost.h"
+#include "sp_test_util.h"
 
 extern char **environ;
 
 #define PYTHON "/usr/bin/python3"
 #define FUTURE 4102444800 /* 2100-01-01 */
-
-#define assert_rc(expr, want)                                                                                    \
-    do {                                                                                                         \
-        sp_error rc_ = (expr);                                                                                   \
-        if (rc_ != (want)) fail_msg("%s gave %s, expected %s", #expr, sp_error_name(rc_), sp_error_name(want)); \
-    } while (0)
-#define assert_ok(expr) assert_rc(expr, SP_OK)
 
 static char dir[256];
 static char script[1024];
@@ -61,26 +46,6 @@ static const char *path_of(const char *name) {
     char *p = paths[next++ % 8];
     snprintf(p, sizeof paths[0], "%s/%s", dir, name);
     return p;
-}
-
-static void write_file(const char *name, const void *data, size_t len) {
-    FILE *f = fopen(path_of(name), "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
-
-/* The whole file, NUL-terminated; the caller frees it. */
-static char *read_file(const char *name, size_t *len) {
-    FILE *f = fopen(path_of(name), "rb");
-    assert_non_null(f);
-    char *buf = malloc(SP_KEYX_MAX_JWE_BYTES + 1);
-    assert_non_null(buf);
-    size_t n = fread(buf, 1, SP_KEYX_MAX_JWE_BYTES, f);
-    assert_int_equal(fclose(f), 0);
-    buf[n] = 0;
-    if (len) *len = n;
-    return buf;
 }
 
 /* Runs keyx_interop.py with the given arguments (file names relative to the
@@ -99,9 +64,8 @@ static int python(const char *mode, const char *a, const char *b, const char *c,
     pid_t pid;
     int rc = posix_spawn(&pid, PYTHON, NULL, NULL, (char *const *)argv, environ);
     if (rc != 0) fail_msg("cannot run %s: %s", PYTHON, strerror(rc));
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    int status = sp_test_wait(pid);
+    return status >= 0 ? status : 128;
 }
 
 /* ---- keys ---- */
@@ -155,9 +119,7 @@ static int setup(void **state) {
         return -1;
     }
     if (sp_init() != SP_OK) return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/sp-keyx-interop-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(dir) == NULL) return -1;
+    if (!sp_test_mkdtemp(dir, sizeof dir, "sp-keyx-interop")) return -1;
     if (write_pair(EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)3072), &OURS_RSA) != 0 ||
         write_pair(EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"), &OURS_EC) != 0) {
         return -1;
@@ -175,15 +137,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    DIR *d = opendir(dir);
-    if (d != NULL) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) (void)unlink(path_of(e->d_name));
-        }
-        closedir(d);
-    }
-    return rmdir(dir) == 0 ? 0 : -1;
+    return sp_test_rm_tree(dir) == 0 ? 0 : -1;
 }
 
 /* ---- items and their JSON for the Python side ---- */
@@ -231,19 +185,9 @@ static void write_keys_json(const char *name, const sp_keyx_item *items) {
                                i ? "," : "", items[i].version, k, (long long)items[i].expires);
     }
     at += (size_t)snprintf(json + at, sizeof json - at, "]");
-    write_file(name, json, at);
+    sp_test_write_file(path_of(name), json, at, 0600);
 }
 
-static void assert_same_items(const sp_keyx_item *want, const sp_keyx_item *got, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        assert_string_equal(want[i].version, got[i].version);
-        assert_int_equal(want[i].expires, got[i].expires);
-        uint8_t a[SP_KEY_BYTES], b[SP_KEY_BYTES];
-        assert_ok(sp_key_export(want[i].key, a));
-        assert_ok(sp_key_export(got[i].key, b));
-        assert_memory_equal(a, b, SP_KEY_BYTES);
-    }
-}
 
 /* ---- sealpost -> jwcrypto ---- */
 
@@ -251,17 +195,17 @@ static void sealpost_to_jwcrypto(const pair_files *f, const char *alg) {
     sp_keyx_item items[N_ITEMS];
     make_items(items);
     size_t pem_len = 0, len = 0;
-    char *pem = read_file(f->pub, &pem_len);
+    char *pem = sp_test_read_file(path_of(f->pub), &pem_len);
     static char out[SP_KEYX_MAX_JWE_BYTES];
     assert_ok(sp_keyx_export(items, N_ITEMS, pem, pem_len, alg, out, sizeof out, &len));
-    write_file("export.jwe", out, len);
+    sp_test_write_file(path_of("export.jwe"), out, len, 0600);
     write_keys_json("expected.json", items);
     assert_int_equal(python("decrypt", f->priv, "export.jwe", "expected.json", NULL, NULL), 0);
     /* and one changed byte of the ciphertext is refused there too */
     size_t dots = 0, at = 0;
     while (dots < 3) dots += out[at++] == '.';
     out[at + 2] = out[at + 2] == 'A' ? 'B' : 'A';
-    write_file("export.jwe", out, len);
+    sp_test_write_file(path_of("export.jwe"), out, len, 0600);
     assert_int_equal(python("decrypt", f->priv, "export.jwe", "expected.json", "refused", NULL), 0);
     free(pem);
     sp_keyx_items_free(items, N_ITEMS);
@@ -287,12 +231,12 @@ static sp_error jwcrypto_to_sealpost(const pair_files *f, const char *alg, const
     write_keys_json("keys.json", items);
     assert_int_equal(python("encrypt", f->pub, alg, "keys.json", "import.jwe", form), 0);
     size_t jwe_len = 0, pem_len = 0, n = 0;
-    char *jwe = read_file("import.jwe", &jwe_len);
-    char *pem = read_file(f->priv, &pem_len);
+    char *jwe = sp_test_read_file(path_of("import.jwe"), &jwe_len);
+    char *pem = sp_test_read_file(path_of(f->priv), &pem_len);
     sp_error rc = sp_keyx_import(jwe, jwe_len, pem, pem_len, got, SP_KEYX_MAX_ITEMS, &n);
     if (rc == SP_OK) {
         assert_int_equal(n, N_ITEMS);
-        assert_same_items(items, got, n);
+        sp_test_assert_same_items(items, got, n);
         sp_keyx_items_free(got, n);
     } else {
         assert_int_equal(n, 0);

@@ -17,30 +17,18 @@
  * oaep-decode=host where the plain configuration is refused.
  */
 #include <pthread.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
-
 #include "integration/softhsm_util.h"
+#include "sp_test_util.h"
 
 #include "kms/sp_kms.h"
-#include "sealpost/sealpost.h"
 
 #define TOKEN "sealpost-test"
 #define OFFLINE_TOKEN "sealpost-offline"
 #define PIN "1234"
-
-#define assert_rc(expr, want)                                                                                    \
-    do {                                                                                                         \
-        sp_error rc_ = (expr);                                                                                   \
-        if (rc_ != (want)) fail_msg("%s gave %s, expected %s", #expr, sp_error_name(rc_), sp_error_name(want)); \
-    } while (0)
 
 static softhsm_env g_env;
 static char g_pin_file[PATH_MAX];
@@ -66,15 +54,6 @@ static sp_kms *open_ok(const char *token, const char *key, const char *mech, con
     sp_error rc = sp_kms_open(cfg, &kms);
     if (rc != SP_OK) fail_msg("sp_kms_open(%s) gave %s", cfg, sp_error_name(rc));
     return kms;
-}
-
-static void assert_same_key(const sp_key *a, const sp_key *b) {
-    uint8_t x[SP_KEY_BYTES], y[SP_KEY_BYTES];
-    assert_rc(sp_key_export(a, x), SP_OK);
-    assert_rc(sp_key_export(b, y), SP_OK);
-    assert_memory_equal(x, y, SP_KEY_BYTES);
-    sp_wipe(x, sizeof x);
-    sp_wipe(y, sizeof y);
 }
 
 static int group_setup(void **state) {
@@ -133,10 +112,7 @@ static void roundtrip(const char *mech) {
     sp_key *dek = NULL, *back = NULL;
     assert_rc(sp_kms_generate_data_key(kms, &dek, blob, sizeof blob, &blob_len), SP_OK);
     assert_true(sp_kms_owns(kms, blob, blob_len));
-    assert_rc(sp_kms_unwrap_key(kms, blob, blob_len, &back), SP_OK);
-    assert_same_key(dek, back);
-    sp_key_free(back);
-    back = NULL;
+    sp_test_assert_unwraps_to(kms, blob, blob_len, dek);
 
     /* A key made elsewhere wraps too, and two wraps of one key differ
      * (random IV or OAEP seed) except for deterministic RFC 5649. */
@@ -146,10 +122,7 @@ static void roundtrip(const char *mech) {
     assert_int_equal(blob2_len, blob_len);
     if (strcmp(mech, "aes-kwp") == 0) assert_memory_equal(blob, blob2, blob_len);
     else assert_memory_not_equal(blob, blob2, blob_len);
-    assert_rc(sp_kms_unwrap_key(kms, blob2, blob2_len, &back), SP_OK);
-    assert_same_key(dek, back);
-    sp_key_free(back);
-    back = NULL;
+    sp_test_assert_unwraps_to(kms, blob2, blob2_len, dek);
 
     /* Every byte of the payload matters; so do its length and the header. */
     sp_kms_blob parsed;
@@ -181,9 +154,7 @@ static void roundtrip(const char *mech) {
      * create=1 (the module finalized and initialized again), the same
      * master key opens the old blob. */
     kms = open_ok(TOKEN, "master", mech, "");
-    assert_rc(sp_kms_unwrap_key(kms, blob, blob_len, &back), SP_OK);
-    assert_same_key(dek, back);
-    sp_key_free(back);
+    sp_test_assert_unwraps_to(kms, blob, blob_len, dek);
     sp_key_free(dek);
     sp_kms_close(kms);
 }
@@ -212,10 +183,7 @@ static void test_mechanism_switch(void **state) {
     size_t blob_len = 0, rblob_len = 0;
     sp_key *dek = NULL, *back = NULL;
     assert_rc(sp_kms_generate_data_key(gcm, &dek, blob, sizeof blob, &blob_len), SP_OK);
-    assert_rc(sp_kms_unwrap_key(kwp, blob, blob_len, &back), SP_OK);
-    assert_same_key(dek, back);
-    sp_key_free(back);
-    back = NULL;
+    sp_test_assert_unwraps_to(kwp, blob, blob_len, dek);
     assert_rc(sp_kms_unwrap_key(rsa, blob, blob_len, &back), SP_ERR_AUTH);
     assert_rc(sp_kms_wrap_key(rsa, dek, rblob, sizeof rblob, &rblob_len), SP_OK);
     assert_rc(sp_kms_unwrap_key(gcm, rblob, rblob_len, &back), SP_ERR_AUTH);
@@ -432,10 +400,7 @@ static void test_sessions_closed_behind_our_back(void **state) {
         assert_int_equal(d.f->C_CloseAllSessions(d.slot), CKR_OK);
         d.s = CK_INVALID_HANDLE; /* closed with the rest */
         p11_direct_close(&d);
-        assert_rc(sp_kms_unwrap_key(kms, blob, blob_len, &back), SP_OK);
-        assert_same_key(dek, back);
-        sp_key_free(back);
-        back = NULL;
+        sp_test_assert_unwraps_to(kms, blob, blob_len, dek);
         assert_rc(sp_kms_wrap_key(kms, dek, blob, sizeof blob, &blob_len), SP_OK);
         assert_rc(sp_kms_unwrap_key(kms, blob, blob_len, &back), SP_OK);
         sp_key_free(back);
@@ -460,13 +425,7 @@ static void *worker(void *p) {
         sp_key *dek = NULL, *back = NULL;
         a->rc = sp_kms_generate_data_key(a->kms, &dek, blob, sizeof blob, &blob_len);
         if (a->rc == SP_OK) a->rc = sp_kms_unwrap_key(a->kms, blob, blob_len, &back);
-        if (a->rc == SP_OK) {
-            uint8_t x[SP_KEY_BYTES], y[SP_KEY_BYTES];
-            if (sp_key_export(dek, x) != SP_OK || sp_key_export(back, y) != SP_OK || memcmp(x, y, sizeof x) != 0)
-                a->rc = SP_ERR_AUTH;
-            sp_wipe(x, sizeof x);
-            sp_wipe(y, sizeof y);
-        }
+        if (a->rc == SP_OK && !sp_test_same_key(dek, back)) a->rc = SP_ERR_AUTH;
         sp_key_free(dek);
         sp_key_free(back);
     }
@@ -504,10 +463,7 @@ static void test_token_gone(void **state) {
     size_t blob_len = 0, ablob_len = 0;
     sp_key *dek = NULL, *back = NULL;
     assert_rc(sp_kms_generate_data_key(rsa1, &dek, blob, sizeof blob, &blob_len), SP_OK);
-    assert_rc(sp_kms_unwrap_key(rsa2, blob, blob_len, &back), SP_OK);
-    assert_same_key(dek, back);
-    sp_key_free(back);
-    back = NULL;
+    sp_test_assert_unwraps_to(rsa2, blob, blob_len, dek);
     assert_rc(sp_kms_wrap_key(aes, dek, ablob, sizeof ablob, &ablob_len), SP_OK);
 
     softhsm_rm_tree(g_offline_dir, true);

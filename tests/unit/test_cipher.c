@@ -9,49 +9,21 @@
  * from a fresh key to a ciphertext is reported cleanly and leaks nothing;
  * and once warmed up, encrypting and decrypting allocate nothing at all.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
 #include <openssl/evp.h>
 
+#include "sp_test_util.h"
+
 #include "cipher/sp_cipher.h"
-#include "sealpost/crypto.h"
 
 static const sp_alg all_algs[] = {SP_ALG_AES_256_CBC, SP_ALG_AES_256_GCM, SP_ALG_AES_256_CTR};
 
 /* ---- helpers ---- */
 
-static int nibble(char ch) {
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-/* Hex to bytes with its own decoder, so the known answers do not depend on
- * the library's sp_hex_decode. Returns the byte count. */
-static size_t unhex(const char *s, uint8_t *out, size_t cap) {
-    size_t n = strlen(s);
-    assert_true(n % 2 == 0 && n / 2 <= cap);
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = nibble(s[2 * i]), lo = nibble(s[2 * i + 1]);
-        assert_true(hi >= 0 && lo >= 0);
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return n / 2;
-}
-
-static bool all_zero(const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != 0) return false;
-    }
-    return true;
-}
+/* The known answers are hex, decoded by sp_test_unhex rather than the
+ * library's sp_hex_decode, so they do not depend on the code under test. */
 
 static void fill_pattern(uint8_t *p, size_t n, uint8_t seed) {
     for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(seed + i * 7u);
@@ -115,7 +87,7 @@ static void test_key_generate(void **state) {
     assert_int_equal(sp_key_export(b, kb), SP_OK);
     /* 2^-256 odds of a false alarm */
     assert_memory_not_equal(ka, kb, SP_KEY_BYTES);
-    assert_false(all_zero(ka, SP_KEY_BYTES));
+    assert_false(sp_test_all_zero(ka, SP_KEY_BYTES));
     sp_key_free(a);
     sp_key_free(b);
 }
@@ -321,7 +293,7 @@ static void expect_gcm_auth_failure(sp_cipher *c, const uint8_t *iv, size_t iv_l
     assert_int_equal(sp_cipher_decrypt(c, iv, iv_len, aad, aad_len, sealed, sealed_len, out, sizeof out, &n),
                      SP_ERR_AUTH);
     size_t body = sealed_len > SP_GCM_TAG_BYTES ? sealed_len - SP_GCM_TAG_BYTES : 0;
-    assert_true(all_zero(out, body));
+    assert_true(sp_test_all_zero(out, body));
 }
 
 static void test_gcm_tamper(void **state) {
@@ -382,7 +354,7 @@ static void expect_cbc_auth_failure(sp_cipher *c, const uint8_t *iv, const uint8
     uint8_t out[128] = {0};
     size_t n = 0;
     assert_int_equal(sp_cipher_decrypt(c, iv, SP_CBC_IV_BYTES, NULL, 0, ct, ct_len, out, sizeof out, &n), SP_ERR_AUTH);
-    assert_true(all_zero(out, sizeof out));
+    assert_true(sp_test_all_zero(out, sizeof out));
 }
 
 static void test_cbc_padding(void **state) {
@@ -491,10 +463,10 @@ static void test_kat_cbc_sp800_38a(void **state) {
     (void)state;
     /* SP 800-38A F.2.5, CBC-AES256.Encrypt */
     uint8_t key[32], iv[16], pt[64], expect[64];
-    unhex(nist_key, key, sizeof key);
-    unhex("000102030405060708090a0b0c0d0e0f", iv, sizeof iv);
-    unhex(nist_plain, pt, sizeof pt);
-    unhex("f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d"
+    sp_test_unhex(nist_key, key, sizeof key);
+    sp_test_unhex("000102030405060708090a0b0c0d0e0f", iv, sizeof iv);
+    sp_test_unhex(nist_plain, pt, sizeof pt);
+    sp_test_unhex("f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d"
           "39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b",
           expect, sizeof expect);
     sp_cipher *c = cipher_with_key(key, SP_ALG_AES_256_CBC);
@@ -524,10 +496,10 @@ static void test_kat_ctr_sp800_38a(void **state) {
     (void)state;
     /* SP 800-38A F.5.5, CTR-AES256.Encrypt */
     uint8_t key[32], iv[16], pt[64], expect[64];
-    unhex(nist_key, key, sizeof key);
-    unhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", iv, sizeof iv);
-    unhex(nist_plain, pt, sizeof pt);
-    unhex("601ec313775789a5b7a7f504bbf3d228f443e3ca4d62b59aca84e990cacaf5c5"
+    sp_test_unhex(nist_key, key, sizeof key);
+    sp_test_unhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", iv, sizeof iv);
+    sp_test_unhex(nist_plain, pt, sizeof pt);
+    sp_test_unhex("601ec313775789a5b7a7f504bbf3d228f443e3ca4d62b59aca84e990cacaf5c5"
           "2b0930daa23de94ce87017ba2d84988ddfc9c58db67aada613c2dd08457941a6",
           expect, sizeof expect);
     sp_cipher *c = cipher_with_key(key, SP_ALG_AES_256_CTR);
@@ -553,13 +525,13 @@ static void test_kat_gcm(void **state) {
     /* McGrew & Viega, "The Galois/Counter Mode of Operation", test case 16
      * (AES-256, 96-bit IV, 20 bytes of AAD, 60-byte plaintext) */
     uint8_t key[32], iv[12], aad[20], pt[60], expect[60 + 16];
-    unhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", key, sizeof key);
-    unhex("cafebabefacedbaddecaf888", iv, sizeof iv);
-    unhex("feedfacedeadbeeffeedfacedeadbeefabaddad2", aad, sizeof aad);
-    unhex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+    sp_test_unhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", key, sizeof key);
+    sp_test_unhex("cafebabefacedbaddecaf888", iv, sizeof iv);
+    sp_test_unhex("feedfacedeadbeeffeedfacedeadbeefabaddad2", aad, sizeof aad);
+    sp_test_unhex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
           "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
           pt, sizeof pt);
-    unhex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+    sp_test_unhex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
           "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"
           "76fc6ece0f4e1768cddf8853bb2d551b",
           expect, sizeof expect);
@@ -600,9 +572,9 @@ static void test_hkdf_rfc5869(void **state) {
     /* RFC 5869 A.1, test case 1 */
     uint8_t ikm[22], salt[13], info[10], expect[42], out[42];
     memset(ikm, 0x0b, sizeof ikm);
-    unhex("000102030405060708090a0b0c", salt, sizeof salt);
-    unhex("f0f1f2f3f4f5f6f7f8f9", info, sizeof info);
-    unhex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865", expect,
+    sp_test_unhex("000102030405060708090a0b0c", salt, sizeof salt);
+    sp_test_unhex("f0f1f2f3f4f5f6f7f8f9", info, sizeof info);
+    sp_test_unhex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865", expect,
           sizeof expect);
     assert_int_equal(sp_hkdf_sha256(ikm, sizeof ikm, salt, sizeof salt, info, sizeof info, out, sizeof out), SP_OK);
     assert_memory_equal(out, expect, sizeof expect);
@@ -625,7 +597,7 @@ static void test_hmac_empty(void **state) {
      * NULL key as "keep the old key", so the empty key is an edge worth
      * pinning. */
     uint8_t expect[32], mac[32];
-    unhex("b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad", expect, sizeof expect);
+    sp_test_unhex("b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad", expect, sizeof expect);
     assert_int_equal(sp_hmac_sha256(NULL, 0, NULL, 0, mac), SP_OK);
     assert_memory_equal(mac, expect, sizeof expect);
 }
@@ -634,9 +606,9 @@ static void test_key_wrap_rfc3394(void **state) {
     (void)state;
     /* RFC 3394 4.6: 256 bits of key data with a 256-bit KEK */
     uint8_t kek[32], data[32], expect[40], out[48], back[48];
-    unhex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F", kek, sizeof kek);
-    unhex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F", data, sizeof data);
-    unhex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21", expect, sizeof expect);
+    sp_test_unhex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F", kek, sizeof kek);
+    sp_test_unhex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F", data, sizeof data);
+    sp_test_unhex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21", expect, sizeof expect);
     size_t n = 0;
     assert_int_equal(sp_aes_key_wrap(kek, sizeof kek, false, data, sizeof data, out, sizeof out, &n), SP_OK);
     assert_int_equal(n, sizeof expect);
@@ -651,7 +623,7 @@ static void test_key_wrap_rfc3394(void **state) {
         memset(back, 0xAA, sizeof back);
         assert_int_equal(sp_aes_key_unwrap(kek, sizeof kek, false, expect, sizeof expect, back, sizeof back, &n),
                          SP_ERR_AUTH);
-        assert_true(all_zero(back, sizeof expect));
+        assert_true(sp_test_all_zero(back, sizeof expect));
         expect[bit / 8] ^= (uint8_t)(1u << (bit % 8));
     }
     assert_int_equal(sp_aes_key_wrap(kek, 31, false, data, sizeof data, out, sizeof out, &n), SP_ERR_BAD_KEY_LENGTH);
@@ -692,18 +664,16 @@ static void test_alloc_failures(void **state) {
         size_t failures = 0;
         bool done = false;
         for (uint64_t nth = 1; nth < 100000 && !done; nth++) {
-            uint64_t before = sp_test_alloc_count();
-            sp_test_alloc_fail_at(nth);
+            sp_test_fault fault = sp_test_fault_arm(nth);
             sp_error rc = key_to_ciphertext(all_algs[a]);
-            uint64_t used = sp_test_alloc_count() - before;
-            sp_test_alloc_fail_at(0);
+            bool reached = sp_test_fault_disarm(fault);
             if (rc != SP_OK) {
                 if (rc != SP_ERR_NO_MEMORY && rc != SP_ERR_CRYPTO_BACKEND) {
                     fail_msg("%s: allocation %llu failing gave %s", sp_alg_name(all_algs[a]), (unsigned long long)nth,
                              sp_error_name(rc));
                 }
                 failures++;
-            } else if (used < nth) {
+            } else if (!reached) {
                 /* the whole run needed fewer than nth allocations: every
                  * earlier one has been failed in turn */
                 done = true;

@@ -8,19 +8,11 @@
  * (whitespace, misplaced padding, non-canonical trailing bits, the other
  * alphabet) and on inputs long enough to cross the decoder's internal chunks.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-
-#include "core/sp_core.h"
+#include "sp_test_util.h"
 
 /* ---- base64 ---- */
 
@@ -511,8 +503,7 @@ static void test_random_after_fork(void **state) {
 
     int fds[2];
     assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    pid_t pid = sp_test_fork();
     if (pid == 0) {
         uint8_t mine[64];
         int ok = sp_random(mine, sizeof mine) == SP_OK && write(fds[1], mine, sizeof mine) == (ssize_t)sizeof mine;
@@ -528,9 +519,7 @@ static void test_random_after_fork(void **state) {
         got += (size_t)n;
     }
     close(fds[0]);
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(sp_test_wait(pid), 0);
     assert_int_equal(got, sizeof child);
     assert_memory_not_equal(parent, child, sizeof parent);
     /* nor is the child's output anywhere in what the parent gets next */

@@ -10,21 +10,12 @@
  * Every test works in its own mkdtemp directory and removes it afterwards.
  */
 #include <dirent.h>
-#include <fcntl.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <cmocka.h>
-
-#include "core/sp_core.h"
-#include "sealpost/sealpost.h"
+#include "sp_test_util.h"
 
 #define VER1 "3f6c1a52-8d0e-4b7a-9c21-5e4f0a7b6d13"
 #define VER2 "b2d84e07-61f3-4c95-a8e0-17c9d3f2a540"
@@ -32,13 +23,6 @@
 /* base64 of bytes 0..31 and of bytes 32..63 */
 #define KEY_A "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 #define KEY_B "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
-
-#define assert_rc(expr, want)                                                                                    \
-    do {                                                                                                         \
-        sp_error rc_ = (expr);                                                                                   \
-        if (rc_ != (want)) fail_msg("%s gave %s, expected %s", #expr, sp_error_name(rc_), sp_error_name(want)); \
-    } while (0)
-#define assert_ok(expr) assert_rc(expr, SP_OK)
 
 /* ---- scratch directory ---- */
 
@@ -48,14 +32,8 @@ typedef struct {
 } scratch;
 
 static int scratch_setup(void **state) {
-    scratch *s = calloc(1, sizeof *s);
+    scratch *s = SP_TEST_FIXTURE_NEW(scratch, dir, "sp-keyfile");
     if (s == NULL) return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(s->dir, sizeof s->dir, "%s/sp-keyfile-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(s->dir) == NULL) {
-        free(s);
-        return -1;
-    }
     snprintf(s->path, sizeof s->path, "%s/keys.json", s->dir);
     *state = s;
     return 0;
@@ -63,20 +41,7 @@ static int scratch_setup(void **state) {
 
 static int scratch_teardown(void **state) {
     scratch *s = *state;
-    DIR *d = opendir(s->dir);
-    if (d != NULL) {
-        struct dirent *e;
-        char p[600];
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            snprintf(p, sizeof p, "%s/%s", s->dir, e->d_name);
-            (void)unlink(p);
-        }
-        closedir(d);
-    }
-    int rc = rmdir(s->dir);
-    free(s);
-    return rc == 0 ? 0 : -1;
+    return sp_test_fixture_free(s, s->dir);
 }
 
 /* Names in the directory other than the key file and its lock file: what a
@@ -93,26 +58,6 @@ static size_t stray_files(const scratch *s) {
     }
     closedir(d);
     return n;
-}
-
-static void write_file(const char *path, const char *text, size_t len, mode_t mode) {
-    (void)unlink(path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, text + done, len - done);
-        assert_true(n > 0);
-        done += (size_t)n;
-    }
-    assert_int_equal(close(fd), 0);
-    assert_int_equal(chmod(path, mode), 0);
-}
-
-static mode_t file_mode(const char *path) {
-    struct stat st;
-    assert_int_equal(lstat(path, &st), 0);
-    return st.st_mode & 07777;
 }
 
 static size_t count_active(const sp_keyfile *f) {
@@ -157,7 +102,7 @@ static void test_generate_creates_and_rotates(void **state) {
     memset(v1, 'x', sizeof v1);
     assert_ok(sp_keyfile_generate(s->path, v1));
     assert_true(sp_uuid_is_valid(v1, strlen(v1)));
-    assert_int_equal(file_mode(s->path), 0600);
+    assert_int_equal(sp_test_file_mode(s->path), 0600);
 
     sp_keyfile *f = NULL;
     assert_ok(sp_keyfile_load(s->path, &f));
@@ -172,7 +117,7 @@ static void test_generate_creates_and_rotates(void **state) {
      * keeps its key */
     assert_ok(sp_keyfile_generate(s->path, v2));
     assert_string_not_equal(v1, v2);
-    assert_int_equal(file_mode(s->path), 0600);
+    assert_int_equal(sp_test_file_mode(s->path), 0600);
     assert_ok(sp_keyfile_load(s->path, &f));
     assert_int_equal(sp_keyfile_count(f), 2);
     assert_int_equal(count_active(f), 1);
@@ -271,7 +216,7 @@ static void test_load_permissions(void **state) {
     sp_keyfile *f = NULL;
     static const mode_t refused[] = {0644, 0640, 0604, 0660, 0606, 0666, 0610, 0601, 0700 | 0020};
     for (size_t i = 0; i < SP_ARRAY_LEN(refused); i++) {
-        write_file(s->path, valid_file, strlen(valid_file), refused[i]);
+        sp_test_write_file(s->path, valid_file, strlen(valid_file), refused[i]);
         f = (sp_keyfile *)&f; /* must not be touched on failure */
         sp_error rc = sp_keyfile_load(s->path, &f);
         if (rc != SP_ERR_INSECURE_PERMISSIONS) fail_msg("mode %04o: %s", (unsigned)refused[i], sp_error_name(rc));
@@ -279,7 +224,7 @@ static void test_load_permissions(void **state) {
     }
     static const mode_t allowed[] = {0600, 0400, 0700};
     for (size_t i = 0; i < SP_ARRAY_LEN(allowed); i++) {
-        write_file(s->path, valid_file, strlen(valid_file), allowed[i]);
+        sp_test_write_file(s->path, valid_file, strlen(valid_file), allowed[i]);
         f = NULL;
         assert_ok(sp_keyfile_load(s->path, &f));
         assert_int_equal(sp_keyfile_count(f), 2);
@@ -293,7 +238,7 @@ static void test_load_refuses_symlink_and_others(void **state) {
     char target[400], link_path[400];
     snprintf(target, sizeof target, "%s/real.json", s->dir);
     snprintf(link_path, sizeof link_path, "%s/link.json", s->dir);
-    write_file(target, valid_file, strlen(valid_file), 0600);
+    sp_test_write_file(target, valid_file, strlen(valid_file), 0600);
     sp_keyfile *f = NULL;
     assert_ok(sp_keyfile_load(target, &f));
     sp_keyfile_free(f);
@@ -319,7 +264,7 @@ static void test_load_refuses_symlink_and_others(void **state) {
     char *big = malloc(big_len);
     assert_non_null(big);
     memset(big, ' ', big_len);
-    write_file(s->path, big, big_len, 0600);
+    sp_test_write_file(s->path, big, big_len, 0600);
     free(big);
     assert_rc(sp_keyfile_load(s->path, &f), SP_ERR_TOO_LARGE);
 }
@@ -522,18 +467,25 @@ static void test_parse_limits(void **state) {
 
 /* ---- allocation failures ---- */
 
+/* parse(valid_file) with its n-th allocation failing; *reached says
+ * whether it got that far. */
+static sp_error parse_failing(uint64_t n, sp_keyfile **f, bool *reached) {
+    *f = NULL;
+    sp_test_fault fault = sp_test_fault_arm(n);
+    sp_error rc = parse(valid_file, f);
+    *reached = sp_test_fault_disarm(fault);
+    return rc;
+}
+
 /* Every allocation sp_keyfile_parse makes, failed in turn: an error each
  * time, never a half-built key file, nothing leaked (ASan). */
 static void test_parse_allocation_failures(void **state) {
     (void)state;
     size_t failures = 0, n;
     for (n = 1; n < 10000; n++) {
-        sp_keyfile *f = NULL;
-        uint64_t start = sp_test_alloc_count();
-        sp_test_alloc_fail_at(n);
-        sp_error rc = parse(valid_file, &f);
-        sp_test_alloc_fail_at(0);
-        bool reached = sp_test_alloc_count() - start >= n;
+        sp_keyfile *f;
+        bool reached;
+        sp_error rc = parse_failing(n, &f, &reached);
         if (rc == SP_OK) {
             /* a success must be the whole file, intact */
             assert_int_equal(sp_keyfile_count(f), 2);
@@ -561,17 +513,15 @@ static void test_parse_allocation_failure_is_not_bad_file(void **state) {
     (void)state;
     size_t wrong = 0, n;
     for (n = 1; n < 10000; n++) {
-        sp_keyfile *f = NULL;
-        uint64_t start = sp_test_alloc_count();
-        sp_test_alloc_fail_at(n);
-        sp_error rc = parse(valid_file, &f);
-        sp_test_alloc_fail_at(0);
+        sp_keyfile *f;
+        bool reached;
+        sp_error rc = parse_failing(n, &f, &reached);
         if (rc == SP_OK) sp_keyfile_free(f);
         if (rc != SP_OK && rc != SP_ERR_NO_MEMORY && rc != SP_ERR_SECURE_MEMORY) {
             print_error("allocation %zu failed, sp_keyfile_parse said %s\n", n, sp_error_name(rc));
             wrong++;
         }
-        if (sp_test_alloc_count() - start < n) break;
+        if (!reached) break;
     }
     if (wrong) fail_msg("%zu allocation failures reported as a bad key file", wrong);
 }
@@ -585,11 +535,9 @@ static void test_generate_allocation_failures(void **state) {
     assert_ok(sp_keyfile_generate(s->path, v));
     size_t keys = 1, n, failures = 0;
     for (n = 1; n < 10000; n++) {
-        uint64_t start = sp_test_alloc_count();
-        sp_test_alloc_fail_at(n);
+        sp_test_fault fault = sp_test_fault_arm(n);
         sp_error rc = sp_keyfile_generate(s->path, v);
-        sp_test_alloc_fail_at(0);
-        bool reached = sp_test_alloc_count() - start >= n;
+        bool reached = sp_test_fault_disarm(fault);
         if (rc == SP_OK) keys++;
         else failures++;
         sp_keyfile *f = NULL;
@@ -597,7 +545,7 @@ static void test_generate_allocation_failures(void **state) {
         assert_int_equal(sp_keyfile_count(f), keys);
         assert_int_equal(count_active(f), 1);
         sp_keyfile_free(f);
-        assert_int_equal(file_mode(s->path), 0600);
+        assert_int_equal(sp_test_file_mode(s->path), 0600);
         assert_int_equal(stray_files(s), 0);
         if (!reached) break;
     }

@@ -24,35 +24,17 @@
  * Every test works in its own mkdtemp directory and removes it afterwards.
  */
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cmocka.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 
-#include "core/sp_core.h"
-#include "kms/sp_kms.h"
-#include "sealpost/sealpost.h"
+#include "sp_test_util.h"
 
-#define assert_rc(expr, want)                                                                                    \
-    do {                                                                                                         \
-        sp_error rc_ = (expr);                                                                                   \
-        if (rc_ != (want)) fail_msg("%s gave %s, expected %s", #expr, sp_error_name(rc_), sp_error_name(want)); \
-    } while (0)
-#define assert_ok(expr) assert_rc(expr, SP_OK)
+#include "kms/sp_kms.h"
 
 #define UNKNOWN_VERSION "0e9a5c3b-f712-4d68-b4a1-c6e8207d95fb"
 #define T0 ((int64_t)1700000000)
@@ -70,14 +52,8 @@ typedef struct {
 static int fixture_teardown(void **state);
 
 static int fixture_setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
+    fixture *f = SP_TEST_FIXTURE_NEW(fixture, dir, "sp-keyring");
     if (f == NULL) return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof f->dir, "%s/sp-keyring-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(f->dir) == NULL) {
-        free(f);
-        return -1;
-    }
     snprintf(f->path, sizeof f->path, "%s/keyring.json", f->dir);
     snprintf(f->config_a, sizeof f->config_a, "local:path=%s/master-a.key;create=1", f->dir);
     snprintf(f->config_b, sizeof f->config_b, "local:path=%s/master-b.key;create=1", f->dir);
@@ -90,21 +66,12 @@ static int fixture_setup(void **state) {
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int fixture_teardown(void **state) {
     fixture *f = *state;
     sp_keyring_close(f->kr);
     sp_kms_close(f->a);
     sp_kms_close(f->b);
-    int rc = nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(f);
-    return rc == 0 ? 0 : -1;
+    return sp_test_fixture_free(f, f->dir);
 }
 
 static int group_setup(void **state) {
@@ -117,44 +84,8 @@ static int group_setup(void **state) {
 
 static size_t secure_used(void) { return CRYPTO_secure_used(); }
 
-static char *read_text(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    long len = ftell(fp);
-    assert_true(len >= 0);
-    rewind(fp);
-    char *buf = malloc((size_t)len + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)len, fp), (size_t)len);
-    buf[len] = 0;
-    fclose(fp);
-    return buf;
-}
-
-static void write_text(const char *path, const char *text) {
-    (void)unlink(path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    size_t len = strlen(text), done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, text + done, len - done);
-        assert_true(n > 0);
-        done += (size_t)n;
-    }
-    assert_int_equal(close(fd), 0);
-}
-
-static mode_t file_mode(const char *path) {
-    struct stat st;
-    assert_int_equal(lstat(path, &st), 0);
-    return st.st_mode & 07777;
-}
-
 static json_t *load_json(const char *path) {
-    json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) fail_msg("%s is not valid JSON: %s (line %d)", path, jerr.text, jerr.line);
+    json_t *root = sp_test_load_json(path, JSON_REJECT_DUPLICATES);
     assert_true(json_is_object(root));
     assert_true(json_is_array(json_object_get(root, "keys")));
     return root;
@@ -226,24 +157,6 @@ static void key_bytes(sp_keyring *kr, const char *tenant, const char *channel, c
     sp_key_free(k);
 }
 
-static void assert_key_absent(const char *text, const uint8_t key[SP_KEY_BYTES]) {
-    char hex[2 * SP_KEY_BYTES + 1], b64[64];
-    size_t n = 0;
-    sp_hex_encode(key, SP_KEY_BYTES, hex);
-    assert_null(strstr(text, hex));
-    for (char *p = hex; *p; p++)
-        if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
-    assert_null(strstr(text, hex));
-    assert_ok(sp_b64_encode(key, SP_KEY_BYTES, b64, sizeof b64, &n, false));
-    b64[n] = 0;
-    assert_null(strstr(text, b64));
-    b64[n - 1] = 0;
-    assert_null(strstr(text, b64));
-    assert_ok(sp_b64_encode(key, SP_KEY_BYTES, b64, sizeof b64, &n, true));
-    b64[n] = 0;
-    assert_null(strstr(text, b64));
-}
-
 /* A sealed message, kept where it was sealed: its headers point into it. */
 typedef struct {
     sp_sealed sealed;
@@ -286,7 +199,7 @@ static void test_state_machine(void **state) {
     assert_int_equal(access(f->path, F_OK), -1);
 
     rotate(kr, "acme", "sms", T0, v1);
-    assert_int_equal(file_mode(f->path), 0600);
+    assert_int_equal(sp_test_file_mode(f->path), 0600);
     sp_keyring_entry e = entry(kr, "acme", "sms", v1);
     assert_int_equal(e.state, SP_KEYRING_ACTIVE);
     assert_string_equal(e.tenant, "acme");
@@ -339,7 +252,7 @@ static void test_state_machine(void **state) {
     assert_int_equal(e.state, SP_KEYRING_DESTROYED);
     assert_int_equal(e.destroyed, T0 + 40);
     assert_string_equal(e.master_key, "");
-    char *text = read_text(f->path);
+    char *text = sp_test_read_file(f->path, NULL);
     assert_null(strstr(text, blob));
     free(text);
     root = load_json(f->path);
@@ -629,7 +542,7 @@ static void test_min_version_holds_against_edits(void **state) {
     char *text = dump_json(root);
     assert_non_null(text);
     json_decref(root);
-    write_text(f->path, text);
+    sp_test_write_file(f->path, text, strlen(text), 0600);
     free(text);
 
     assert_ok(sp_keyring_reload(kr));
@@ -749,10 +662,10 @@ static void test_file_holds_no_key_material(void **state) {
     assert_ok(sp_keyring_retire(kr, "acme", "sms", versions[0], T0 + 100));
     assert_ok(sp_keyring_retire(kr, "acme", "email", versions[1], T0 + 100));
     assert_ok(sp_keyring_destroy(kr, "acme", "sms", versions[0], T0 + 101));
-    char *text = read_text(f->path);
-    for (int i = 0; i < KEYS; i++) assert_key_absent(text, keys[i]);
+    char *text = sp_test_read_file(f->path, NULL);
+    for (int i = 0; i < KEYS; i++) sp_test_assert_key_absent(text, keys[i]);
     free(text);
-    assert_int_equal(file_mode(f->path), 0600);
+    assert_int_equal(sp_test_file_mode(f->path), 0600);
     /* the wrapped blobs in it are what the KMS made, under master key A */
     json_t *root = load_json(f->path);
     json_t *list = json_object_get(root, "keys");
@@ -773,7 +686,7 @@ static void test_file_refused_when_unsafe_or_malformed(void **state) {
     char v1[37], v2[37];
     rotate(f->kr, "acme", "sms", T0, v1);
     rotate(f->kr, "acme", "sms", T0 + 1, v2);
-    char *good = read_text(f->path);
+    char *good = sp_test_read_file(f->path, NULL);
     sp_keyring *kr = NULL;
 
     /* readable by others */
@@ -810,7 +723,7 @@ static void test_file_refused_when_unsafe_or_malformed(void **state) {
     edits[nedits++] = strdup("{\"format\":\"sealpost-keyring\",\"version\":1,\"keys\":[");
     for (size_t i = 0; i < nedits; i++) {
         assert_non_null(edits[i]);
-        write_text(f->path, edits[i]);
+        sp_test_write_file(f->path, edits[i], strlen(edits[i]), 0600);
         sp_error rc = sp_keyring_open(f->path, f->a, &kr);
         if (rc != SP_ERR_BAD_KEYFILE) fail_msg("edit #%zu gave %s", i, sp_error_name(rc));
         assert_null(kr);
@@ -820,7 +733,7 @@ static void test_file_refused_when_unsafe_or_malformed(void **state) {
         free(edits[i]);
     }
     /* the file was never replaced by the failed changes */
-    write_text(f->path, good);
+    sp_test_write_file(f->path, good, strlen(good), 0600);
     assert_ok(sp_keyring_reload(f->kr));
     assert_int_equal(assert_one_active_each(f->kr), 2);
     free(good);
@@ -833,7 +746,7 @@ static void test_read_only_handle(void **state) {
     char v1[37], v2[37];
     rotate(f->kr, "acme", "sms", T0, v1);
     rotate(f->kr, "acme", "sms", T0 + 1, v2);
-    char *before = read_text(f->path);
+    char *before = sp_test_read_file(f->path, NULL);
     sp_keyring *ro = NULL;
     assert_ok(sp_keyring_open(f->path, NULL, &ro));
     assert_int_equal(sp_keyring_count(ro), 2);
@@ -857,7 +770,7 @@ static void test_read_only_handle(void **state) {
     assert_rc(sp_keyring_rewrap(ro, f->b, 7, NULL, NULL, NULL), SP_ERR_BAD_CONFIG);
     sp_wire_free(w);
     sp_keyring_close(ro);
-    char *after = read_text(f->path);
+    char *after = sp_test_read_file(f->path, NULL);
     assert_string_equal(before, after);
     free(before);
     free(after);
@@ -904,8 +817,7 @@ static void test_two_processes(void **state) {
     enum { ROUNDS = 10 };
     int gate[2];
     assert_int_equal(pipe(gate), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    pid_t pid = sp_test_fork();
     if (pid == 0) {
         close(gate[1]);
         char go;
@@ -928,10 +840,7 @@ static void test_two_processes(void **state) {
         bad |= sp_keyring_rotate(f->kr, "acme", "shared", T0 + i, NULL) != SP_OK;
         bad |= sp_keyring_rotate(f->kr, "acme", "parent", T0 + i, NULL) != SP_OK;
     }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(sp_test_wait(pid), 0);
     assert_int_equal(bad, 0);
     assert_ok(sp_keyring_reload(f->kr));
     assert_int_equal(assert_one_active_each(f->kr), 4 * ROUNDS);
@@ -1098,8 +1007,7 @@ static void test_rewrap_crash_and_resume(void **state) {
     fixture *f = *state;
     known_key known[REWRAP_KEYS];
     populate(f->kr, known);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    pid_t pid = sp_test_fork();
     if (pid == 0) {
         sp_kms *a = NULL, *b = NULL;
         sp_keyring *kr = NULL;
@@ -1113,10 +1021,7 @@ static void test_rewrap_crash_and_resume(void **state) {
         sp_error rc = sp_keyring_rewrap(kr, b, 7, on_progress, &p, &n);
         _exit(rc == SP_OK ? 4 : 5); /* should not get here */
     }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 3);
+    assert_int_equal(sp_test_wait(pid), 3); /* the exit in on_progress */
 
     /* valid, with three batches under B */
     size_t under_a = 0, under_b = 0;
@@ -1192,7 +1097,7 @@ static void assert_file_consistent(const fixture *f, size_t n) {
     assert_ok(sp_keyring_open(f->path, f->a, &other));
     assert_int_equal(assert_one_active_each(other), n);
     sp_keyring_close(other);
-    assert_int_equal(file_mode(f->path), 0600);
+    assert_int_equal(sp_test_file_mode(f->path), 0600);
 }
 
 static void test_rotate_alloc_failures(void **state) {
@@ -1203,12 +1108,10 @@ static void test_rotate_alloc_failures(void **state) {
     size_t keys = 3, failures = 0, baseline = secure_used();
     uint64_t n;
     for (n = 1; n < 100000; n++) {
-        uint64_t start = sp_test_alloc_count();
-        sp_test_alloc_fail_at(n);
+        sp_test_fault fault = sp_test_fault_arm(n);
         char v[37] = "";
         sp_error rc = sp_keyring_rotate(f->kr, "acme", n % 2 ? "sms" : "email", T0 + 10 + (int64_t)n, v);
-        sp_test_alloc_fail_at(0);
-        bool reached = sp_test_alloc_count() - start >= n;
+        bool reached = sp_test_fault_disarm(fault);
         if (rc == SP_OK) {
             keys++;
         } else {
@@ -1246,19 +1149,17 @@ static void test_rewrap_alloc_failures(void **state) {
         rotate(f->kr, "acme", i % 2 ? "sms" : "email", T0 + i, versions[i]);
         key_bytes(f->kr, "acme", i % 2 ? "sms" : "email", versions[i], keys[i]);
     }
-    char *original = read_text(f->path);
+    char *original = sp_test_read_file(f->path, NULL);
     size_t baseline = secure_used(), failures = 0;
     uint64_t n;
     for (n = 1; n < 100000; n++) {
-        write_text(f->path, original);
+        sp_test_write_file(f->path, original, strlen(original), 0600);
         sp_keyring *kr = NULL;
         assert_ok(sp_keyring_open(f->path, f->a, &kr));
-        uint64_t start = sp_test_alloc_count();
-        sp_test_alloc_fail_at(n);
+        sp_test_fault fault = sp_test_fault_arm(n);
         size_t done = 0;
         sp_error rc = sp_keyring_rewrap(kr, f->b, 4, NULL, NULL, &done);
-        sp_test_alloc_fail_at(0);
-        bool reached = sp_test_alloc_count() - start >= n;
+        bool reached = sp_test_fault_disarm(fault);
         if (rc != SP_OK) {
             failures++;
             if (!clean_failure(rc)) fail_msg("allocation %llu failed, rewrap said %s", (unsigned long long)n,

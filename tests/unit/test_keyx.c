@@ -23,22 +23,15 @@
  * moment). Malformed JWK Sets are sealed with the internal
  * sp_keyx_seal_plaintext, which is export without the JWK Set writer.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-#include "core/sp_core.h"
-#include "sealpost/keyx.h"
-#include "sealpost/sealpost.h"
+#include "sp_test_util.h"
 
 /* Internal to src/keyring/keyx.c (it has no internal header). */
 sp_error sp_keyx_concat_kdf(const uint8_t *z, size_t z_len, const char *alg_id, const uint8_t *apu, size_t apu_len,
@@ -49,13 +42,6 @@ sp_error sp_keyx_seal_plaintext(const uint8_t *plain, size_t plain_len, const ch
                                 const char *alg, char *out, size_t cap, size_t *out_len);
 sp_error sp_keyx_import_at(const char *jwe, size_t len, const char *pem, size_t pem_len, sp_keyx_item *items,
                            size_t max, size_t *n, int64_t now);
-
-#define assert_rc(expr, want)                                                                                    \
-    do {                                                                                                         \
-        sp_error rc_ = (expr);                                                                                   \
-        if (rc_ != (want)) fail_msg("%s gave %s, expected %s", #expr, sp_error_name(rc_), sp_error_name(want)); \
-    } while (0)
-#define assert_ok(expr) assert_rc(expr, SP_OK)
 
 #define VER1 "3f6c1a52-8d0e-4b7a-9c21-5e4f0a7b6d13"
 #define VER2 "b2d84e07-61f3-4c95-a8e0-17c9d3f2a540"
@@ -164,17 +150,6 @@ static void make_items(sp_keyx_item *items, size_t n, int64_t expires) {
     }
 }
 
-static void assert_same_items(const sp_keyx_item *want, const sp_keyx_item *got, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        assert_string_equal(want[i].version, got[i].version);
-        assert_int_equal(want[i].expires, got[i].expires);
-        uint8_t a[SP_KEY_BYTES], b[SP_KEY_BYTES];
-        assert_ok(sp_key_export(want[i].key, a));
-        assert_ok(sp_key_export(got[i].key, b));
-        assert_memory_equal(a, b, SP_KEY_BYTES);
-    }
-}
-
 static char jwe_buf[SP_KEYX_MAX_JWE_BYTES];
 
 static size_t export_to(const pem_pair *p, const char *alg, const sp_keyx_item *items, size_t n) {
@@ -277,7 +252,7 @@ static void round_trip(const pem_pair *p, const char *alg, const char *priv, siz
     size_t len = export_to(p, alg, items, count), n = 0;
     assert_ok(sp_keyx_import(jwe_buf, len, priv, strlen(priv), got, SP_KEYX_MAX_ITEMS, &n));
     assert_int_equal(n, count);
-    assert_same_items(items, got, count);
+    sp_test_assert_same_items(items, got, count);
     sp_keyx_items_free(got, n);
     for (size_t i = 0; i < n; i++) assert_null(got[i].key);
     sp_keyx_items_free(items, count);
@@ -317,7 +292,7 @@ static void test_max_items_fit(void **state) {
     assert_true(len < SP_KEYX_MAX_JWE_BYTES / 2);
     assert_ok(sp_keyx_import(jwe_buf, len, K.rsa.priv, K.rsa.priv_len, got, SP_KEYX_MAX_ITEMS, &n));
     assert_int_equal(n, SP_KEYX_MAX_ITEMS);
-    assert_same_items(items, got, n);
+    sp_test_assert_same_items(items, got, n);
     sp_keyx_items_free(got, n);
     /* a caller with room for fewer is told so, and gets nothing */
     assert_rc(sp_keyx_import(jwe_buf, len, K.rsa.priv, K.rsa.priv_len, got, SP_KEYX_MAX_ITEMS - 1, &n),
@@ -856,7 +831,7 @@ static void walk_allocation_failures(const pem_pair *p, uint64_t stride) {
         bool complete = walk_disarm();
         if (rc == SP_OK) {
             assert_int_equal(count, 2);
-            assert_same_items(items, got, 2);
+            sp_test_assert_same_items(items, got, 2);
             sp_keyx_items_free(got, count);
         } else {
             failures++;

@@ -16,46 +16,17 @@
  * than the caller has room for, and messages over 1 MiB are all
  * SP_ERR_KMS_PROTOCOL, and so is every malformed response envelope.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
+#include "sp_test_util.h"
 
 #include "kms/kmip_ttlv.h"
 
 /* ---- helpers ---- */
 
-static int nibble(char ch) {
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-/* Hex to bytes, skipping spaces and '|' so vectors can be laid out by
- * field. Its own decoder: the vectors must not depend on the library. */
-static size_t unhex(const char *s, uint8_t *out, size_t cap) {
-    size_t n = 0;
-    int hi = -1;
-    for (; *s; s++) {
-        if (*s == ' ' || *s == '|' || *s == '\n') continue;
-        int v = nibble(*s);
-        assert_true(v >= 0);
-        if (hi < 0) {
-            hi = v;
-        } else {
-            assert_true(n < cap);
-            out[n++] = (uint8_t)(hi << 4 | v);
-            hi = -1;
-        }
-    }
-    assert_int_equal(hi, -1);
-    return n;
-}
+/* The vectors below are hex laid out by field (spaces and '|' between
+ * fields), decoded by sp_test_unhex: they must not depend on the library. */
 
 #define MAX_ITEMS 64
 static sp_ttlv_item items[MAX_ITEMS];
@@ -125,7 +96,7 @@ static void test_spec_examples(void **state) {
         const spec_example *ex = &spec_examples[i];
         uint8_t bytes[64], want[64];
         sp_ttlv_tree t;
-        size_t n = unhex(ex->hex, bytes, sizeof bytes);
+        size_t n = sp_test_unhex(ex->hex, bytes, sizeof bytes);
         sp_error rc = decode(bytes, n, &t);
         if (rc != SP_OK) fail_msg("%s: %s", ex->name, sp_error_name(rc));
         assert_int_equal(t.count, 1);
@@ -133,7 +104,7 @@ static void test_spec_examples(void **state) {
         assert_int_equal(t.items[0].type, ex->type);
         assert_int_equal(t.items[0].level, 1);
         if (ex->value != NULL) {
-            size_t wn = unhex(ex->value, want, sizeof want);
+            size_t wn = sp_test_unhex(ex->value, want, sizeof want);
             assert_int_equal(t.items[0].value.len, wn);
             assert_memory_equal(t.items[0].value.data, want, wn);
         } else {
@@ -161,7 +132,7 @@ static void test_spec_structure(void **state) {
     (void)state;
     uint8_t bytes[64];
     sp_ttlv_tree t;
-    size_t n = unhex(structure_example, bytes, sizeof bytes);
+    size_t n = sp_test_unhex(structure_example, bytes, sizeof bytes);
     assert_int_equal(decode(bytes, n, &t), SP_OK);
     assert_int_equal(t.count, 3);
     assert_int_equal(t.items[0].type, SP_TTLV_STRUCTURE);
@@ -232,7 +203,7 @@ static void attribute(sp_ttlv_enc *e, const char *name, uint8_t type, uint32_t v
 static void test_create_request(void **state) {
     (void)state;
     uint8_t want[512], out[512];
-    size_t n = unhex(create_request, want, sizeof want);
+    size_t n = sp_test_unhex(create_request, want, sizeof want);
     assert_int_equal(n, 312);
 
     sp_wbuf w = sp_wbuf_of(out, sizeof out);
@@ -306,7 +277,7 @@ static void test_create_response(void **state) {
     (void)state;
     uint8_t bytes[512];
     sp_ttlv_tree t;
-    size_t n = unhex(create_response, bytes, sizeof bytes);
+    size_t n = sp_test_unhex(create_response, bytes, sizeof bytes);
     assert_int_equal(n, 200);
     assert_int_equal(decode(bytes, n, &t), SP_OK);
     sp_kmip_result r;
@@ -336,7 +307,7 @@ static void test_error_response(void **state) {
     (void)state;
     uint8_t bytes[512];
     sp_ttlv_tree t;
-    size_t n = unhex(error_response, bytes, sizeof bytes);
+    size_t n = sp_test_unhex(error_response, bytes, sizeof bytes);
     assert_int_equal(n, 184);
     assert_int_equal(decode(bytes, n, &t), SP_OK);
     sp_kmip_result r;
@@ -444,7 +415,7 @@ static void test_malformed(void **state) {
     (void)state;
     for (size_t i = 0; i < sizeof bad_inputs / sizeof bad_inputs[0]; i++) {
         uint8_t bytes[128];
-        size_t n = unhex(bad_inputs[i].hex, bytes, sizeof bytes);
+        size_t n = sp_test_unhex(bad_inputs[i].hex, bytes, sizeof bytes);
         /* an exactly-sized heap copy, so a read past the end is caught
          * under ASan */
         uint8_t *copy = malloc(n ? n : 1);
@@ -491,7 +462,7 @@ static void test_depth_limit(void **state) {
 static void test_item_limit(void **state) {
     (void)state;
     uint8_t bytes[64];
-    size_t n = unhex(structure_example, bytes, sizeof bytes); /* 3 items */
+    size_t n = sp_test_unhex(structure_example, bytes, sizeof bytes); /* 3 items */
     sp_ttlv_item few[3];
     sp_ttlv_tree t = sp_ttlv_tree_of(few, 3);
     sp_cursor c = sp_cursor_of(bytes, n);
@@ -533,10 +504,10 @@ static void test_message_length(void **state) {
     (void)state;
     uint8_t h[8];
     size_t total = 0;
-    unhex("42007B|01|000000C0", h, sizeof h);
+    sp_test_unhex("42007B|01|000000C0", h, sizeof h);
     assert_int_equal(sp_ttlv_message_length(h, KMIP_TAG_RESPONSE_MESSAGE, &total), SP_OK);
     assert_int_equal(total, 200);
-    unhex("42007B|01|000FFFF8", h, sizeof h); /* exactly 1 MiB in all */
+    sp_test_unhex("42007B|01|000FFFF8", h, sizeof h); /* exactly 1 MiB in all */
     assert_int_equal(sp_ttlv_message_length(h, KMIP_TAG_RESPONSE_MESSAGE, &total), SP_OK);
     assert_int_equal(total, SP_TTLV_MAX_MESSAGE);
     static const char *const bad[] = {
@@ -547,7 +518,7 @@ static void test_message_length(void **state) {
         "420078|01|000000C0", /* a request, not a response */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        unhex(bad[i], h, sizeof h);
+        sp_test_unhex(bad[i], h, sizeof h);
         if (sp_ttlv_message_length(h, KMIP_TAG_RESPONSE_MESSAGE, &total) != SP_ERR_KMS_PROTOCOL) fail_msg("%s", bad[i]);
     }
 }

@@ -24,39 +24,22 @@
  * removes it afterwards.
  */
 #include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <cmocka.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 
-#include "core/sp_core.h"
-#include "kms/sp_kms.h"
-#include "sealpost/sealpost.h"
+#include "sp_test_util.h"
 
-#define assert_rc(expr, want)                                                                                    \
-    do {                                                                                                         \
-        sp_error rc_ = (expr);                                                                                   \
-        if (rc_ != (want)) fail_msg("%s gave %s, expected %s", #expr, sp_error_name(rc_), sp_error_name(want)); \
-    } while (0)
-#define assert_ok(expr) assert_rc(expr, SP_OK)
+#include "kms/sp_kms.h"
 
 /* ---- scratch directory ---- */
 
@@ -67,81 +50,17 @@ typedef struct {
 } scratch;
 
 static int scratch_setup(void **state) {
-    scratch *s = calloc(1, sizeof *s);
+    scratch *s = SP_TEST_FIXTURE_NEW(scratch, dir, "sp-kms");
     if (s == NULL) return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(s->dir, sizeof s->dir, "%s/sp-kms-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(s->dir) == NULL) {
-        free(s);
-        return -1;
-    }
     snprintf(s->master, sizeof s->master, "%s/master.key", s->dir);
     snprintf(s->config, sizeof s->config, "local:path=%s;create=1", s->master);
     *state = s;
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int scratch_teardown(void **state) {
     scratch *s = *state;
-    int rc = nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(s);
-    return rc == 0 ? 0 : -1;
-}
-
-static void write_file(const char *path, const void *data, size_t len, mode_t mode) {
-    (void)unlink(path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, (const char *)data + done, len - done);
-        assert_true(n > 0);
-        done += (size_t)n;
-    }
-    assert_int_equal(close(fd), 0);
-    assert_int_equal(chmod(path, mode), 0);
-}
-
-/* The whole file, NUL-terminated; the caller frees. */
-static char *read_text(const char *path, size_t *len_out) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    for (;;) {
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0) break;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-    }
-    fclose(f);
-    buf[len] = 0;
-    if (len_out) *len_out = len;
-    return buf;
-}
-
-static int64_t monotonic_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
+    return sp_test_fixture_free(s, s->dir);
 }
 
 /* Keys live in OpenSSL's secure heap, which LSan does not scan: a leaked
@@ -149,35 +68,6 @@ static void sleep_ms(long ms) {
 static size_t secure_used(void) { return CRYPTO_secure_used(); }
 
 static void export_key(const sp_key *k, uint8_t out[SP_KEY_BYTES]) { assert_ok(sp_key_export(k, out)); }
-
-static void assert_same_key(const sp_key *a, const sp_key *b) {
-    uint8_t x[SP_KEY_BYTES], y[SP_KEY_BYTES];
-    export_key(a, x);
-    export_key(b, y);
-    assert_memory_equal(x, y, SP_KEY_BYTES);
-    sp_wipe(x, sizeof x);
-    sp_wipe(y, sizeof y);
-}
-
-/* The spellings a careless log line could give a key: hex either case,
- * base64 and base64url. None may appear in `text`. */
-static void assert_key_absent(const char *text, const uint8_t key[SP_KEY_BYTES]) {
-    char hex[2 * SP_KEY_BYTES + 1], b64[64];
-    size_t n = 0;
-    sp_hex_encode(key, SP_KEY_BYTES, hex);
-    assert_null(strstr(text, hex));
-    for (char *p = hex; *p; p++)
-        if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
-    assert_null(strstr(text, hex));
-    assert_ok(sp_b64_encode(key, SP_KEY_BYTES, b64, sizeof b64, &n, false));
-    b64[n] = 0;
-    assert_null(strstr(text, b64));
-    b64[n - 1] = 0; /* without its padding */
-    assert_null(strstr(text, b64));
-    assert_ok(sp_b64_encode(key, SP_KEY_BYTES, b64, sizeof b64, &n, true));
-    b64[n] = 0;
-    assert_null(strstr(text, b64));
-}
 
 static int group_setup(void **state) {
     (void)state;
@@ -572,12 +462,6 @@ static sp_kms *open_local(const char *config) {
     return kms;
 }
 
-static mode_t file_mode(const char *path) {
-    struct stat st;
-    assert_int_equal(lstat(path, &st), 0);
-    return st.st_mode & 07777;
-}
-
 static void test_local_create_and_reopen(void **state) {
     scratch *s = *state;
     sp_kms *kms = open_local(s->config);
@@ -587,8 +471,8 @@ static void test_local_create_and_reopen(void **state) {
     assert_int_equal(strlen(id), 6 + 16);
     assert_memory_equal(id, "local:", 6);
     for (size_t i = 6; i < 22; i++) assert_non_null(strchr("0123456789abcdef", id[i]));
-    assert_int_equal(file_mode(s->master), 0600);
-    char *text = read_text(s->master, NULL);
+    assert_int_equal(sp_test_file_mode(s->master), 0600);
+    char *text = sp_test_read_file(s->master, NULL);
     assert_memory_equal(text, "sealpost-local-master-key v1\n", 29);
     /* the key id is a keyed hash, not a piece of the key it names */
     uint8_t master[SP_KEY_BYTES + 3];
@@ -620,14 +504,11 @@ static void test_local_create_and_reopen(void **state) {
         kms = open_local(configs[i]);
         assert_string_equal(sp_kms_key_id(kms), saved_id);
         assert_true(sp_kms_owns(kms, wrapped, wrapped_len));
-        sp_key *back = NULL;
-        assert_ok(sp_kms_unwrap_key(kms, wrapped, wrapped_len, &back));
-        assert_same_key(dek, back);
-        sp_key_free(back);
+        sp_test_assert_unwraps_to(kms, wrapped, wrapped_len, dek);
         sp_kms_close(kms);
     }
     sp_key_free(dek);
-    assert_int_equal(file_mode(s->master), 0600);
+    assert_int_equal(sp_test_file_mode(s->master), 0600);
 }
 
 static void test_local_missing_file(void **state) {
@@ -692,7 +573,7 @@ static void test_local_malformed_file(void **state) {
     snprintf(bad[nbad++], 200, "sealpost-local-master-key v1\n%s\n\n", k32); /* two newlines */
     int wrong = 0;
     for (int i = 0; i < nbad; i++) {
-        write_file(s->master, bad[i], strlen(bad[i]), 0600);
+        sp_test_write_file(s->master, bad[i], strlen(bad[i]), 0600);
         sp_kms *kms = NULL;
         sp_error rc = sp_kms_open(s->config, &kms); /* create=1 must not paper over it */
         assert_null(kms);
@@ -706,12 +587,12 @@ static void test_local_malformed_file(void **state) {
     /* the well-formed file, with and without its final newline */
     char good[200];
     snprintf(good, sizeof good, "sealpost-local-master-key v1\n%s\n", k32);
-    write_file(s->master, good, strlen(good), 0600);
+    sp_test_write_file(s->master, good, strlen(good), 0600);
     sp_kms *kms = open_local(s->config);
     char id[SP_KMS_MAX_KEY_ID + 1];
     snprintf(id, sizeof id, "%s", sp_kms_key_id(kms));
     sp_kms_close(kms);
-    write_file(s->master, good, strlen(good) - 1, 0600);
+    sp_test_write_file(s->master, good, strlen(good) - 1, 0600);
     kms = open_local(s->config);
     assert_string_equal(sp_kms_key_id(kms), id);
     sp_kms_close(kms);
@@ -719,7 +600,7 @@ static void test_local_malformed_file(void **state) {
     char big[1024];
     memset(big, 'A', sizeof big);
     memcpy(big, good, strlen(good));
-    write_file(s->master, big, sizeof big, 0600);
+    sp_test_write_file(s->master, big, sizeof big, 0600);
     assert_true(sp_kms_open(s->config, &kms) != SP_OK);
 }
 
@@ -727,7 +608,7 @@ static void test_local_round_trip(void **state) {
     scratch *s = *state;
     sp_kms *kms = open_local(s->config);
     for (int i = 0; i < 20; i++) {
-        sp_key *dek = NULL, *back = NULL;
+        sp_key *dek = NULL;
         uint8_t wrapped[SP_KMS_MAX_WRAPPED];
         size_t wrapped_len = 0;
         assert_ok(sp_kms_generate_data_key(kms, &dek, wrapped, sizeof wrapped, &wrapped_len));
@@ -739,17 +620,13 @@ static void test_local_round_trip(void **state) {
         assert_int_equal(blob.backend, SP_KMS_BACKEND_LOCAL);
         assert_int_equal(blob.mechanism, SP_KMS_MECH_AES_KWP);
         assert_string_equal(blob.key_id, sp_kms_key_id(kms));
-        assert_ok(sp_kms_unwrap_key(kms, wrapped, wrapped_len, &back));
-        assert_same_key(dek, back);
-        sp_key_free(back);
+        sp_test_assert_unwraps_to(kms, wrapped, wrapped_len, dek);
 
         /* wrapping a key we hold gives a blob of that key */
         uint8_t again[SP_KMS_MAX_WRAPPED];
         size_t again_len = 0;
         assert_ok(sp_kms_wrap_key(kms, dek, again, sizeof again, &again_len));
-        assert_ok(sp_kms_unwrap_key(kms, again, again_len, &back));
-        assert_same_key(dek, back);
-        sp_key_free(back);
+        sp_test_assert_unwraps_to(kms, again, again_len, dek);
         sp_key_free(dek);
     }
     /* a known key */
@@ -923,8 +800,7 @@ static void test_local_concurrent_create(void **state) {
         pid_t pid[2];
         for (int c = 0; c < 2; c++) {
             assert_int_equal(pipe(result[c]), 0);
-            pid[c] = fork();
-            assert_true(pid[c] >= 0);
+            pid[c] = sp_test_fork();
             if (pid[c] == 0) {
                 close(gate[1]);
                 close(result[c][0]);
@@ -947,16 +823,14 @@ static void test_local_concurrent_create(void **state) {
             assert_true(got > 0);
             ids[c][got] = 0;
             close(result[c][0]);
-            int status = 0;
-            assert_int_equal(waitpid(pid[c], &status, 0), pid[c]);
-            assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+            assert_int_equal(sp_test_wait(pid[c]), 0);
             assert_string_not_equal(ids[c], "!");
         }
         assert_string_equal(ids[0], ids[1]);
         sp_kms *kms = open_local(config);
         assert_string_equal(sp_kms_key_id(kms), ids[0]);
         sp_kms_close(kms);
-        assert_int_equal(file_mode(path), 0600);
+        assert_int_equal(sp_test_file_mode(path), 0600);
     }
     /* nothing half-written is left beside the keys */
     DIR *d = opendir(s->dir);
@@ -1134,9 +1008,7 @@ static void test_fake_retries_unavailable(void **state) {
 
     /* two outages then an answer: retries=2 is enough */
     fake_script(2, SP_ERR_KMS_UNAVAILABLE);
-    assert_ok(sp_kms_unwrap_key(kms, wrapped, n, &back));
-    assert_same_key(dek, back);
-    sp_key_free(back);
+    sp_test_assert_unwraps_to(kms, wrapped, n, dek);
     assert_int_equal(fake_count(&fake.unwraps), 3);
 
     /* three outages: the first attempt and two retries, then the error */
@@ -1239,7 +1111,7 @@ static void test_fake_breaker(void **state) {
     fake_script(-1, SP_ERR_KMS_UNAVAILABLE);
     for (int i = 0; i < 3; i++) assert_rc(sp_kms_unwrap_key(kms, wrapped, n, &back), SP_ERR_KMS_UNAVAILABLE);
     int unwraps = fake_count(&fake.unwraps), wraps = fake_count(&fake.wraps);
-    int64_t t0 = monotonic_ms();
+    int64_t t0 = sp_test_now_ms();
     /* open: every call fails at once, without asking the backend, wrap included */
     fake_script(0, SP_OK);
     for (int i = 0; i < 5; i++) {
@@ -1251,11 +1123,11 @@ static void test_fake_breaker(void **state) {
     }
     assert_int_equal(fake_count(&fake.unwraps), unwraps);
     assert_int_equal(fake_count(&fake.wraps), wraps);
-    assert_true(monotonic_ms() - t0 < 150); /* no back-off while open */
+    assert_true(sp_test_now_ms() - t0 < 150); /* no back-off while open */
 
     /* after the cooldown a probe goes through (once, or with its retries:
      * the implementation's choice); it fails: open again at once */
-    sleep_ms(250);
+    sp_test_sleep_ms(250);
     fake_script(-1, SP_ERR_KMS_UNAVAILABLE);
     assert_rc(sp_kms_unwrap_key(kms, wrapped, n, &back), SP_ERR_KMS_UNAVAILABLE);
     int probed = fake_count(&fake.unwraps) - unwraps;
@@ -1266,11 +1138,8 @@ static void test_fake_breaker(void **state) {
     assert_int_equal(fake_count(&fake.unwraps), unwraps);
 
     /* after the next cooldown the probe succeeds and closes it */
-    sleep_ms(250);
-    assert_ok(sp_kms_unwrap_key(kms, wrapped, n, &back));
-    assert_same_key(dek, back);
-    sp_key_free(back);
-    back = NULL;
+    sp_test_sleep_ms(250);
+    sp_test_assert_unwraps_to(kms, wrapped, n, dek);
     assert_int_equal(fake_count(&fake.unwraps), unwraps + 1);
     /* closed for real: full retries again, and the count of outages starts
      * over (two failed calls do not reopen it) */
@@ -1313,7 +1182,7 @@ static void test_fake_half_open_single_probe(void **state) {
     size_t n = fake_blob(kms, wrapped, sizeof wrapped, &dek);
     fake_script(1, SP_ERR_KMS_UNAVAILABLE);
     assert_rc(sp_kms_unwrap_key(kms, wrapped, n, &back), SP_ERR_KMS_UNAVAILABLE); /* open */
-    sleep_ms(150);
+    sp_test_sleep_ms(150);
 
     pthread_mutex_lock(&fake.lock);
     fake.hold_next = true;
@@ -1356,9 +1225,9 @@ static void test_fake_backoff_bounded(void **state) {
     size_t n = fake_blob(kms, wrapped, sizeof wrapped, &dek);
     fake_script(-1, SP_ERR_KMS_UNAVAILABLE);
     for (int i = 0; i < 5; i++) {
-        int64_t t0 = monotonic_ms();
+        int64_t t0 = sp_test_now_ms();
         assert_rc(sp_kms_unwrap_key(kms, wrapped, n, &back), SP_ERR_KMS_UNAVAILABLE);
-        int64_t took = monotonic_ms() - t0;
+        int64_t took = sp_test_now_ms() - t0;
         if (took >= 100) fail_msg("a failing call with backoff-ms=1, retries=2 took %lld ms", (long long)took);
     }
     sp_key_free(dek);
@@ -1371,9 +1240,9 @@ static void test_fake_backoff_bounded(void **state) {
     fake_script(-1, SP_ERR_KMS_UNAVAILABLE);
     int64_t total = 0;
     for (int i = 0; i < 4; i++) {
-        int64_t t0 = monotonic_ms();
+        int64_t t0 = sp_test_now_ms();
         assert_rc(sp_kms_unwrap_key(kms, wrapped, n, &back), SP_ERR_KMS_UNAVAILABLE);
-        int64_t took = monotonic_ms() - t0;
+        int64_t took = sp_test_now_ms() - t0;
         total += took;
         if (took > 140 + 100) fail_msg("a failing call took %lld ms, more than the 140 ms of back-off allowed",
                                        (long long)took);
@@ -1398,7 +1267,7 @@ typedef struct {
 
 /* Parses the log into lines (at most cap). */
 static size_t read_audit(const char *path, audit_line *lines, size_t cap) {
-    char *text = read_text(path, NULL);
+    char *text = sp_test_read_file(path, NULL);
     size_t count = 0;
     char *save = NULL;
     for (char *l = strtok_r(text, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
@@ -1464,8 +1333,8 @@ static void test_audit_lines(void **state) {
         assert_string_equal(lines[i].result, i == 2 * KEYS ? "SP_ERR_AUTH" : "SP_OK");
         assert_string_equal(lines[i].attempts, "1");
     }
-    char *text = read_text(log, NULL);
-    for (int i = 0; i < KEYS; i++) assert_key_absent(text, raw[i]);
+    char *text = sp_test_read_file(log, NULL);
+    for (int i = 0; i < KEYS; i++) sp_test_assert_key_absent(text, raw[i]);
     free(text);
     sp_audit_report report;
     memset(&report, 0, sizeof report);
@@ -1594,9 +1463,7 @@ static void test_audit_fail_closed(void **state) {
     assert_int_equal(report.lines, 1);
 
     /* with room again, the same blob unwraps and is audited */
-    assert_ok(sp_kms_unwrap_key(kms, wrapped, n, &back));
-    assert_same_key(dek, back);
-    sp_key_free(back);
+    sp_test_assert_unwraps_to(kms, wrapped, n, dek);
     sp_kms_set_audit(kms, NULL);
     sp_audit_close(audit);
     assert_ok(sp_audit_verify(log, &report));
@@ -1623,8 +1490,7 @@ static void run_alloc_failures(scratch *s, bool create) {
         snprintf(path, sizeof path, "%s/%s.key", s->dir, create ? "fresh" : "master");
         snprintf(config, sizeof config, "local:path=%s;create=1", path);
         if (create) (void)unlink(path);
-        uint64_t start = sp_test_alloc_count();
-        sp_test_alloc_fail_at(n);
+        sp_test_fault fault = sp_test_fault_arm(n);
         sp_kms *kms = NULL;
         sp_key *dek = NULL, *back = NULL;
         uint8_t wrapped[SP_KMS_MAX_WRAPPED];
@@ -1633,8 +1499,7 @@ static void run_alloc_failures(scratch *s, bool create) {
         stage[0] = sp_kms_open(config, &kms);
         if (stage[0] == SP_OK) stage[1] = sp_kms_generate_data_key(kms, &dek, wrapped, sizeof wrapped, &len);
         if (stage[0] == SP_OK && stage[1] == SP_OK) stage[2] = sp_kms_unwrap_key(kms, wrapped, len, &back);
-        sp_test_alloc_fail_at(0);
-        bool reached = sp_test_alloc_count() - start >= n;
+        bool reached = sp_test_fault_disarm(fault);
         for (int i = 0; i < 3; i++) {
             if (stage[i] != SP_OK && !clean_failure(stage[i]))
                 fail_msg("allocation %llu failed, step %d said %s", (unsigned long long)n, i,
@@ -1644,7 +1509,7 @@ static void run_alloc_failures(scratch *s, bool create) {
         if (stage[1] != SP_OK) assert_null(dek);
         if (stage[2] != SP_OK) assert_null(back);
         if (stage[0] != SP_OK || stage[1] != SP_OK || stage[2] != SP_OK) failures++;
-        if (back != NULL) assert_same_key(dek, back);
+        if (back != NULL) sp_test_assert_same_key(dek, back);
         sp_key_free(back);
         sp_key_free(dek);
         sp_kms_close(kms);
@@ -1653,7 +1518,7 @@ static void run_alloc_failures(scratch *s, bool create) {
                      secure_used() - keys_before);
         /* a failed create leaves no file, or a complete private one */
         if (create && access(path, F_OK) == 0) {
-            assert_int_equal(file_mode(path), 0600);
+            assert_int_equal(sp_test_file_mode(path), 0600);
             sp_kms *check = NULL;
             assert_ok(sp_kms_open(config, &check));
             sp_kms_close(check);

@@ -18,18 +18,14 @@
  * next, and the number of cases run must equal the number in the file, so a
  * case cannot be skipped silently.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
 #include <jansson.h>
 
-#include "core/sp_core.h"
+#include "sp_test_util.h"
+
 #include "wire/sp_wire_internal.h"
 
 static json_t *g_root;
@@ -60,9 +56,7 @@ static int load_vectors(void **state) {
     char path[4096];
     int n = snprintf(path, sizeof path, "%s/tests/vectors/protocol-v1.json", dir ? dir : ".");
     assert_true(n > 0 && (size_t)n < sizeof path);
-    json_error_t err;
-    g_root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
-    if (g_root == NULL) fail_msg("%s: line %d: %s", path, err.line, err.text);
+    g_root = sp_test_load_json(path, JSON_REJECT_DUPLICATES);
     json_t *format = json_object_get(g_root, "format");
     assert_true(json_is_string(format));
     assert_string_equal(json_string_value(format), "sealpost-protocol-vectors");
@@ -163,12 +157,6 @@ static sp_error receiver_for(json_t *c, sp_wire **out) {
         *out = NULL;
     }
     return rc;
-}
-
-static bool all_zero(const uint8_t *p, size_t n) {
-    uint8_t acc = 0;
-    for (size_t i = 0; i < n; i++) acc |= p[i];
-    return acc == 0;
 }
 
 /* Checks what sp_open reported about a message against the case. */
@@ -328,7 +316,7 @@ static void check_reject(json_t *c) {
     rc = sp_open(w, hs, n, (const uint8_t *)body, body_len, now, out, cap, &out_len, NULL);
     EXPECT(strcmp(sp_error_name(rc), want) == 0, "sp_open gave %s, expected %s", sp_error_name(rc), want);
     EXPECT(out_len == 0, "out_len %zu after a failure", out_len);
-    EXPECT(all_zero(out, cap), "output buffer not wiped after a failure");
+    EXPECT(sp_test_all_zero(out, cap), "output buffer not wiped after a failure");
 done:
     sp_wire_free(w);
     free(out);

@@ -18,33 +18,19 @@
  *    reported and leaks nothing (ASan's leak checker watches the latter);
  *  - failures wipe the caller's output buffer.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "sp_test_util.h"
 
-#include "core/sp_core.h"
 #include "wire/sp_wire_internal.h"
 
 #define VER1 "3f6c1a52-8d0e-4b7a-9c21-5e4f0a7b6d13"
 #define VER2 "b2d84e07-61f3-4c95-a8e0-17c9d3f2a540"
 #define VER3 "0e9a5c3b-f712-4d68-b4a1-c6e8207d95fb"
 #define T0 ((int64_t)1714000000)
-
-#define assert_rc(expr, want)                                                                                    \
-    do {                                                                                                         \
-        sp_error rc_ = (expr);                                                                                   \
-        if (rc_ != (want)) fail_msg("%s gave %s, expected %s", #expr, sp_error_name(rc_), sp_error_name(want)); \
-    } while (0)
-#define assert_ok(expr) assert_rc(expr, SP_OK)
 
 static const struct {
     sp_profile profile;
@@ -84,13 +70,6 @@ static uint8_t *pattern(size_t len) {
     assert_non_null(p);
     for (size_t i = 0; i < len; i++) p[i] = (uint8_t)(i * 131 + (i >> 8) + 7);
     return p;
-}
-
-static bool all_zero(const void *p, size_t n) {
-    const uint8_t *b = p;
-    uint8_t acc = 0;
-    for (size_t i = 0; i < n; i++) acc |= b[i];
-    return acc == 0;
 }
 
 /* A sealed message whose headers and body a test may change. */
@@ -268,7 +247,7 @@ static sp_error open_expect(sp_wire *w, const msg *m, int64_t now, const uint8_t
         if (pt_len) assert_memory_equal(out, pt, pt_len);
     } else {
         assert_int_equal(out_len, 0);
-        assert_true(all_zero(out, cap));
+        assert_true(sp_test_all_zero(out, cap));
     }
     free(out);
     return rc;
@@ -404,7 +383,7 @@ static void test_body_buffer_too_small(void **state) {
             memset(&out, 0x77, sizeof out);
             sp_error rc = sp_seal_with_iv(w, &p, iv, pt, 300, body, cap, &out);
             if (rc != SP_ERR_BUFFER_TOO_SMALL) fail_msg("cap %zu of %zu: %s", cap, need, sp_error_name(rc));
-            assert_true(all_zero(body, cap));
+            assert_true(sp_test_all_zero(body, cap));
             assert_int_equal(body[cap], 0xaa); /* and nothing past cap */
             assert_int_equal(out.n_headers, 0);
             assert_int_equal(out.body_len, 0);
@@ -436,7 +415,7 @@ static void test_seal_argument_errors(void **state) {
     p.alg = SP_ALG_AES_256_CBC;
     memset(body, 0xaa, sizeof body);
     assert_rc(sp_seal(w, &p, (const uint8_t *)"x", 1, body, sizeof body, &out), SP_ERR_UNKNOWN_ALGORITHM);
-    assert_true(all_zero(body, sizeof body));
+    assert_true(sp_test_all_zero(body, sizeof body));
     p.alg = SP_ALG_AES_256_CTR;
     assert_rc(sp_seal(w, &p, (const uint8_t *)"x", 1, body, sizeof body, &out), SP_ERR_UNKNOWN_ALGORITHM);
     p.profile = SP_PROFILE_COMPAT;
@@ -725,19 +704,16 @@ static void test_timestamp_window(void **state) {
  * into an abort). Each call runs in a child process so that such an abort
  * fails this test alone instead of ending the whole suite. */
 static bool stale_in_child(sp_wire *w, const msg *m, int64_t now) {
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    pid_t pid = sp_test_fork();
     if (pid == 0) {
         uint8_t out[64];
         size_t out_len = 0;
         sp_error rc = msg_open(w, m, now, out, sizeof out, &out_len, NULL);
         _exit(rc == SP_ERR_STALE_TIMESTAMP && out_len == 0 ? 0 : 1);
     }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
-    if (!WIFEXITED(status)) print_error("sp_open with now = %lld died (signal %d)\n", (long long)now, WTERMSIG(status));
+    int status = sp_test_wait(pid);
+    if (status == 0) return true;
+    if (status < 0) print_error("sp_open with now = %lld died (signal %d)\n", (long long)now, -status);
     else print_error("sp_open with now = %lld: not SP_ERR_STALE_TIMESTAMP\n", (long long)now);
     return false;
 }
@@ -1072,7 +1048,7 @@ static void test_out_buffer_on_failure(void **state) {
         sp_error rc = msg_open(w, m, T0, out, 999, &out_len, NULL);
         assert_int_equal(rc, SP_ERR_BUFFER_TOO_SMALL);
         assert_int_equal(out_len, 0);
-        assert_true(all_zero(out, 999));
+        assert_true(sp_test_all_zero(out, 999));
         assert_int_equal(out[999], 0xcc);
         /* the plaintext length is enough where decryption can tell it in
          * advance; CBC learns it only from the padding, so it needs room for
@@ -1097,7 +1073,7 @@ static void test_out_buffer_on_failure(void **state) {
             rc = msg_open(w, m, T0, out, sizeof out, &out_len, &info);
             if (rc != SP_ERR_AUTH) fail_msg("%s: %s", sp_alg_name(combos[c].alg), sp_error_name(rc));
             assert_int_equal(out_len, 0);
-            assert_true(all_zero(out, sizeof out));
+            assert_true(sp_test_all_zero(out, sizeof out));
         }
         msg_free(m);
     }
@@ -1508,7 +1484,7 @@ static sp_error fi_step(fi_state *s, int step) {
         memset(s->out, 0x5a, sizeof s->out);
         sp_error rc = sp_open(s->rx, s->sealed.headers, s->sealed.n_headers, s->body, s->sealed.body_len, T0, s->out,
                               sizeof s->out, &s->out_len, NULL);
-        if (rc != SP_OK && (s->out_len != 0 || !all_zero(s->out, sizeof s->out))) fail_msg("output not wiped");
+        if (rc != SP_OK && (s->out_len != 0 || !sp_test_all_zero(s->out, sizeof s->out))) fail_msg("output not wiped");
         return rc;
     }
     case FI_OPEN_FOREIGN:
@@ -1551,8 +1527,7 @@ static void test_allocation_failures(void **state) {
             s.profile = combos[c].profile;
             s.alg = combos[c].alg;
             s.foreign = foreign;
-            uint64_t start = sp_test_alloc_count();
-            sp_test_alloc_fail_at(n);
+            sp_test_fault fault = sp_test_fault_arm(n);
             int failed_at = -1;
             sp_error rc = SP_OK;
             for (int step = 0; step < FI_STEPS; step++) {
@@ -1562,8 +1537,7 @@ static void test_allocation_failures(void **state) {
                     break;
                 }
             }
-            sp_test_alloc_fail_at(0);
-            bool fault_reached = sp_test_alloc_count() - start >= n;
+            bool fault_reached = sp_test_fault_disarm(fault);
             if (failed_at >= 0) {
                 failures++;
                 if (!fault_reached) fail_msg("step %d failed with %s without a fault", failed_at, sp_error_name(rc));
@@ -1646,16 +1620,15 @@ static void test_allocation_failure_is_not_bad_input(void **state) {
         assert_int_equal(open_expect(w, m, T0, fi_plaintext, sizeof fi_plaintext - 1), SP_OK);
         size_t n;
         for (n = 1; n < 10000; n++) {
-            uint64_t start = sp_test_alloc_count();
-            sp_test_alloc_fail_at(n);
+            sp_test_fault fault = sp_test_fault_arm(n);
             sp_error rc = open_expect(w, m, T0, fi_plaintext, sizeof fi_plaintext - 1);
-            sp_test_alloc_fail_at(0);
+            bool reached = sp_test_fault_disarm(fault);
             if (rc != SP_OK && rc != SP_ERR_NO_MEMORY && rc != SP_ERR_CRYPTO_BACKEND) {
                 print_error("%s/%s: allocation %zu failed, sp_open said %s\n", sp_profile_name(combos[c].profile),
                             sp_alg_name(combos[c].alg), n, sp_error_name(rc));
                 wrong++;
             }
-            if (sp_test_alloc_count() - start < n) break;
+            if (!reached) break;
         }
         assert_true(n > 1); /* the parser did allocate: the walk covered something */
         msg_free(m);

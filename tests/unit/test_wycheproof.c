@@ -14,16 +14,13 @@
  * numberOfTests, so a case that falls through the cracks fails the test
  * instead of passing silently.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
 #include <jansson.h>
+
+#include "sp_test_util.h"
 
 #include "cipher/sp_cipher.h"
 
@@ -37,25 +34,13 @@ typedef struct {
     size_t len;
 } hexbuf;
 
-static int hex_nibble(char ch) {
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-/* Decoded independently of sp_hex_decode so that a bug there cannot hide a
- * bug here. */
+/* Decoded by sp_test_unhex, independently of sp_hex_decode, so that a bug
+ * there cannot hide a bug here. */
 static hexbuf hex(const char *s) {
-    size_t n = strlen(s);
-    assert_true(n % 2 == 0);
-    hexbuf h = {malloc(n / 2 + 1), n / 2};
+    size_t cap = strlen(s) / 2;
+    hexbuf h = {malloc(cap + 1), 0};
     assert_non_null(h.data);
-    for (size_t i = 0; i < h.len; i++) {
-        int hi = hex_nibble(s[2 * i]), lo = hex_nibble(s[2 * i + 1]);
-        assert_true(hi >= 0 && lo >= 0);
-        h.data[i] = (uint8_t)(hi << 4 | lo);
-    }
+    h.len = sp_test_unhex(s, h.data, cap);
     return h;
 }
 
@@ -80,13 +65,6 @@ static size_t member_size(json_t *obj, const char *name) {
     assert_true(json_is_integer(v));
     assert_true(json_integer_value(v) >= 0);
     return (size_t)json_integer_value(v);
-}
-
-static bool all_zero(const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != 0) return false;
-    }
-    return true;
 }
 
 static bool same(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len) {
@@ -115,10 +93,7 @@ static json_t *load_vectors(const char *file) {
     char path[4096];
     int n = snprintf(path, sizeof path, "%s/vectors/wycheproof/%s.json", dir, file);
     assert_true(n > 0 && (size_t)n < sizeof path);
-    json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    if (root == NULL) fail_msg("cannot load %s: %s (line %d)", path, err.text, err.line);
-    return root;
+    return sp_test_load_json(path, 0);
 }
 
 static void run_file(const char *file, case_runner run) {
@@ -225,7 +200,7 @@ static outcome gcm_case(json_t *group, json_t *tc, expectation want) {
     bool dec_match = dec == SP_OK && same(out, out_len, msg.data, msg.len);
     /* A refused decryption must not leave plaintext behind. The output was
      * zeroed first, so refused-before-writing and wiped-after both pass. */
-    bool dec_clean = dec == SP_OK || all_zero(out, ct.len);
+    bool dec_clean = dec == SP_OK || sp_test_all_zero(out, ct.len);
 
     switch (want) {
     case EXPECT_VALID:
@@ -297,9 +272,9 @@ static outcome cbc_case(json_t *group, json_t *tc, expectation want) {
         if (want == EXPECT_INVALID) {
             /* bad padding is an authentication failure, and whatever the
              * block decryption wrote is gone */
-            ok = dec == SP_ERR_AUTH && all_zero(out, ct.len);
+            ok = dec == SP_ERR_AUTH && sp_test_all_zero(out, ct.len);
         } else {
-            ok = dec != SP_OK ? all_zero(out, ct.len) : same(out, out_len, msg.data, msg.len);
+            ok = dec != SP_OK ? sp_test_all_zero(out, ct.len) : same(out, out_len, msg.data, msg.len);
         }
     }
     sp_cipher_free(c);
@@ -384,7 +359,7 @@ static outcome wrap_case(json_t *tc, expectation want, bool pad) {
     memset(out, 0, cap);
     sp_error un = sp_aes_key_unwrap(key.data, key.len, pad, ct.data, ct.len, out, cap, &out_len);
     bool un_match = un == SP_OK && same(out, out_len, msg.data, msg.len);
-    bool un_clean = un == SP_OK || all_zero(out, ct.len);
+    bool un_clean = un == SP_OK || sp_test_all_zero(out, ct.len);
 
     switch (want) {
     case EXPECT_VALID: {
