@@ -128,8 +128,9 @@ static int group_setup(void **state) {
     atexit(cleanup); /* should the teardown not run */
     if (sp_init() != SP_OK || !make_pki()) return -1;
     if (!kmip_pykmip_installed()) {
-        print_message("PyKMIP not installed for %s (python3-pykmip): skipping its tests\n", KMIP_PYTHON);
-        return 0;
+        /* a missing server is a broken set-up, never a pass: bootstrap installs it */
+        print_message("PyKMIP not installed for %s (python3-pykmip; scripts/bootstrap installs it)\n", KMIP_PYTHON);
+        return -1;
     }
     if (!kmip_server_start(&g_kmip)) return -1;
     g_available = true;
@@ -144,7 +145,7 @@ static int group_teardown(void **state) {
 
 static int need_server(void **state) {
     (void)state;
-    if (!g_available) skip();
+    if (!g_available) fail_msg("the PyKMIP server is not running");
     return 0;
 }
 
@@ -860,7 +861,7 @@ static void test_server_stopped(void **state) {
 
 static int need_pki(void **state) {
     (void)state;
-    if (g_kmip.dir[0] == 0) skip();
+    if (g_kmip.dir[0] == 0) fail_msg("the test PKI was not made");
     return 0;
 }
 
