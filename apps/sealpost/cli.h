@@ -49,4 +49,7 @@ int cmd_kms(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 
+/* the PII vault (cmd_vault.c) */
+int cmd_vault(int argc, char **argv);
+
 #endif

@@ -32,6 +32,7 @@ static const command commands[] = {
     {"kms", cmd_kms, "check the customer's KMS (kms check)"},
     {"keys", cmd_keys, "the provider keyring: list, rotate, retire, destroy, export, import, rewrap"},
     {"audit", cmd_audit, "verify the audit log's hash chain (audit verify)"},
+    {"vault", cmd_vault, "the PII vault: encrypt, decrypt (audited) and blind-index field values"},
 };
 
 static void print_usage(FILE *to) {

@@ -27,6 +27,9 @@ SP_BEGIN_DECLS
 #define SP_KEYRING_MAX_NAME 64    /* tenant and channel names: [A-Za-z0-9_.-] */
 #define SP_KEYRING_MAX_KEYS 100000
 #define SP_KEYRING_MAX_FILE (64u << 20)
+/* Channels named "vault.*" hold the PII vault's keys; the vault runs their
+ * life cycle and sp_keyring_maintain leaves them alone. */
+#define SP_KEYRING_MANAGED_PREFIX "vault."
 
 typedef enum sp_keyring_state {
     SP_KEYRING_ACTIVE = 1,
@@ -86,7 +89,8 @@ typedef struct sp_keyring_policy {
     int64_t rotate_after_s; /* rotate an active key this old (0: never) */
     int64_t overlap_s;      /* retire a decrypt-only key this long after it was rotated out */
 } sp_keyring_policy;
-/* The scheduled part of rotation, for every channel; counts what it did. */
+/* The scheduled part of rotation, for every channel except the vault's
+ * ("vault.*"); counts what it did. */
 SP_API SP_MUST_CHECK sp_error sp_keyring_maintain(sp_keyring *kr, const sp_keyring_policy *policy, int64_t now,
                                                   size_t *rotated, size_t *retired);
 
@@ -107,6 +111,24 @@ SP_API SP_MUST_CHECK sp_error sp_keyring_unwrap(sp_keyring *kr, const char *tena
 typedef sp_error (*sp_keyring_progress_fn)(void *arg, size_t done, size_t total);
 SP_API SP_MUST_CHECK sp_error sp_keyring_rewrap(sp_keyring *kr, sp_kms *new_kms, size_t batch,
                                                 sp_keyring_progress_fn progress, void *arg, size_t *rewrapped);
+
+/* ---- for the PII vault (include/sealpost/vault.h) ---- */
+
+/* Crypto-erase of one channel: every version not yet destroyed, the active
+ * one included, passes through the whole life cycle at once (its
+ * deactivated, retired and destroyed times all set to now where unset) and
+ * its wrapped material is erased, in one atomic change of the file. Needs no
+ * KMS. The channel has no active version afterwards: the next rotation
+ * starts a new series. erased (may be NULL) counts the versions destroyed;
+ * a channel with nothing left to erase is SP_OK with 0. */
+SP_API SP_MUST_CHECK sp_error sp_keyring_erase_channel(sp_keyring *kr, const char *tenant, const char *channel,
+                                                       int64_t now, size_t *erased);
+/* sp_keyring_rotate that also hands back the new key (the caller frees it),
+ * so it can be used without an unwrap: with a master key that wraps on this
+ * host (RSA-OAEP) that works while the KMS cannot unwrap. */
+SP_API SP_MUST_CHECK sp_error sp_keyring_rotate_with_key(sp_keyring *kr, const char *tenant, const char *channel,
+                                                         int64_t now, char version_out[SP_KEY_VERSION_CHARS + 1],
+                                                         sp_key **key_out);
 
 SP_END_DECLS
 

@@ -13,5 +13,6 @@
 #include "sealpost/kms.h"
 #include "sealpost/keyring.h"
 #include "sealpost/keyx.h"
+#include "sealpost/vault.h"
 
 #endif

@@ -16,9 +16,11 @@
  * channels of the tenant: "vault.dek" and "vault.index.<field>", so they
  * share its wrapping, life cycle, crypto-erase and resumable master-key
  * rewrap. A DEK encrypts new values for a limited time, then a new one is
- * made. Unwrapped DEKs are cached in locked memory for a TTL counted from
- * the unwrap, with a use limit and a refresh ahead of expiry; after a
- * revocation the tenant's data becomes unreadable within that TTL.
+ * made. Unwrapped DEKs are cached for a TTL counted from the unwrap, with a
+ * use limit and a refresh ahead of expiry; after a revocation the tenant's
+ * data (and its blind indexes) become unusable within that TTL. Key bytes
+ * pass through locked memory; the AES key schedules OpenSSL expands from
+ * them live in its ordinary heap, so servers call sp_harden_process().
  *
  * An sp_vault serves one tenant and is not thread-safe: one per thread (they
  * may share the keyring file and the KMS).
@@ -73,9 +75,9 @@ typedef struct sp_vault_options {
 
 typedef struct sp_vault sp_vault;
 
-/* keyring and kms are not owned and must outlive the vault. */
-SP_API SP_MUST_CHECK sp_error sp_vault_open(const sp_vault_options *options, sp_keyring *keyring, sp_kms *kms,
-                                            sp_vault **out);
+/* The keyring (which holds the KMS it unwraps with) is not owned and must
+ * outlive the vault. */
+SP_API SP_MUST_CHECK sp_error sp_vault_open(const sp_vault_options *options, sp_keyring *keyring, sp_vault **out);
 SP_API void sp_vault_close(sp_vault *vault);
 
 SP_API bool sp_vault_is_pii(const sp_vault *vault, const char *field);

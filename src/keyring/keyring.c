@@ -497,12 +497,20 @@ sp_error sp_keyring_set_min_version(sp_keyring *kr, const char *tenant, const ch
     return sp_kr_change(kr, sp_kr_min_fn, &a);
 }
 
+/* Channels whose life cycle their owner runs (the PII vault rotates its
+ * DEKs by age itself, and its index keys must never rotate, or lookups
+ * would stop matching old rows): the schedule leaves them alone. */
+static bool sp_kr_is_managed(const sp_kr_item *it) {
+    return strncmp(it->e.channel, SP_KEYRING_MANAGED_PREFIX, strlen(SP_KEYRING_MANAGED_PREFIX)) == 0;
+}
+
 static sp_error sp_kr_maintain_fn(sp_keyring *kr, void *arg) {
     sp_kr_args *a = arg;
     a->rotated = a->retired = 0;
     size_t n = kr->count; /* rotation appends; new keys need no look */
     for (size_t i = 0; i < n; i++) {
         sp_kr_item *it = &kr->items[i];
+        if (sp_kr_is_managed(it)) continue;
         if (it->e.state == SP_KEYRING_DECRYPT_ONLY && a->policy->overlap_s > 0 &&
             a->now - it->e.deactivated >= a->policy->overlap_s) {
             it->e.state = SP_KEYRING_RETIRED;
@@ -512,6 +520,7 @@ static sp_error sp_kr_maintain_fn(sp_keyring *kr, void *arg) {
     }
     for (size_t i = 0; i < n; i++) {
         sp_kr_item *it = &kr->items[i];
+        if (sp_kr_is_managed(it)) continue;
         if (it->e.state == SP_KEYRING_ACTIVE && a->policy->rotate_after_s > 0 &&
             a->now - it->e.created >= a->policy->rotate_after_s) {
             char tenant[SP_KEYRING_MAX_NAME + 1], channel[SP_KEYRING_MAX_NAME + 1];
@@ -619,5 +628,117 @@ sp_error sp_keyring_rewrap(sp_keyring *kr, sp_kms *new_kms, size_t batch, sp_key
     }
     kr->kms = new_kms;
     if (rewrapped) *rewrapped = done;
+    return SP_OK;
+}
+
+/* ==== Additions for the PII vault (src/vault/vault.c) ====
+ *
+ * Two operations the life cycle above cannot express, both kept apart here
+ * so the rules of the provider keyring stay readable on their own.
+ *
+ * Erasing a channel walks every version of it to destroyed in one atomic
+ * change, the active one included. It is the crypto-erase of a tenant's
+ * vault: the step-by-step path (rotate, retire, destroy) would leave a
+ * fresh active key behind, need the KMS to make it, and take several file
+ * writes a crash could cut in between. Nothing here calls the KMS, so an
+ * erase works while the KMS is down or the tenant has revoked it.
+ *
+ * Rotating with the key hands the new key back to the caller: with an
+ * RSA-OAEP master key the wrap is done on this host, so a new data key can
+ * be made and used while the HSM cannot unwrap anything. The key is made and
+ * wrapped before the file's lock is taken, so a slow KMS does not hold up
+ * other processes. */
+
+typedef struct {
+    const char *tenant, *channel;
+    int64_t now;
+    size_t erased;
+} sp_kr_erase_args;
+
+static sp_error sp_kr_erase_fn(sp_keyring *kr, void *arg) {
+    sp_kr_erase_args *a = arg;
+    a->erased = 0;
+    for (size_t i = 0; i < kr->count; i++) {
+        sp_kr_item *it = &kr->items[i];
+        sp_keyring_entry *e = &it->e;
+        if (e->state == SP_KEYRING_DESTROYED || strcmp(e->tenant, a->tenant) != 0 ||
+            strcmp(e->channel, a->channel) != 0)
+            continue;
+        /* the record shows each stage passed, all at the moment of the erase */
+        if (e->deactivated == 0) e->deactivated = a->now;
+        if (e->retired == 0) e->retired = a->now;
+        sp_free_wiped(it->wrapped, it->wrapped_len);
+        it->wrapped = NULL;
+        it->wrapped_len = 0;
+        e->master_key[0] = 0;
+        e->state = SP_KEYRING_DESTROYED;
+        e->destroyed = a->now;
+        a->erased++;
+    }
+    return SP_OK;
+}
+
+sp_error sp_keyring_erase_channel(sp_keyring *kr, const char *tenant, const char *channel, int64_t now,
+                                  size_t *erased) {
+    SP_ENSURE(kr != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, NULL));
+    sp_kr_erase_args a = {.tenant = tenant, .channel = channel, .now = now};
+    SP_GUARD(sp_kr_change(kr, sp_kr_erase_fn, &a));
+    if (erased) *erased = a.erased;
+    return SP_OK;
+}
+
+typedef struct {
+    const char *tenant, *channel;
+    int64_t now;
+    const char *version;
+    uint8_t *wrapped; /* handed to the keyring once inserted */
+    size_t wrapped_len;
+} sp_kr_insert_args;
+
+static sp_error sp_kr_insert_fn(sp_keyring *kr, void *arg) {
+    sp_kr_insert_args *a = arg;
+    SP_GUARD(sp_grow((void **)&kr->items, &kr->cap, kr->count, sizeof *kr->items, SP_KEYRING_MAX_KEYS));
+    sp_kr_item *old = sp_kr_active(kr, a->tenant, a->channel);
+    if (old != NULL) {
+        old->e.state = SP_KEYRING_DECRYPT_ONLY;
+        old->e.deactivated = a->now;
+    }
+    sp_kr_item fresh;
+    memset(&fresh, 0, sizeof fresh);
+    memcpy(fresh.e.tenant, a->tenant, strlen(a->tenant) + 1);
+    memcpy(fresh.e.channel, a->channel, strlen(a->channel) + 1);
+    memcpy(fresh.e.version, a->version, SP_KEY_VERSION_CHARS + 1);
+    memcpy(fresh.e.master_key, sp_kms_key_id(kr->kms), strlen(sp_kms_key_id(kr->kms)) + 1);
+    fresh.e.state = SP_KEYRING_ACTIVE;
+    fresh.e.created = a->now;
+    fresh.seq = kr->next_seq++;
+    fresh.wrapped = a->wrapped;
+    fresh.wrapped_len = a->wrapped_len;
+    kr->items[kr->count++] = fresh;
+    a->wrapped = NULL; /* the keyring owns it now, also if the save fails and the file is re-read */
+    return SP_OK;
+}
+
+sp_error sp_keyring_rotate_with_key(sp_keyring *kr, const char *tenant, const char *channel, int64_t now,
+                                    char version_out[SP_KEY_VERSION_CHARS + 1], sp_key **key_out) {
+    SP_ENSURE(kr != NULL && now > 0 && version_out != NULL && key_out != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_kr_check_names(tenant, channel, NULL));
+    SP_ENSURE(kr->kms != NULL, SP_ERR_BAD_CONFIG);
+    char version[SP_KEY_VERSION_CHARS + 1];
+    sp_kr_insert_args a = {.tenant = tenant, .channel = channel, .now = now, .version = version};
+    a.wrapped = sp_malloc(SP_KMS_MAX_WRAPPED);
+    SP_ENSURE(a.wrapped != NULL, SP_ERR_NO_MEMORY);
+    sp_key *key = NULL;
+    sp_error rc = sp_uuid_v4(version);
+    if (rc == SP_OK) rc = sp_kms_generate_data_key(kr->kms, &key, a.wrapped, SP_KMS_MAX_WRAPPED, &a.wrapped_len);
+    if (rc == SP_OK) rc = sp_kr_change(kr, sp_kr_insert_fn, &a);
+    sp_free(a.wrapped); /* NULL once the keyring took it */
+    if (rc != SP_OK) {
+        sp_key_free(key);
+        return rc;
+    }
+    memcpy(version_out, version, sizeof version);
+    *key_out = key;
     return SP_OK;
 }

@@ -582,6 +582,25 @@ static void active_of(const sp_keyring *kr, const char *tenant, const char *chan
     fail_msg("%s/%s has no active key", tenant, channel);
 }
 
+/* The schedule leaves the vault's channels alone: rotating a vault.index.*
+ * key would break every blind-index lookup of older rows, and the vault
+ * rotates its DEKs itself. */
+static void test_maintain_leaves_vault_channels(void **state) {
+    fixture *f = *state;
+    sp_keyring *kr = f->kr;
+    const sp_keyring_policy p = {.rotate_after_s = 100, .overlap_s = 50};
+    char idx[37], dek[37], dek2[37], sms[37];
+    rotate(kr, "t1", "vault.index.email", T0, idx);
+    rotate(kr, "t1", "vault.dek", T0, dek);
+    rotate(kr, "t1", "vault.dek", T0 + 1, dek2); /* dek is now decrypt-only */
+    rotate(kr, "t1", "sms", T0, sms);
+    maintain(kr, &p, T0 + 1000, 1, 0); /* only the provider channel */
+    assert_int_equal(state_of(kr, "t1", "vault.index.email", idx), SP_KEYRING_ACTIVE);
+    assert_int_equal(state_of(kr, "t1", "vault.dek", dek2), SP_KEYRING_ACTIVE);
+    assert_int_equal(state_of(kr, "t1", "vault.dek", dek), SP_KEYRING_DECRYPT_ONLY);
+    assert_int_equal(state_of(kr, "t1", "sms", sms), SP_KEYRING_DECRYPT_ONLY);
+}
+
 static void test_maintain(void **state) {
     fixture *f = *state;
     sp_keyring *kr = f->kr;
@@ -1216,6 +1235,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_min_version, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_min_version_holds_against_edits, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_maintain, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_maintain_leaves_vault_channels, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_file_holds_no_key_material, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_file_refused_when_unsafe_or_malformed, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_read_only_handle, fixture_setup, fixture_teardown),
