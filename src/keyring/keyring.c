@@ -31,11 +31,22 @@ typedef struct {
     uint64_t min_seq; /* versions below are never loaded */
 } sp_kr_channel;
 
+/* An open-addressing table of item positions (+1; 0 is empty). */
+typedef struct {
+    uint32_t *slots;
+    size_t cap; /* a power of two, at least twice the items */
+} sp_kr_hash;
+
 struct sp_keyring {
     char *path;
     sp_kms *kms;
     sp_kr_item *items;
     size_t count, cap;
+    /* Lookups by (tenant, channel, version) and of a channel's active key,
+     * rebuilt lazily after the items change: changes are rare and cost a
+     * file write anyway, lookups are on every cache miss. */
+    sp_kr_hash by_version, by_active;
+    bool index_stale;
     sp_kr_channel *chans;
     size_t nchans, chans_cap;
     uint64_t next_seq;
@@ -60,7 +71,16 @@ static bool sp_name_ok(const char *s) {
 }
 
 /* ---- in-memory state ---- */
+static void sp_kr_hash_free(sp_kr_hash *h) {
+    sp_free(h->slots);
+    h->slots = NULL;
+    h->cap = 0;
+}
+
 static void sp_kr_clear(sp_keyring *kr) {
+    sp_kr_hash_free(&kr->by_version);
+    sp_kr_hash_free(&kr->by_active);
+    kr->index_stale = true;
     for (size_t i = 0; i < kr->count; i++) sp_free(kr->items[i].wrapped);
     sp_free(kr->items);
     sp_free(kr->chans);
@@ -83,22 +103,92 @@ static sp_error sp_grow(void **arr, size_t *cap, size_t count, size_t elem, size
     return SP_OK;
 }
 
-static sp_kr_item *sp_kr_find(sp_keyring *kr, const char *tenant, const char *channel, const char *version) {
-    for (size_t i = 0; i < kr->count; i++) {
-        sp_keyring_entry *e = &kr->items[i].e;
-        if (strcmp(e->tenant, tenant) == 0 && strcmp(e->channel, channel) == 0 && strcmp(e->version, version) == 0)
-            return &kr->items[i];
+static uint64_t sp_kr_hash_of(const char *tenant, const char *channel, const char *version) {
+    uint64_t h = 0xcbf29ce484222325u; /* FNV-1a over the names, NUL-separated */
+    const char *parts[3] = {tenant, channel, version};
+    for (size_t p = 0; p < 3 && parts[p] != NULL; p++) {
+        for (const char *c = parts[p]; *c; c++) h = (h ^ (uint8_t)*c) * 0x100000001b3u;
+        h = (h ^ 0xffu) * 0x100000001b3u;
+    }
+    return h;
+}
+
+static bool sp_kr_names_match(const sp_kr_item *it, const char *tenant, const char *channel, const char *version) {
+    return strcmp(it->e.tenant, tenant) == 0 && strcmp(it->e.channel, channel) == 0 &&
+           (version == NULL || strcmp(it->e.version, version) == 0);
+}
+
+/* Inserts item i under its key; SP_ERR_BAD_KEYFILE when the key is taken
+ * (a version twice, or two active keys in a channel). */
+static sp_error sp_kr_hash_put(sp_kr_hash *h, const sp_keyring *kr, size_t i, bool with_version) {
+    const sp_kr_item *it = &kr->items[i];
+    const char *v = with_version ? it->e.version : NULL;
+    size_t at = (size_t)sp_kr_hash_of(it->e.tenant, it->e.channel, v) & (h->cap - 1);
+    while (h->slots[at] != 0) {
+        if (sp_kr_names_match(&kr->items[h->slots[at] - 1], it->e.tenant, it->e.channel, v)) return SP_ERR_BAD_KEYFILE;
+        at = (at + 1) & (h->cap - 1);
+    }
+    h->slots[at] = (uint32_t)(i + 1);
+    return SP_OK;
+}
+
+static sp_error sp_kr_hash_alloc(sp_kr_hash *h, size_t count) {
+    size_t cap = 16;
+    while (cap < 2 * count) cap *= 2;
+    sp_kr_hash_free(h);
+    h->slots = sp_calloc(cap, sizeof *h->slots);
+    SP_ENSURE(h->slots != NULL, SP_ERR_NO_MEMORY);
+    h->cap = cap;
+    return SP_OK;
+}
+
+/* Rebuilds both indexes when the items changed, checking the file's
+ * invariants on the way: every version once, at most one active key per
+ * channel. */
+static sp_error sp_kr_reindex(sp_keyring *kr) {
+    if (!kr->index_stale) return SP_OK;
+    sp_error rc = sp_kr_hash_alloc(&kr->by_version, kr->count);
+    if (rc == SP_OK) rc = sp_kr_hash_alloc(&kr->by_active, kr->count);
+    for (size_t i = 0; rc == SP_OK && i < kr->count; i++) {
+        rc = sp_kr_hash_put(&kr->by_version, kr, i, true);
+        if (rc == SP_OK && kr->items[i].e.state == SP_KEYRING_ACTIVE) rc = sp_kr_hash_put(&kr->by_active, kr, i, false);
+    }
+    if (rc != SP_OK) {
+        sp_kr_hash_free(&kr->by_version);
+        sp_kr_hash_free(&kr->by_active);
+        return rc;
+    }
+    kr->index_stale = false;
+    return SP_OK;
+}
+
+static sp_kr_item *sp_kr_lookup(sp_keyring *kr, sp_kr_hash *h, const char *tenant, const char *channel,
+                                const char *version) {
+    if (sp_kr_reindex(kr) != SP_OK) {
+        /* no memory for the index: the same answer, the slow way */
+        for (size_t i = 0; i < kr->count; i++) {
+            sp_kr_item *it = &kr->items[i];
+            if (sp_kr_names_match(it, tenant, channel, version) &&
+                (version != NULL || it->e.state == SP_KEYRING_ACTIVE))
+                return it;
+        }
+        return NULL;
+    }
+    size_t at = (size_t)sp_kr_hash_of(tenant, channel, version) & (h->cap - 1);
+    while (h->slots[at] != 0) {
+        sp_kr_item *it = &kr->items[h->slots[at] - 1];
+        if (sp_kr_names_match(it, tenant, channel, version)) return it;
+        at = (at + 1) & (h->cap - 1);
     }
     return NULL;
 }
 
+static sp_kr_item *sp_kr_find(sp_keyring *kr, const char *tenant, const char *channel, const char *version) {
+    return sp_kr_lookup(kr, &kr->by_version, tenant, channel, version);
+}
+
 static sp_kr_item *sp_kr_active(sp_keyring *kr, const char *tenant, const char *channel) {
-    for (size_t i = 0; i < kr->count; i++) {
-        sp_keyring_entry *e = &kr->items[i].e;
-        if (e->state == SP_KEYRING_ACTIVE && strcmp(e->tenant, tenant) == 0 && strcmp(e->channel, channel) == 0)
-            return &kr->items[i];
-    }
-    return NULL;
+    return sp_kr_lookup(kr, &kr->by_active, tenant, channel, NULL);
 }
 
 static sp_kr_channel *sp_kr_chan(sp_keyring *kr, const char *tenant, const char *channel) {
@@ -150,9 +240,6 @@ static sp_error sp_kr_parse_item(sp_keyring *kr, json_t *o) {
     }
     SP_ENSURE(e->state != 0 && seq > 0, SP_ERR_BAD_KEYFILE);
     it->seq = (uint64_t)seq;
-    /* the file's invariants first: nothing to undo when they fail */
-    SP_ENSURE(sp_kr_find(kr, e->tenant, e->channel, e->version) == NULL, SP_ERR_BAD_KEYFILE);
-    if (e->state == SP_KEYRING_ACTIVE) SP_ENSURE(sp_kr_active(kr, e->tenant, e->channel) == NULL, SP_ERR_BAD_KEYFILE);
     json_t *w = json_object_get(o, "wrapped");
     if (e->state == SP_KEYRING_DESTROYED) {
         SP_ENSURE(w == NULL, SP_ERR_BAD_KEYFILE);
@@ -170,6 +257,7 @@ static sp_error sp_kr_parse_item(sp_keyring *kr, json_t *o) {
         }
     }
     kr->count++;
+    kr->index_stale = true;
     if (it->seq >= kr->next_seq) kr->next_seq = it->seq + 1;
     return SP_OK;
 }
@@ -210,6 +298,9 @@ static sp_error sp_kr_load(sp_keyring *kr) {
     for (size_t i = 0; rc == SP_OK && i < json_array_size(chans); i++)
         rc = sp_kr_parse_chan(kr, json_array_get(chans, i));
     json_decref(root);
+    /* the file's invariants, in one pass: every version once, one active
+     * key per channel */
+    if (rc == SP_OK) rc = sp_kr_reindex(kr);
     if (rc != SP_OK) sp_kr_clear(kr);
     return rc;
 }
@@ -343,6 +434,26 @@ typedef struct {
     size_t rotated, retired;
 } sp_kr_args;
 
+/* Appends `fresh` (version and wrapped key filled in) as the channel's new
+ * active key; the previous active one becomes decrypt-only. The caller has
+ * made room (sp_grow). */
+static void sp_kr_append_active(sp_keyring *kr, const char *tenant, const char *channel, int64_t now,
+                                sp_kr_item *fresh) {
+    sp_kr_item *old = sp_kr_active(kr, tenant, channel);
+    if (old != NULL) {
+        old->e.state = SP_KEYRING_DECRYPT_ONLY;
+        old->e.deactivated = now;
+    }
+    memcpy(fresh->e.tenant, tenant, strlen(tenant) + 1);
+    memcpy(fresh->e.channel, channel, strlen(channel) + 1);
+    memcpy(fresh->e.master_key, sp_kms_key_id(kr->kms), strlen(sp_kms_key_id(kr->kms)) + 1);
+    fresh->e.state = SP_KEYRING_ACTIVE;
+    fresh->e.created = now;
+    fresh->seq = kr->next_seq++;
+    kr->items[kr->count++] = *fresh;
+    kr->index_stale = true;
+}
+
 static sp_error sp_kr_do_rotate(sp_keyring *kr, const char *tenant, const char *channel, int64_t now,
                                 char *version_out) {
     SP_GUARD(sp_grow((void **)&kr->items, &kr->cap, kr->count, sizeof *kr->items, SP_KEYRING_MAX_KEYS));
@@ -358,18 +469,7 @@ static sp_error sp_kr_do_rotate(sp_keyring *kr, const char *tenant, const char *
         sp_free(fresh.wrapped);
         return rc;
     }
-    sp_kr_item *old = sp_kr_active(kr, tenant, channel);
-    if (old != NULL) {
-        old->e.state = SP_KEYRING_DECRYPT_ONLY;
-        old->e.deactivated = now;
-    }
-    memcpy(fresh.e.tenant, tenant, strlen(tenant) + 1);
-    memcpy(fresh.e.channel, channel, strlen(channel) + 1);
-    memcpy(fresh.e.master_key, sp_kms_key_id(kr->kms), strlen(sp_kms_key_id(kr->kms)) + 1);
-    fresh.e.state = SP_KEYRING_ACTIVE;
-    fresh.e.created = now;
-    fresh.seq = kr->next_seq++;
-    kr->items[kr->count++] = fresh;
+    sp_kr_append_active(kr, tenant, channel, now, &fresh);
     if (version_out != NULL) memcpy(version_out, fresh.e.version, SP_KEY_VERSION_CHARS + 1);
     return SP_OK;
 }
@@ -674,6 +774,7 @@ static sp_error sp_kr_erase_fn(sp_keyring *kr, void *arg) {
         e->state = SP_KEYRING_DESTROYED;
         e->destroyed = a->now;
         a->erased++;
+        kr->index_stale = true;
     }
     return SP_OK;
 }
@@ -699,23 +800,12 @@ typedef struct {
 static sp_error sp_kr_insert_fn(sp_keyring *kr, void *arg) {
     sp_kr_insert_args *a = arg;
     SP_GUARD(sp_grow((void **)&kr->items, &kr->cap, kr->count, sizeof *kr->items, SP_KEYRING_MAX_KEYS));
-    sp_kr_item *old = sp_kr_active(kr, a->tenant, a->channel);
-    if (old != NULL) {
-        old->e.state = SP_KEYRING_DECRYPT_ONLY;
-        old->e.deactivated = a->now;
-    }
     sp_kr_item fresh;
     memset(&fresh, 0, sizeof fresh);
-    memcpy(fresh.e.tenant, a->tenant, strlen(a->tenant) + 1);
-    memcpy(fresh.e.channel, a->channel, strlen(a->channel) + 1);
     memcpy(fresh.e.version, a->version, SP_KEY_VERSION_CHARS + 1);
-    memcpy(fresh.e.master_key, sp_kms_key_id(kr->kms), strlen(sp_kms_key_id(kr->kms)) + 1);
-    fresh.e.state = SP_KEYRING_ACTIVE;
-    fresh.e.created = a->now;
-    fresh.seq = kr->next_seq++;
     fresh.wrapped = a->wrapped;
     fresh.wrapped_len = a->wrapped_len;
-    kr->items[kr->count++] = fresh;
+    sp_kr_append_active(kr, a->tenant, a->channel, a->now, &fresh);
     a->wrapped = NULL; /* the keyring owns it now, also if the save fails and the file is re-read */
     return SP_OK;
 }

@@ -1574,9 +1574,12 @@ static void test_allocation_failures(void **state) {
             rc = sp_vault_index(v, "email", (const uint8_t *)value, 16, idx, sizeof idx, &n);
         }
         finished = !sp_test_fault_disarm(fault);
+        /* A failure may also be absorbed: the keyring answers a lookup the
+         * slow way when it has no memory for its index. Success is then
+         * fine, since the round trip above was checked byte for byte. */
         if (finished) {
             assert_ok(rc);
-        } else if (rc != SP_ERR_NO_MEMORY && rc != SP_ERR_CRYPTO_BACKEND && rc != SP_ERR_IO) {
+        } else if (rc != SP_OK && rc != SP_ERR_NO_MEMORY && rc != SP_ERR_CRYPTO_BACKEND && rc != SP_ERR_IO) {
             fail_msg("allocation %llu failing gave %s", (unsigned long long)nth, sp_error_name(rc));
         }
         /* whatever failed, the vault still works once memory is back */
