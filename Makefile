@@ -48,7 +48,9 @@ fuzz-smoke: $(BUILD_FUZZ)/.built
 # Longer runs for a developer: make fuzz FUZZ_SECONDS=300
 fuzz: fuzz-smoke
 
-bench: bootstrap build
+# stdout carries nothing but the JSON lines; building talks on stderr
+bench: bootstrap
+	@$(MAKE) --no-print-directory build >&2
 	@scripts/bench-run $(BUILD)
 
 run: bootstrap build
