@@ -35,6 +35,8 @@
 #include <openssl/evp.h>
 
 #include "sealpost/audit.h"
+#include "bench_util.h"
+
 #include "sealpost/sealpost.h"
 #include "core/sp_core.h"
 
@@ -47,35 +49,17 @@ static void die(const char *what, sp_error rc) {
     exit(1);
 }
 
+static void bench_die(const char *what) {
+    fprintf(stderr, "bench_audit: %s\n", what);
+    exit(1);
+}
+
 static void die_errno(const char *what) {
     fprintf(stderr, "bench_audit: %s: %s\n", what, strerror(errno));
     exit(1);
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) die_errno("clock_gettime");
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
-static double bench_seconds(void) {
-    const char *s = getenv("SP_BENCH_SECONDS");
-    if (s == NULL || *s == 0) return BENCH_DEFAULT_SECONDS;
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (end == s || *end != 0 || !(v > 0.0) || v > 60.0) {
-        fprintf(stderr, "bench_audit: SP_BENCH_SECONDS must be a number of seconds in (0, 60]\n");
-        exit(1);
-    }
-    return v;
-}
-
-static void emit(const char *name, const char *unit, double ours, double reference) {
-    double ratio = reference > 0 ? ours / reference : 0;
-    printf("{\"bench\":\"%s\",\"unit\":\"%s\",\"ours\":%.0f,\"reference\":%.0f,\"ratio\":%.3f}\n", name, unit, ours,
-           reference, ratio);
-    fflush(stdout);
-}
 
 /* ---- the scratch directory ---- */
 
@@ -127,13 +111,13 @@ static double run_ours(const paths *p, double seconds, uint64_t *lines, off_t *b
     sp_error rc = sp_audit_open(p->log, &a);
     if (rc != SP_OK) die("sp_audit_open", rc);
     uint64_t n = 0;
-    double start = now_seconds(), t;
+    double start = bench_now(), t;
     do {
         for (int i = 0; i < BENCH_BATCH; i++) {
             rc = record_once(a, n++);
             if (rc != SP_OK) die("sp_audit_record", rc);
         }
-        t = now_seconds();
+        t = bench_now();
     } while (t - start < seconds);
     sp_audit_close(a); /* its fsyncs are outside the timing: once per log, not per record */
     struct stat st;
@@ -149,13 +133,13 @@ static double run_raw(const paths *p, const char *line, size_t len, double secon
     int fd = open(p->raw, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) die_errno("open reference file");
     uint64_t n = 0;
-    double start = now_seconds(), t;
+    double start = bench_now(), t;
     do {
         for (int i = 0; i < BENCH_BATCH; i++) {
             if (write(fd, line, len) != (ssize_t)len) die_errno("write reference line");
         }
         n += BENCH_BATCH;
-        t = now_seconds();
+        t = bench_now();
     } while (t - start < seconds);
     if (close(fd) != 0) die_errno("close reference file");
     if (unlink(p->raw) != 0) die_errno("unlink reference file");
@@ -166,9 +150,9 @@ static double run_raw(const paths *p, const char *line, size_t len, double secon
 
 static double run_verify(const paths *p, uint64_t lines) {
     sp_audit_report rep;
-    double start = now_seconds();
+    double start = bench_now();
     sp_error rc = sp_audit_verify(p->log, &rep);
-    double t = now_seconds();
+    double t = bench_now();
     if (rc != SP_OK) {
         fprintf(stderr, "bench_audit: verify: line %llu: %s\n", (unsigned long long)rep.bad_line, rep.reason);
         die("sp_audit_verify", rc);
@@ -193,7 +177,7 @@ static double run_hash_floor(const paths *p, uint64_t lines) {
     uint64_t seen = 0;
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dn = 0;
-    double start = now_seconds();
+    double start = bench_now();
     for (;;) {
         ssize_t got = read(fd, buf + have, sizeof buf - have);
         if (got < 0) die_errno("read log");
@@ -211,7 +195,7 @@ static double run_hash_floor(const paths *p, uint64_t lines) {
         have = (size_t)(end - at);
         memmove(buf, at, have);
     }
-    double t = now_seconds();
+    double t = bench_now();
     EVP_MD_CTX_free(ctx);
     close(fd);
     if (seen != lines) {
@@ -223,7 +207,7 @@ static double run_hash_floor(const paths *p, uint64_t lines) {
 }
 
 int main(void) {
-    double seconds = bench_seconds();
+    double seconds = bench_seconds(BENCH_DEFAULT_SECONDS);
     sp_error rc = sp_init();
     if (rc != SP_OK) die("sp_init", rc);
 
@@ -261,8 +245,8 @@ int main(void) {
         if (verify > best_verify) best_verify = verify;
         if (floor > best_floor) best_floor = floor;
     }
-    emit("audit_record", "records/s", best_ours, best_raw);
-    emit("audit_verify", "lines/s", best_verify, best_floor);
+    bench_emit("audit_record", "records/s", best_ours, best_raw);
+    bench_emit("audit_verify", "lines/s", best_verify, best_floor);
 
     remove_all(&p);
     if (rmdir(p.dir) != 0) die_errno("rmdir");

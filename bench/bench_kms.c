@@ -61,6 +61,8 @@
 
 #include <openssl/evp.h>
 
+#include "bench_util.h"
+
 #include "sealpost/sealpost.h"
 
 #define PYTHON "/usr/bin/python3"
@@ -97,6 +99,8 @@ static void die_msg(const char *fmt, ...) {
     va_end(ap);
     exit(1);
 }
+
+static void bench_die(const char *what) { die_msg("%s", what); }
 
 static void die(const char *what, sp_error rc) __attribute__((noreturn));
 static void die(const char *what, sp_error rc) {
@@ -172,11 +176,6 @@ static void check_op(bool ok, void *arg) {
     die_msg("%s failed", st->failed ? st->failed : "an operation");
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) die_msg("clock_gettime(CLOCK_MONOTONIC) failed");
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* Calls fn until `seconds` have passed or max_ops calls were made, and
  * returns calls per second. The clock is read once per batch, the batch
@@ -185,12 +184,12 @@ static double now_seconds(void) {
  * that takes a millisecond gets a batch of one. */
 static double run_bounded(op_fn fn, void *arg, double seconds, uint64_t max_ops) {
     uint64_t n = 0, batch = 1;
-    double start = now_seconds(), last = start, t = start;
+    double start = bench_now(), last = start, t = start;
     while (n < max_ops && t - start < seconds) {
         if (batch > max_ops - n) batch = max_ops - n;
         for (uint64_t i = 0; i < batch; i++) check_op(fn(arg), arg);
         n += batch;
-        t = now_seconds();
+        t = bench_now();
         if (t - last < 0.001 && batch < ((uint64_t)1 << 20)) batch *= 2;
         last = t;
     }
@@ -223,12 +222,6 @@ static pair_result run_pair(op_fn ours, void *ours_arg, op_fn ref, void *ref_arg
 }
 
 /* ---- JSON lines ---- */
-static void emit(const char *name, double ours, double reference) {
-    double ratio = reference > 0 ? ours / reference : 0;
-    printf("{\"bench\":\"%s\",\"unit\":\"ops/s\",\"ours\":%.0f,\"reference\":%.0f,\"ratio\":%.3f}\n", name, ours,
-           reference, ratio);
-    fflush(stdout);
-}
 
 /* ---- the reference: raw OpenSSL AES-256 key wrap with padding ---- */
 typedef struct kwp_ref {
@@ -340,10 +333,10 @@ static void bench_kms_vs_raw(const char *tag, sp_kms *kms, sp_key *dek, kwp_ref 
     char name[64];
     pair_result w = run_pair(kms_wrap_once, &k, ref_wrap_once, ref, seconds, max_ops);
     FMT(name, "kms_wrap_%s", tag);
-    emit(name, w.ours, w.reference);
+    bench_emit(name, "ops/s", w.ours, w.reference);
     pair_result u = run_pair(kms_unwrap_once, &k, ref_unwrap_once, ref, seconds, max_ops);
     FMT(name, "kms_unwrap_%s", tag);
-    emit(name, u.ours, u.reference);
+    bench_emit(name, "ops/s", u.ours, u.reference);
 }
 
 static sp_kms *open_kms(const char *config, const char *what) {
@@ -451,10 +444,10 @@ static double run_peer(const char *peer_env) {
 
     char out[256];
     size_t len = 0;
-    double deadline = now_seconds() + PEER_DEADLINE_MS / 1000.0;
+    double deadline = bench_now() + PEER_DEADLINE_MS / 1000.0;
     bool timed_out = false;
     for (;;) {
-        double left = deadline - now_seconds();
+        double left = deadline - bench_now();
         if (left <= 0) {
             timed_out = true;
             break;
@@ -514,8 +507,8 @@ static void bench_kmip(sp_key *dek, double seconds) {
             if (r > reference) reference = r;
         }
     }
-    emit("kms_wrap_kmip", wrap, reference);
-    emit("kms_unwrap_kmip", unwrap, reference);
+    bench_emit("kms_wrap_kmip", "ops/s", wrap, reference);
+    bench_emit("kms_unwrap_kmip", "ops/s", unwrap, reference);
     sp_kms_close(kms);
 }
 
@@ -614,7 +607,7 @@ static void bench_keyring(sp_kms *local, kwp_ref *ref, double seconds) {
      * overlap 0 retires nothing, so all 10 versions stay loadable. */
     static triple keys[KR_KEYS], sorted[KR_KEYS];
     int64_t now = (int64_t)time(NULL);
-    double start = now_seconds();
+    double start = bench_now();
     for (int t = 0; t < KR_TENANTS; t++) {
         for (int c = 0; c < KR_CHANNELS; c++) {
             char tenant[KR_NAME], channel[KR_NAME], version[SP_KEY_VERSION_CHARS + 1];
@@ -634,7 +627,7 @@ static void bench_keyring(sp_kms *local, kwp_ref *ref, double seconds) {
     }
     if (sp_keyring_count(kr) != KR_KEYS) die_msg("the keyring holds %zu keys, not %d", sp_keyring_count(kr), KR_KEYS);
     note("keyring of %d keys over %d channels built in %.1f s", KR_KEYS, KR_TENANTS * KR_CHANNELS,
-         now_seconds() - start);
+         bench_now() - start);
 
     /* The triples as the keyring lists them, and the active version of the
      * channel loaded below: that of the first key, whose ten versions lie
@@ -665,7 +658,7 @@ static void bench_keyring(sp_kms *local, kwp_ref *ref, double seconds) {
     lookup_run ours = {.kr = kr, .keys = keys, .sorted = sorted, .seq = seq};
     lookup_run theirs = ours;
     pair_result lk = run_pair(keyring_find_once, &ours, bsearch_once, &theirs, seconds, FAST_MAX_OPS);
-    emit("keyring_lookup_1000", lk.ours, lk.reference);
+    bench_emit("keyring_lookup_1000", "ops/s", lk.ours, lk.reference);
 
     load_run load = {.kr = kr, .tenant = keys[0].tenant, .channel = keys[0].channel, .active = active};
     check_op(load_wire_once(&load), &load);
@@ -675,23 +668,14 @@ static void bench_keyring(sp_kms *local, kwp_ref *ref, double seconds) {
         memcpy(raw.wrapped[i], ref->wrapped, KWP_WRAPPED);
     }
     pair_result lw = run_pair(load_wire_once, &load, raw_unwraps_once, &raw, seconds, FAST_MAX_OPS);
-    emit("keyring_load_wire_10", lw.ours, lw.reference);
+    bench_emit("keyring_load_wire_10", "ops/s", lw.ours, lw.reference);
 
     sp_keyring_close(kr);
 }
 
-static double bench_seconds(void) {
-    const char *s = getenv("SP_BENCH_SECONDS");
-    if (s == NULL || *s == '\0') return 0.25;
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || !(v > 0 && v <= 60))
-        die_msg("SP_BENCH_SECONDS must be a number of seconds in (0, 60]");
-    return v;
-}
 
 int main(void) {
-    double seconds = bench_seconds();
+    double seconds = bench_seconds(0.25);
     sp_error rc = sp_init();
     if (rc != SP_OK) die("sp_init", rc);
     make_dir();
@@ -706,12 +690,12 @@ int main(void) {
     FMT(config, "local:path=%s/master.key;create=1", g_dir);
     sp_kms *local = open_kms(config, "sp_kms_open(local)");
 
-    double start = now_seconds();
+    double start = bench_now();
     bench_local(local, dek, &ref, seconds);
     bench_pkcs11(dek, &ref, seconds);
     bench_kmip(dek, seconds);
     bench_keyring(local, &ref, seconds);
-    note("done in %.1f s", now_seconds() - start);
+    note("done in %.1f s", bench_now() - start);
 
     sp_kms_close(local);
     ref_free(&ref);

@@ -48,6 +48,8 @@
 #include <bson/bson.h>
 #include <mongocrypt.h>
 
+#include "bench_util.h"
+
 #include "sealpost/sealpost.h"
 #include "sealpost/vault.h"
 #include "vault/sp_vault_internal.h"
@@ -75,11 +77,14 @@ static char g_dir[4096]; /* the temporary directory, removed at exit */
 /* ---- errors: report where, then exit; a bench that cannot run is a failure ---- */
 static void cleanup_dir(void);
 
+static void die_msg(const char *what) __attribute__((noreturn));
 static void die_msg(const char *what) {
     fprintf(stderr, "bench_vault: %s\n", what);
     cleanup_dir();
     exit(1);
 }
+
+static void bench_die(const char *what) { die_msg(what); }
 
 static void die(const char *what, sp_error rc) {
     char msg[256];
@@ -146,35 +151,6 @@ static void dir_path(char *out, size_t cap, const char *name) {
 }
 
 /* ---- timing ---- */
-typedef bool (*bench_fn)(void *arg);
-
-static double now_seconds(void) {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) die_msg("clock_gettime(CLOCK_MONOTONIC) failed");
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Calls fn for at least `seconds` and returns calls per second. The clock is
- * read once per batch and batches grow to about a millisecond, so that the
- * clock read stays out of a microsecond-scale measurement. */
-static bool run_for(bench_fn fn, void *arg, double seconds, double *rate) {
-    uint64_t n = 0;
-    uint64_t batch = 1;
-    double start = now_seconds();
-    double last = start;
-    double t = start;
-    do {
-        for (uint64_t i = 0; i < batch; i++) {
-            if (!fn(arg)) return false;
-        }
-        n += batch;
-        t = now_seconds();
-        if (t - last < 0.001 && batch < ((uint64_t)1 << 20)) batch *= 2;
-        last = t;
-    } while (t - start < seconds);
-    *rate = (double)n / (t - start);
-    return true;
-}
 
 /* ---- threads: the same fixed-length run on each, started together ---- */
 typedef struct thread_job {
@@ -189,7 +165,7 @@ typedef struct thread_job {
 static void *thread_main(void *p) {
     thread_job *j = p;
     (void)pthread_barrier_wait(j->start);
-    j->ok = run_for(j->fn, j->arg, j->seconds, &j->rate);
+    j->ok = bench_run_for(j->fn, j->arg, j->seconds, &j->rate, NULL);
     return NULL;
 }
 
@@ -200,7 +176,7 @@ static double run_threads(bench_fn fn, void *const *args, size_t n, double secon
     pthread_t tids[BENCH_MAX_THREADS];
     double total = 0;
     if (n == 1) {
-        if (!run_for(fn, args[0], seconds, &total)) die_msg(((failure *)args[0])->why);
+        if (!bench_run_for(fn, args[0], seconds, &total, NULL)) die_msg(((failure *)args[0])->why);
         return total;
     }
     pthread_barrier_t start;
@@ -242,12 +218,6 @@ static pair_result run_pair(bench_fn ours, void *const *ours_args, bench_fn ref,
 }
 
 /* ---- JSON lines ---- */
-static void emit(const char *name, const char *unit, double ours, double reference) {
-    double ratio = reference > 0 ? ours / reference : 0;
-    printf("{\"bench\":\"%s\",\"unit\":\"%s\",\"ours\":%.0f,\"reference\":%.0f,\"ratio\":%.3f}\n", name, unit, ours,
-           reference, ratio);
-    fflush(stdout);
-}
 
 /* The same figures as the cost of one field, which is how they are quoted. */
 static void note_per_op(const char *name, pair_result r) {
@@ -524,14 +494,6 @@ static void vault_close(vault_run *v) {
 }
 
 /* ---- set-up ---- */
-static double bench_seconds(void) {
-    const char *s = getenv("SP_BENCH_SECONDS");
-    if (s == NULL || *s == '\0') return 0.25;
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || !(v > 0 && v <= 60)) die_msg("SP_BENCH_SECONDS must be a number of seconds in (0, 60]");
-    return v;
-}
 
 /* An email-shaped value of exactly `len` bytes: valid UTF-8 (libmongocrypt
  * takes a BSON string) and what the field really holds. */
@@ -569,7 +531,7 @@ static void prepare_size(vault_run *v, ref_run *r, const uint8_t *value, size_t 
 }
 
 int main(void) {
-    double seconds = bench_seconds();
+    double seconds = bench_seconds(0.25);
     sp_error rc = sp_init();
     if (rc != SP_OK) die("sp_init", rc);
     make_dir();
@@ -627,20 +589,20 @@ int main(void) {
 
             pair_result enc = run_pair(vault_encrypt_once, ours_args, ref_encrypt_once, ref_args, n, seconds);
             snprintf(name, sizeof name, "vault_encrypt_%zu_%zut", len, n);
-            emit(name, "fields/s", enc.ours, enc.reference);
+            bench_emit(name, "fields/s", enc.ours, enc.reference);
             note_per_op(name, enc);
 
             /* ours: decrypt + its audit record; the reference writes none */
             pair_result dec = run_pair(vault_decrypt_once, ours_args, ref_decrypt_once, ref_args, n, seconds);
             snprintf(name, sizeof name, "vault_decrypt_%zu_%zut", len, n);
-            emit(name, "fields/s", dec.ours, dec.reference);
+            bench_emit(name, "fields/s", dec.ours, dec.reference);
             note_per_op(name, dec);
 
             /* and without it: the reference is the same decrypt as above */
             pair_result raw =
                 run_pair(vault_decrypt_unaudited_once, ours_args, ref_decrypt_once, ref_args, n, seconds);
             snprintf(name, sizeof name, "vault_decrypt_unaudited_%zu_%zut", len, n);
-            emit(name, "fields/s", raw.ours, raw.reference);
+            bench_emit(name, "fields/s", raw.ours, raw.reference);
             note_per_op(name, raw);
         }
         /* Warm means the timed runs never went to the KMS; the default
@@ -655,7 +617,7 @@ int main(void) {
                         (unsigned long long)(after.rotations - before[i].rotations), len);
         }
     }
-    emit("vault_overhead_bytes", "bytes", overhead_ours, overhead_ref);
+    bench_emit("vault_overhead_bytes", "bytes", overhead_ours, overhead_ref);
 
     uint64_t fetches = 0;
     for (size_t i = 0; i < BENCH_MAX_THREADS; i++) fetches += refs[i].key_fetches;

@@ -26,6 +26,8 @@
 
 #include <openssl/evp.h>
 
+#include "bench_util.h"
+
 #include "sealpost/sealpost.h"
 #include "core/sp_core.h"
 
@@ -60,51 +62,15 @@ static void die(const char *what, sp_error rc) {
     exit(1);
 }
 
+static void die_msg(const char *what) __attribute__((noreturn));
 static void die_msg(const char *what) {
     fprintf(stderr, "bench_wire: %s\n", what);
     exit(1);
 }
 
-/* ---- timing ---- */
-typedef bool (*bench_fn)(void *arg);
-
-static double now_seconds(void) {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) die_msg("clock_gettime(CLOCK_MONOTONIC) failed");
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Calls fn for at least `seconds` and returns calls per second. The clock is
- * read once per batch, and the batch grows until a batch takes about a
- * millisecond, so that for a 64-byte raw EVP call (tens of nanoseconds of
- * work) the clock read does not become part of what is measured. */
-static bool run_for(bench_fn fn, void *arg, double seconds, double *rate, uint64_t *calls) {
-    uint64_t n = 0;
-    uint64_t batch = 1;
-    double start = now_seconds();
-    double last = start;
-    double t = start;
-    do {
-        for (uint64_t i = 0; i < batch; i++) {
-            if (!fn(arg)) return false;
-        }
-        n += batch;
-        t = now_seconds();
-        if (t - last < 0.001 && batch < ((uint64_t)1 << 20)) batch *= 2;
-        last = t;
-    } while (t - start < seconds);
-    *rate = (double)n / (t - start);
-    if (calls != NULL) *calls = n;
-    return true;
-}
+static void bench_die(const char *what) { die_msg(what); }
 
 /* ---- JSON lines ---- */
-static void emit(const char *name, const char *unit, double ours, double reference) {
-    double ratio = reference > 0 ? ours / reference : 0;
-    printf("{\"bench\":\"%s\",\"unit\":\"%s\",\"ours\":%.0f,\"reference\":%.0f,\"ratio\":%.3f}\n", name, unit, ours,
-           reference, ratio);
-    fflush(stdout);
-}
 
 /* %.4g keeps a rare allocation (say one per 10 000 messages) visible instead
  * of rounding it to 0, and is always a valid JSON number for finite input. */
@@ -280,20 +246,20 @@ static void check_run(bool ok, bench_fn fn, void *arg);
 static pair_result run_pair(bench_fn ours, void *ours_arg, bench_fn ref, void *ref_arg, double seconds) {
     pair_result res = {0, 0, 0, 0};
     double rate = 0;
-    check_run(run_for(ours, ours_arg, BENCH_WARMUP_SECONDS, &rate, NULL), ours, ours_arg);
-    check_run(run_for(ref, ref_arg, BENCH_WARMUP_SECONDS, &rate, NULL), ref, ref_arg);
+    check_run(bench_run_for(ours, ours_arg, BENCH_WARMUP_SECONDS, &rate, NULL), ours, ours_arg);
+    check_run(bench_run_for(ref, ref_arg, BENCH_WARMUP_SECONDS, &rate, NULL), ref, ref_arg);
     for (int round = 0; round < BENCH_REPEATS; round++) {
         for (int side = 0; side < 2; side++) {
             bool run_ours = (side == 0) == (round % 2 == 0);
             if (run_ours) {
                 uint64_t calls = 0;
                 uint64_t before = sp_test_alloc_count();
-                check_run(run_for(ours, ours_arg, seconds, &rate, &calls), ours, ours_arg);
+                check_run(bench_run_for(ours, ours_arg, seconds, &rate, &calls), ours, ours_arg);
                 res.ours_allocs += sp_test_alloc_count() - before;
                 res.ours_calls += calls;
                 if (rate > res.ours) res.ours = rate;
             } else {
-                check_run(run_for(ref, ref_arg, seconds, &rate, NULL), ref, ref_arg);
+                check_run(bench_run_for(ref, ref_arg, seconds, &rate, NULL), ref, ref_arg);
                 if (rate > res.reference) res.reference = rate;
             }
         }
@@ -337,14 +303,6 @@ static size_t jwe_aad(char *out, size_t cap) {
     return len;
 }
 
-static double bench_seconds(void) {
-    const char *s = getenv("SP_BENCH_SECONDS");
-    if (s == NULL || *s == '\0') return 0.25;
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || !(v > 0 && v <= 60)) die_msg("SP_BENCH_SECONDS must be a number of seconds in (0, 60]");
-    return v;
-}
 
 /* ---- the wire benchmarks ---- */
 typedef struct alloc_line {
@@ -416,14 +374,14 @@ static void bench_wire_case(const wire_case *wc, sp_wire *wire, const uint8_t ke
         pair_result res = run_pair(wire_once, &w, evp_once, &r, seconds);
         char name[64];
         snprintf(name, sizeof name, "wire_seal_open_%s_%zu", wc->tag, size);
-        emit(name, "msg/s", res.ours, res.reference);
+        bench_emit(name, "msg/s", res.ours, res.reference);
 
         if (wc->alg == SP_ALG_AES_256_GCM && wc->profile == SP_PROFILE_COMPAT) {
             floor_run f = {&r, floor_mac, w.body, w.sealed.body_len + 40 /* id.timestamp. */};
             if (!floor_once(&f)) die_msg("the crypto-floor reference failed");
             pair_result fl = run_pair(wire_once, &w, floor_once, &f, seconds);
             snprintf(name, sizeof name, "wire_seal_open_vs_crypto_floor_%s_%zu", wc->tag, size);
-            emit(name, "msg/s", fl.ours, fl.reference);
+            bench_emit(name, "msg/s", fl.ours, fl.reference);
         }
 
         double per_msg = res.ours_calls ? (double)res.ours_allocs / (double)res.ours_calls : 0;
@@ -491,7 +449,7 @@ static void bench_cipher_case(const wire_case *wc, const sp_key *key, const uint
         pair_result res = run_pair(cipher_once, &c, evp_once, &r, seconds);
         char name[64];
         snprintf(name, sizeof name, "cipher_encrypt_%s_%zu", wc->tag, size);
-        emit(name, "MB/s", res.ours * (double)size / 1e6, res.reference * (double)size / 1e6);
+        bench_emit(name, "MB/s", res.ours * (double)size / 1e6, res.reference * (double)size / 1e6);
     }
 
     sp_cipher_free(c.cipher);
@@ -502,7 +460,7 @@ static void bench_cipher_case(const wire_case *wc, const sp_key *key, const uint
 }
 
 int main(void) {
-    double seconds = bench_seconds();
+    double seconds = bench_seconds(0.25);
     sp_error rc = sp_init();
     if (rc != SP_OK) die("sp_init", rc);
 

@@ -5,9 +5,10 @@
  * Each test file used to carry its own copy of the same few helpers: the
  * assert_rc/assert_ok macros, a mkdtemp scratch directory and an nftw
  * "rm -rf" for it, whole-file read and write, loading a JSON file, a hex
- * decoder for known answers, comparing keys, fork/waitpid plumbing for the
- * tests that need a second process, and the bookkeeping around the
- * allocation funnel's fault injection. The copies had started to drift (one
+ * decoder for known answers, comparing keys, an RLIMIT_FSIZE guard that
+ * makes appends fail, fork/waitpid plumbing for the tests that need a second
+ * process, and the bookkeeping around the allocation funnel's fault
+ * injection. The copies had started to drift (one
  * teardown emptied its directory by hand and could not remove a
  * subdirectory, one file reader stopped at a fixed size, one writer skipped
  * the chmod), so they live here once.
@@ -33,6 +34,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -169,6 +172,36 @@ SP_TEST_HELPER mode_t sp_test_file_mode(const char *path) {
     struct stat st;
     assert_int_equal(lstat(path, &st), 0);
     return st.st_mode & 07777;
+}
+
+/* The size of path in bytes. */
+SP_TEST_HELPER off_t sp_test_file_size(const char *path) {
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+/* Makes every append to files of this process fail from now on, for files
+ * already `limit` bytes long: RLIMIT_FSIZE turns write(2) past it into
+ * EFBIG (SIGXFSZ ignored). This reaches an already-open O_APPEND descriptor
+ * (the audit log's), which chmod or replacing the path could not, and works
+ * for root too. sp_test_fsize_restore puts the limit and handler back. */
+typedef struct {
+    struct rlimit old;
+    void (*old_handler)(int);
+} sp_test_fsize_guard;
+
+SP_TEST_HELPER void sp_test_fsize_limit(sp_test_fsize_guard *g, rlim_t limit) {
+    g->old_handler = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &g->old), 0);
+    struct rlimit now = g->old;
+    now.rlim_cur = limit;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &now), 0);
+}
+
+SP_TEST_HELPER void sp_test_fsize_restore(sp_test_fsize_guard *g) {
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &g->old), 0);
+    signal(SIGXFSZ, g->old_handler);
 }
 
 /* ---- bytes ---- */

@@ -42,14 +42,9 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
-#include "audit/sp_audit_internal.h"
+#include "sp_test_util.h"
 
-#define assert_rc(expr, want)                                                                                    \
-    do {                                                                                                         \
-        sp_error rc_ = (expr);                                                                                   \
-        if (rc_ != (want)) fail_msg("%s gave %s, expected %s", #expr, sp_error_name(rc_), sp_error_name(want)); \
-    } while (0)
-#define assert_ok(expr) assert_rc(expr, SP_OK)
+#include "audit/sp_audit_internal.h"
 
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
 #define MAX_TEST_LINES 2100
@@ -63,14 +58,8 @@ typedef struct {
 } scratch;
 
 static int scratch_setup(void **state) {
-    scratch *s = calloc(1, sizeof *s);
+    scratch *s = SP_TEST_FIXTURE_NEW(scratch, dir, "sp-audit");
     if (s == NULL) return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(s->dir, sizeof s->dir, "%s/sp-audit-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(s->dir) == NULL) {
-        free(s);
-        return -1;
-    }
     snprintf(s->path, sizeof s->path, "%s/audit.log", s->dir);
     snprintf(s->head, sizeof s->head, "%s/audit.log.head", s->dir);
     *state = s;
@@ -79,44 +68,10 @@ static int scratch_setup(void **state) {
 
 static int scratch_teardown(void **state) {
     scratch *s = *state;
-    DIR *d = opendir(s->dir);
-    if (d != NULL) {
-        struct dirent *e;
-        char p[600];
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            snprintf(p, sizeof p, "%s/%s", s->dir, e->d_name);
-            (void)unlink(p);
-        }
-        closedir(d);
-    }
-    int rc = rmdir(s->dir);
-    free(s);
-    return rc == 0 ? 0 : -1;
+    return sp_test_fixture_free(s, s->dir);
 }
 
 /* ---- files ---- */
-
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) fail_msg("cannot open %s", path);
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n + 4096 + 1 > cap) {
-            cap = (cap + 4096) * 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0) break;
-    }
-    fclose(f);
-    buf[n] = 0;
-    *len = n;
-    return buf;
-}
 
 static void spit(const char *path, const char *data, size_t len) {
     FILE *f = fopen(path, "wb");
@@ -133,7 +88,7 @@ typedef struct {
 
 static void read_lines(const char *path, lines_t *out) {
     size_t len = 0;
-    char *text = slurp(path, &len);
+    char *text = sp_test_read_file(path, &len);
     out->n = 0;
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
@@ -173,12 +128,6 @@ static void remove_line(lines_t *l, size_t index) {
     free(l->line[index]);
     memmove(&l->line[index], &l->line[index + 1], (l->n - index - 1) * sizeof l->line[0]);
     l->n--;
-}
-
-static off_t file_size(const char *path) {
-    struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    return st.st_size;
 }
 
 static unsigned file_mode(const char *path) {
@@ -324,7 +273,7 @@ static void write_head_of(const scratch *s, uint64_t seq_a, const char *hash_a, 
 /* Slot `slot` of the head file as it is on disk. */
 static void read_slot(const scratch *s, unsigned slot, char out[SLOT_BYTES + 1]) {
     size_t len = 0;
-    char *text = slurp(s->head, &len);
+    char *text = sp_test_read_file(s->head, &len);
     assert_int_equal(len, HEAD_BYTES);
     memcpy(out, text + slot * SLOT_BYTES, SLOT_BYTES);
     out[SLOT_BYTES] = 0;
@@ -334,7 +283,7 @@ static void read_slot(const scratch *s, unsigned slot, char out[SLOT_BYTES + 1])
 /* What the library reads from the head file: the newest seq it names. */
 static sp_audit_head parsed_head(const scratch *s) {
     size_t len = 0;
-    char *text = slurp(s->head, &len);
+    char *text = sp_test_read_file(s->head, &len);
     sp_audit_head h;
     assert_ok(sp_audit_parse_head(text, len, &h));
     free(text);
@@ -345,7 +294,7 @@ static sp_audit_head parsed_head(const scratch *s) {
  * the rest what was there. */
 static void tear_slot(const scratch *s, unsigned slot, const char *new_text) {
     size_t len = 0;
-    char *text = slurp(s->head, &len);
+    char *text = sp_test_read_file(s->head, &len);
     assert_int_equal(len, HEAD_BYTES);
     memcpy(text + slot * SLOT_BYTES, new_text, SLOT_BYTES / 2);
     spit(s->head, text, len);
@@ -394,7 +343,7 @@ static void test_append_and_verify(void **state) {
     /* the head: two slots that took turns, B holding line 1, A line 2 and
      * so on; the newest (A, line 10) and the one before it (B, line 9) */
     assert_int_equal(SP_AUDIT_HEAD_SLOT, SLOT_BYTES);
-    assert_int_equal(file_size(s->head), HEAD_BYTES);
+    assert_int_equal(sp_test_file_size(s->head), HEAD_BYTES);
     char want[SLOT_BYTES + 1], got[SLOT_BYTES + 1], hash9[65];
     make_slot(want, 0, 10, prev);
     read_slot(s, 0, got);
@@ -659,7 +608,7 @@ static void test_cut_short_line(void **state) {
     scratch *s = *state;
     make_log(s, 3);
     size_t len = 0;
-    char *text = slurp(s->path, &len);
+    char *text = sp_test_read_file(s->path, &len);
     spit(s->path, text, len - 10); /* a crash mid-write */
     free(text);
     expect_broken(s->path, 3, "line 3: no newline at the end (cut short)");
@@ -670,7 +619,7 @@ static void test_overlong_line(void **state) {
     scratch *s = *state;
     make_log(s, 2);
     size_t len = 0;
-    char *text = slurp(s->path, &len);
+    char *text = sp_test_read_file(s->path, &len);
     size_t big = 3 * SP_AUDIT_MAX_LINE;
     char *more = malloc(len + big + 1);
     assert_non_null(more);
@@ -837,7 +786,7 @@ static void test_head_crash_mid_slot_write(void **state) {
     assert_ok(sp_audit_format_line(h6, 7, 1700000000, "admin.test", f, 2, line, sizeof line - 1, &len, h7));
     line[len] = '\n';
     size_t old_len = 0;
-    char *old = slurp(s->path, &old_len);
+    char *old = sp_test_read_file(s->path, &old_len);
     char *grown = malloc(old_len + len + 1);
     assert_non_null(grown);
     memcpy(grown, old, old_len);
@@ -1004,7 +953,7 @@ static void test_legacy_head(void **state) {
     expect_ok(s->path, 4);
     sp_audit *a = NULL;
     assert_ok(sp_audit_open(s->path, &a));
-    assert_int_equal(file_size(s->head), HEAD_BYTES);
+    assert_int_equal(sp_test_file_size(s->head), HEAD_BYTES);
     char want[SLOT_BYTES + 1], got[SLOT_BYTES + 1];
     make_slot(want, 0, 4, h4);
     read_slot(s, 0, got);
@@ -1037,7 +986,7 @@ static void test_legacy_head(void **state) {
     spit(empty_head, text, strlen(text));
     expect_ok(empty_log, 0);
     assert_ok(sp_audit_open(empty_log, &a));
-    assert_int_equal(file_size(empty_head), HEAD_BYTES);
+    assert_int_equal(sp_test_file_size(empty_head), HEAD_BYTES);
     sp_audit_close(a);
     expect_ok(empty_log, 0);
 
@@ -1208,13 +1157,13 @@ static void test_verify_while_recording(void **state) {
 
 static void expect_refused_record(sp_audit *a, const char *path, const char *event, const sp_audit_field *f,
                                   size_t n) {
-    off_t before = file_size(path);
+    off_t before = sp_test_file_size(path);
     sp_error rc = sp_audit_record(a, event, f, n);
     if (rc != SP_ERR_INVALID_ARGUMENT) {
         fail_msg("event \"%s\" with %zu fields (first \"%s\"=\"%s\") gave %s", event ? event : "(null)", n,
                  n && f && f[0].name ? f[0].name : "", n && f && f[0].value ? f[0].value : "", sp_error_name(rc));
     }
-    assert_int_equal(file_size(path), before);
+    assert_int_equal(sp_test_file_size(path), before);
 }
 
 static void test_invalid_arguments(void **state) {
@@ -1417,7 +1366,7 @@ static void test_failed_writes_roll_back(void **state) {
     sp_audit *a = NULL;
     assert_ok(sp_audit_open(s->path, &a));
     record_n(a, 1, 2);
-    off_t before = file_size(s->path);
+    off_t before = sp_test_file_size(s->path);
 
     struct rlimit saved, tight;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
@@ -1430,7 +1379,7 @@ static void test_failed_writes_roll_back(void **state) {
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
     signal(SIGXFSZ, old_handler);
     assert_rc(rc, SP_ERR_IO);
-    assert_int_equal(file_size(s->path), before);
+    assert_int_equal(sp_test_file_size(s->path), before);
     expect_ok(s->path, 2);
 
     int head_fd = fd_open_on(s->head);
@@ -1443,7 +1392,7 @@ static void test_failed_writes_roll_back(void **state) {
     assert_int_equal(dup2(saved_fd, head_fd), head_fd);
     close(saved_fd);
     close(read_only);
-    assert_int_equal(file_size(s->path), before);
+    assert_int_equal(sp_test_file_size(s->path), before);
     assert_int_equal(parsed_head(s).seq, 2);
     expect_ok(s->path, 2);
 
@@ -1498,7 +1447,7 @@ static void test_record_allocation_failures(void **state) {
     uint64_t lines = 3;
     size_t n, failures = 0;
     for (n = 1; n < 10000; n++) {
-        off_t before = file_size(s->path);
+        off_t before = sp_test_file_size(s->path);
         sp_audit_field f[] = {{"actor", "alice"}, {"i", "x"}, {"zone", "eu"}};
         uint64_t start = sp_test_alloc_count();
         sp_test_alloc_fail_at(n);
@@ -1507,12 +1456,12 @@ static void test_record_allocation_failures(void **state) {
         bool reached = sp_test_alloc_count() - start >= n;
         if (rc == SP_OK) {
             lines++;
-            assert_true(file_size(s->path) > before);
+            assert_true(sp_test_file_size(s->path) > before);
         } else {
             if (rc != SP_ERR_NO_MEMORY && rc != SP_ERR_CRYPTO_BACKEND) {
                 fail_msg("allocation %zu failed, record said %s", n, sp_error_name(rc));
             }
-            assert_int_equal(file_size(s->path), before);
+            assert_int_equal(sp_test_file_size(s->path), before);
             failures++;
         }
         expect_ok(s->path, lines);

@@ -38,6 +38,7 @@
 #include <openssl/crypto.h>
 
 #include "sp_test_util.h"
+#include "sp_fake_kms.h"
 
 #include "kms/sp_kms.h"
 
@@ -844,115 +845,11 @@ static void test_local_concurrent_create(void **state) {
 
 #define FAKE_ID 200
 #define FAKE_MECH 9
-#define FAKE_KEY_ID "fake:master-1"
-
-/* What the fake backend does next, and what it was asked. Guarded by a
- * mutex because one test calls it from two threads. */
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int opens, closes, wraps, unwraps;
-    int fail_left; /* attempts that fail with fail_with before they succeed; -1: all */
-    sp_error fail_with;
-    bool hold_next; /* the next unwrap waits until released */
-    bool holding, released;
-} fake = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-
-static void fake_reset(void) {
-    pthread_mutex_lock(&fake.lock);
-    fake.opens = fake.closes = fake.wraps = fake.unwraps = 0;
-    fake.fail_left = 0;
-    fake.fail_with = SP_OK;
-    fake.hold_next = fake.holding = fake.released = false;
-    pthread_mutex_unlock(&fake.lock);
-}
-
-static void fake_script(int times, sp_error err) {
-    pthread_mutex_lock(&fake.lock);
-    fake.fail_left = times;
-    fake.fail_with = err;
-    pthread_mutex_unlock(&fake.lock);
-}
-
-static int fake_count(const int *counter) {
-    pthread_mutex_lock(&fake.lock);
-    int n = *counter;
-    pthread_mutex_unlock(&fake.lock);
-    return n;
-}
-
-/* Called with the lock held: the scripted answer of this attempt. */
-static sp_error fake_next_answer(void) {
-    if (fake.fail_left == 0) return SP_OK;
-    if (fake.fail_left > 0) fake.fail_left--;
-    return fake.fail_with;
-}
+#define FAKE_MASK 0x5a
 
 static const char *const fake_options[] = {"region", NULL};
 
-static sp_error fake_open(const sp_kms_config *cfg, void **state, char key_id[SP_KMS_MAX_KEY_ID + 1]) {
-    (void)cfg;
-    pthread_mutex_lock(&fake.lock);
-    fake.opens++;
-    pthread_mutex_unlock(&fake.lock);
-    *state = &fake;
-    memcpy(key_id, FAKE_KEY_ID, sizeof FAKE_KEY_ID);
-    return SP_OK;
-}
-
-static void fake_close(void *state) {
-    assert_ptr_equal(state, &fake);
-    pthread_mutex_lock(&fake.lock);
-    fake.closes++;
-    pthread_mutex_unlock(&fake.lock);
-}
-
-/* "Wraps" by xoring with a constant: the dispatcher neither knows nor cares. */
-static sp_error fake_wrap(void *state, const uint8_t dek[SP_KEY_BYTES], uint8_t *mechanism, uint8_t *payload,
-                          size_t cap, size_t *payload_len) {
-    (void)state;
-    pthread_mutex_lock(&fake.lock);
-    fake.wraps++;
-    sp_error rc = fake_next_answer();
-    pthread_mutex_unlock(&fake.lock);
-    if (rc != SP_OK) return rc;
-    if (cap < SP_KEY_BYTES) return SP_ERR_BUFFER_TOO_SMALL;
-    for (size_t i = 0; i < SP_KEY_BYTES; i++) payload[i] = dek[i] ^ 0x5a;
-    *mechanism = FAKE_MECH;
-    *payload_len = SP_KEY_BYTES;
-    return SP_OK;
-}
-
-static sp_error fake_unwrap(void *state, uint8_t mechanism, const uint8_t *payload, size_t payload_len,
-                            uint8_t dek[SP_KEY_BYTES]) {
-    (void)state;
-    pthread_mutex_lock(&fake.lock);
-    fake.unwraps++;
-    if (fake.hold_next) {
-        fake.hold_next = false;
-        fake.holding = true;
-        pthread_cond_broadcast(&fake.cond);
-        while (!fake.released) pthread_cond_wait(&fake.cond, &fake.lock);
-        fake.holding = false;
-    }
-    sp_error rc = fake_next_answer();
-    pthread_mutex_unlock(&fake.lock);
-    if (rc != SP_OK) return rc;
-    if (mechanism != FAKE_MECH || payload_len != SP_KEY_BYTES) return SP_ERR_AUTH;
-    for (size_t i = 0; i < SP_KEY_BYTES; i++) dek[i] = payload[i] ^ 0x5a;
-    return SP_OK;
-}
-
-static const sp_kms_backend fake_backend = {
-    .name = "fake",
-    .id = FAKE_ID,
-    .options = fake_options,
-    .open = fake_open,
-    .close = fake_close,
-    .wrap = fake_wrap,
-    .unwrap = fake_unwrap,
-    .describe = NULL,
-};
+static const sp_kms_backend fake_backend = SP_FAKE_KMS_BACKEND(FAKE_ID, fake_options);
 
 #define FAKE_CONFIG "fake:retries=2;backoff-ms=1;breaker-failures=3;breaker-cooldown-ms=200"
 
@@ -971,7 +868,7 @@ static size_t fake_blob(sp_kms *kms, uint8_t *wrapped, size_t cap, sp_key **dek)
 
 static int fake_setup(void **state) {
     (void)state;
-    fake_reset();
+    fake_reset(FAKE_MECH, FAKE_MASK);
     return 0;
 }
 
@@ -1036,7 +933,7 @@ static void test_fake_retries_unavailable(void **state) {
     sp_kms_close(kms);
 
     /* retries=0: one attempt only */
-    fake_reset();
+    fake_reset(FAKE_MECH, FAKE_MASK);
     kms = open_fake("fake:retries=0;backoff-ms=1");
     n = fake_blob(kms, wrapped, sizeof wrapped, &dek);
     fake_script(-1, SP_ERR_KMS_UNAVAILABLE);
@@ -1234,7 +1131,7 @@ static void test_fake_backoff_bounded(void **state) {
     sp_kms_close(kms);
 
     /* base 20 ms, three retries: the waits are at most 20 + 40 + 80 ms */
-    fake_reset();
+    fake_reset(FAKE_MECH, FAKE_MASK);
     kms = open_fake("fake:retries=3;backoff-ms=20;breaker-failures=1000");
     n = fake_blob(kms, wrapped, sizeof wrapped, &dek);
     fake_script(-1, SP_ERR_KMS_UNAVAILABLE);
@@ -1347,7 +1244,7 @@ static void test_audit_lines(void **state) {
  * failures are audited too. */
 static void test_audit_retries_and_breaker(void **state) {
     scratch *s = *state;
-    fake_reset();
+    fake_reset(FAKE_MECH, FAKE_MASK);
     char log[400];
     snprintf(log, sizeof log, "%s/audit.log", s->dir);
     sp_audit *audit = NULL;
@@ -1389,35 +1286,6 @@ static void test_audit_retries_and_breaker(void **state) {
     sp_kms_close(kms);
 }
 
-/* Makes every append to files of this process fail from now on, for files
- * already `limit` bytes long: RLIMIT_FSIZE turns write(2) past it into
- * EFBIG (SIGXFSZ ignored). This reaches the audit log's already-open
- * O_APPEND descriptor, which chmod or replacing the path could not, and
- * works for root too; it does not depend on how audit.c is written. */
-typedef struct {
-    struct rlimit old;
-    void (*old_handler)(int);
-} fsize_guard;
-
-static void fsize_limit(fsize_guard *g, rlim_t limit) {
-    g->old_handler = signal(SIGXFSZ, SIG_IGN);
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &g->old), 0);
-    struct rlimit now = g->old;
-    now.rlim_cur = limit;
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &now), 0);
-}
-
-static void fsize_restore(fsize_guard *g) {
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &g->old), 0);
-    signal(SIGXFSZ, g->old_handler);
-}
-
-static off_t file_size(const char *path) {
-    struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    return st.st_size;
-}
-
 static void test_audit_fail_closed(void **state) {
     scratch *s = *state;
     char log[400];
@@ -1430,13 +1298,13 @@ static void test_audit_fail_closed(void **state) {
     uint8_t wrapped[SP_KMS_MAX_WRAPPED];
     size_t n = 0;
     assert_ok(sp_kms_generate_data_key(kms, &dek, wrapped, sizeof wrapped, &n));
-    off_t size = file_size(log);
+    off_t size = sp_test_file_size(log);
     assert_true(size > 0);
     size_t keys_before = secure_used();
 
     /* first prove the mechanism: sp_audit_record itself fails */
-    fsize_guard g;
-    fsize_limit(&g, (rlim_t)size);
+    sp_test_fsize_guard g;
+    sp_test_fsize_limit(&g, (rlim_t)size);
     sp_audit_field f = {"what", "probe"};
     sp_error direct = sp_audit_record(audit, "test.probe", &f, 1);
     sp_error unwrap = sp_kms_unwrap_key(kms, wrapped, n, &back);
@@ -1445,7 +1313,7 @@ static void test_audit_fail_closed(void **state) {
     sp_error wrap = sp_kms_wrap_key(kms, dek, again, sizeof again, &again_len);
     sp_key *fresh = NULL;
     sp_error gen = sp_kms_generate_data_key(kms, &fresh, again, sizeof again, &again_len);
-    fsize_restore(&g);
+    sp_test_fsize_restore(&g);
 
     if (direct == SP_OK || direct == SP_ERR_INVALID_ARGUMENT)
         fail_msg("RLIMIT_FSIZE did not make sp_audit_record fail (%s); the test proves nothing", sp_error_name(direct));
@@ -1457,7 +1325,7 @@ static void test_audit_fail_closed(void **state) {
     assert_null(fresh);
     assert_int_equal(secure_used(), keys_before); /* the unwrapped key was wiped and freed */
     /* the failed records left the log as it was, and it still verifies */
-    assert_int_equal(file_size(log), size);
+    assert_int_equal(sp_test_file_size(log), size);
     sp_audit_report report;
     assert_ok(sp_audit_verify(log, &report));
     assert_int_equal(report.lines, 1);

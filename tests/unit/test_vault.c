@@ -31,6 +31,7 @@
 #include <sys/resource.h>
 
 #include "sp_test_util.h"
+#include "sp_fake_kms.h"
 
 #include <openssl/crypto.h>
 
@@ -40,67 +41,18 @@
 #define T0 ((int64_t)1700000000)
 #define BLOB_MAX (SP_VAULT_MAX_VALUE + SP_VAULT_OVERHEAD)
 
-/* ---- a scripted KMS backend ----
- * "Wraps" by xoring with a constant. wrap_rc / unwrap_rc, when set, are what
- * every call answers: an outage (UNAVAILABLE), a revocation (ACCESS_DENIED),
- * or, with only unwrap failing, an asymmetric master key whose HSM is gone. */
+/* ---- the scripted KMS backend (tests/sp_fake_kms.h) ----
+ * fake_answer(wrap_rc, unwrap_rc) sets what every call answers: an outage
+ * (UNAVAILABLE), a revocation (ACCESS_DENIED), or, with only unwrap
+ * failing, an asymmetric master key whose HSM is gone. */
 #define FAKE_MECH 7
+#define FAKE_MASK 0x3c
 
-static struct {
-    int wraps, unwraps;
-    sp_error wrap_rc, unwrap_rc;
-} fk;
-
-static sp_error fake_open(const sp_kms_config *cfg, void **state, char key_id[SP_KMS_MAX_KEY_ID + 1]) {
-    (void)cfg;
-    *state = &fk;
-    memcpy(key_id, "fake:master-1", sizeof "fake:master-1");
-    return SP_OK;
-}
-
-static void fake_close(void *state) { (void)state; }
-
-static sp_error fake_wrap(void *state, const uint8_t dek[SP_KEY_BYTES], uint8_t *mechanism, uint8_t *payload,
-                          size_t cap, size_t *payload_len) {
-    (void)state;
-    fk.wraps++;
-    if (fk.wrap_rc != SP_OK) return fk.wrap_rc;
-    if (cap < SP_KEY_BYTES) return SP_ERR_BUFFER_TOO_SMALL;
-    for (size_t i = 0; i < SP_KEY_BYTES; i++) payload[i] = dek[i] ^ 0x3c;
-    *mechanism = FAKE_MECH;
-    *payload_len = SP_KEY_BYTES;
-    return SP_OK;
-}
-
-static sp_error fake_unwrap(void *state, uint8_t mechanism, const uint8_t *payload, size_t payload_len,
-                            uint8_t dek[SP_KEY_BYTES]) {
-    (void)state;
-    fk.unwraps++;
-    if (fk.unwrap_rc != SP_OK) return fk.unwrap_rc;
-    if (mechanism != FAKE_MECH || payload_len != SP_KEY_BYTES) return SP_ERR_AUTH;
-    for (size_t i = 0; i < SP_KEY_BYTES; i++) dek[i] = payload[i] ^ 0x3c;
-    return SP_OK;
-}
-
-static const sp_kms_backend fake_backend = {
-    .name = "fake",
-    .id = 201,
-    .options = NULL,
-    .open = fake_open,
-    .close = fake_close,
-    .wrap = fake_wrap,
-    .unwrap = fake_unwrap,
-    .describe = NULL,
-};
+static const sp_kms_backend fake_backend = SP_FAKE_KMS_BACKEND(201, NULL);
 
 /* No retries (counts stay exact) and a breaker that never opens (it would
  * turn later calls into fast failures the scripts did not ask for). */
 #define FAKE_CONFIG "fake:retries=0;backoff-ms=1;breaker-failures=1000"
-
-static void fake_script(sp_error wrap_rc, sp_error unwrap_rc) {
-    fk.wrap_rc = wrap_rc;
-    fk.unwrap_rc = unwrap_rc;
-}
 
 /* ---- fixture: a scratch directory, a local KMS, a keyring, an audit log,
  * and the same over the fake backend ---- */
@@ -124,7 +76,7 @@ static int fixture_setup(void **state) {
     snprintf(f->audit_path, sizeof f->audit_path, "%s/audit.log", f->dir);
     snprintf(f->config, sizeof f->config, "local:path=%s/master.key;create=1", f->dir);
     *state = f;
-    memset(&fk, 0, sizeof fk);
+    fake_reset(FAKE_MECH, FAKE_MASK);
     if (sp_kms_open(f->config, &f->kms) != SP_OK || sp_keyring_open(f->kr_path, f->kms, &f->kr) != SP_OK ||
         sp_audit_open(f->audit_path, &f->audit) != SP_OK ||
         sp_kms_open_backend(&fake_backend, FAKE_CONFIG, &f->fkms) != SP_OK ||
@@ -737,17 +689,17 @@ static void test_cache_ttl_and_use_limit(void **state) {
     size_t len = seal(v, "p", "email", "a@b.co", 6, T0, blob, sizeof blob);
     assert_int_equal(stats_of(v).unwraps, 1);
     assert_opens_to(v, "p", "email", blob, len, T0 + 1, "a@b.co", 6); /* also makes the audit key */
-    int unwraps = fk.unwraps;
+    int unwraps = fake.unwraps;
     /* warm until the refresh window: no KMS */
     for (int64_t t = T0; t < T0 + 90; t += 7) {
         assert_opens_to(v, "p", "email", blob, len, t, "a@b.co", 6);
         len = seal(v, "p", "email", "a@b.co", 6, t, blob, sizeof blob);
     }
-    assert_int_equal(fk.unwraps, unwraps);
+    assert_int_equal(fake.unwraps, unwraps);
     assert_int_equal(stats_of(v).unwraps, 1);
     /* past the TTL with no access in the refresh window: unwrapped afresh */
     assert_opens_to(v, "p", "email", blob, len, T0 + 100, "a@b.co", 6);
-    assert_int_equal(fk.unwraps, unwraps + 1);
+    assert_int_equal(fake.unwraps, unwraps + 1);
     assert_int_equal(stats_of(v).unwraps, 2);
     assert_true(stats_of(v).expired >= 1);
     sp_vault_close(v);
@@ -789,22 +741,22 @@ static void test_refresh_ahead(void **state) {
 
     /* an outage during the refresh window: served from the cache, the KMS
      * asked at most once a second, until the real expiry */
-    fake_script(SP_ERR_KMS_UNAVAILABLE, SP_ERR_KMS_UNAVAILABLE);
-    int asked = fk.unwraps;
+    fake_answer(SP_ERR_KMS_UNAVAILABLE, SP_ERR_KMS_UNAVAILABLE);
+    int asked = fake.unwraps;
     assert_opens_to(v, "p", "phone", blob, len, T0 + 161, "+14155550100", 12);
-    assert_int_equal(fk.unwraps, asked + 1);
+    assert_int_equal(fake.unwraps, asked + 1);
     assert_opens_to(v, "p", "phone", blob, len, T0 + 161, "+14155550100", 12);
     assert_opens_to(v, "p", "phone", blob, len, T0 + 161, "+14155550100", 12);
-    assert_int_equal(fk.unwraps, asked + 1);
+    assert_int_equal(fake.unwraps, asked + 1);
     assert_opens_to(v, "p", "phone", blob, len, T0 + 179, "+14155550100", 12);
-    assert_int_equal(fk.unwraps, asked + 2);
+    assert_int_equal(fake.unwraps, asked + 2);
     assert_int_equal(stats_of(v).refresh_failures, 2);
     /* encryption carries on as well */
     uint8_t more[64];
     (void)seal(v, "p", "phone", "+14155550101", 12, T0 + 179, more, sizeof more);
     /* the copy expires at T0 + 180: then the outage shows */
     assert_refused(v, "p", "phone", blob, len, T0 + 180, SP_ERR_KMS_UNAVAILABLE);
-    fake_script(SP_OK, SP_OK);
+    fake_answer(SP_OK, SP_OK);
     assert_opens_to(v, "p", "phone", blob, len, T0 + 181, "+14155550100", 12);
     sp_vault_close(v);
 }
@@ -823,14 +775,14 @@ static void test_revocation_stops_indexing(void **state) {
     uint8_t first[SP_VAULT_INDEX_MAX], again[SP_VAULT_INDEX_MAX];
     size_t n1 = 0, n2 = 0;
     assert_ok(sp_vault_index(v, "email", (const uint8_t *)"A@B.co", 6, first, sizeof first, &n1));
-    fake_script(SP_ERR_KMS_ACCESS_DENIED, SP_ERR_KMS_ACCESS_DENIED);
+    fake_answer(SP_ERR_KMS_ACCESS_DENIED, SP_ERR_KMS_ACCESS_DENIED);
     /* within the TTL the unwrapped index key still serves */
     assert_ok(sp_vault_index(v, "email", (const uint8_t *)"a@b.co", 6, again, sizeof again, &n2));
     assert_memory_equal(first, again, n1);
     sp_test_sleep_ms(2100);
     assert_rc(sp_vault_index(v, "email", (const uint8_t *)"a@b.co", 6, again, sizeof again, &n2),
               SP_ERR_KMS_ACCESS_DENIED);
-    fake_script(SP_OK, SP_OK);
+    fake_answer(SP_OK, SP_OK);
     assert_ok(sp_vault_index(v, "email", (const uint8_t *)"a@b.co", 6, again, sizeof again, &n2));
     assert_memory_equal(first, again, n1);
     sp_vault_close(v);
@@ -847,13 +799,13 @@ static void test_revocation_crypto_shredding(void **state) {
     assert_opens_to(v, "p", "email", blob, len, T0, "a@b.co", 6);
 
     /* the tenant revokes the master key */
-    fake_script(SP_ERR_KMS_ACCESS_DENIED, SP_ERR_KMS_ACCESS_DENIED);
-    int asked = fk.unwraps + fk.wraps;
+    fake_answer(SP_ERR_KMS_ACCESS_DENIED, SP_ERR_KMS_ACCESS_DENIED);
+    int asked = fake.unwraps + fake.wraps;
     /* within the TTL (before the refresh window) the cached DEK still serves */
     assert_opens_to(v, "p", "email", blob, len, T0 + 50, "a@b.co", 6);
     assert_opens_to(v, "p", "email", blob, len, T0 + 89, "a@b.co", 6);
     (void)seal(v, "p", "email", "c@d.co", 6, T0 + 89, fresh, sizeof fresh);
-    assert_int_equal(fk.unwraps + fk.wraps, asked);
+    assert_int_equal(fake.unwraps + fake.wraps, asked);
     /* the first access that asks the KMS hears the refusal, and the copy goes */
     assert_refused(v, "p", "email", blob, len, T0 + 90, SP_ERR_KMS_ACCESS_DENIED);
     assert_int_equal(stats_of(v).cached, 0);
@@ -870,15 +822,15 @@ static void test_revocation_crypto_shredding(void **state) {
     assert_true(sp_test_all_zero(fresh, 6 + SP_VAULT_OVERHEAD));
     assert_int_equal(sp_keyring_count(f->fkr), before);
     /* a cached copy past its TTL would not have helped either */
-    fake_script(SP_OK, SP_OK);
+    fake_answer(SP_OK, SP_OK);
     sp_vault *late = open_vault(&o, f->fkr);
     assert_opens_to(late, "p", "email", blob, len, T0 + 100, "a@b.co", 6);
-    fake_script(SP_ERR_KMS_ACCESS_DENIED, SP_ERR_KMS_ACCESS_DENIED);
+    fake_answer(SP_ERR_KMS_ACCESS_DENIED, SP_ERR_KMS_ACCESS_DENIED);
     assert_opens_to(late, "p", "email", blob, len, T0 + 150, "a@b.co", 6);
     assert_refused(late, "p", "email", blob, len, T0 + 200, SP_ERR_KMS_ACCESS_DENIED);
 
     /* access restored: everything readable again */
-    fake_script(SP_OK, SP_OK);
+    fake_answer(SP_OK, SP_OK);
     assert_opens_to(v, "p", "email", blob, len, T0 + 300, "a@b.co", 6);
     assert_opens_to(cold, "p", "email", blob, len, T0 + 300, "a@b.co", 6);
     (void)seal(cold, "p", "email", "c@d.co", 6, T0 + 300, fresh, sizeof fresh);
@@ -895,7 +847,7 @@ static void test_outage_symmetric(void **state) {
     size_t n = 3;
 
     /* a cold vault, no DEK yet, the KMS down: nothing produced, nothing stored */
-    fake_script(SP_ERR_KMS_UNAVAILABLE, SP_ERR_KMS_UNAVAILABLE);
+    fake_answer(SP_ERR_KMS_UNAVAILABLE, SP_ERR_KMS_UNAVAILABLE);
     sp_vault *v = open_vault(&o, f->fkr);
     memset(blob, 0xaa, sizeof blob);
     assert_rc(sp_vault_encrypt(v, "p", "email", (const uint8_t *)"a@b.co", 6, T0, blob, sizeof blob, &n), SP_ERR_KMS_UNAVAILABLE);
@@ -904,16 +856,16 @@ static void test_outage_symmetric(void **state) {
     assert_int_equal(sp_keyring_count(f->fkr), 0);
 
     /* the KMS back: the DEK is made and cached */
-    fake_script(SP_OK, SP_OK);
+    fake_answer(SP_OK, SP_OK);
     size_t len = seal(v, "p", "email", "a@b.co", 6, T0, blob, sizeof blob);
     assert_opens_to(v, "p", "email", blob, len, T0, "a@b.co", 6);
     /* down again: the warm cache carries both directions, without asking */
-    fake_script(SP_ERR_KMS_UNAVAILABLE, SP_ERR_KMS_UNAVAILABLE);
-    int asked = fk.wraps + fk.unwraps;
+    fake_answer(SP_ERR_KMS_UNAVAILABLE, SP_ERR_KMS_UNAVAILABLE);
+    int asked = fake.wraps + fake.unwraps;
     uint8_t more[64];
     size_t more_len = seal(v, "p", "email", "c@d.co", 6, T0 + 10, more, sizeof more);
     assert_opens_to(v, "p", "email", more, more_len, T0 + 10, "c@d.co", 6);
-    assert_int_equal(fk.wraps + fk.unwraps, asked);
+    assert_int_equal(fake.wraps + fake.unwraps, asked);
 
     /* the DEK exists but this vault is cold: the unwrap fails, so does the
      * wrap of a new DEK, and the caller hears "retry later" */
@@ -935,7 +887,7 @@ static void test_outage_symmetric(void **state) {
     assert_string_equal(d1, d2);
     sp_vault_close(cold);
     sp_vault_close(v);
-    fake_script(SP_OK, SP_OK);
+    fake_answer(SP_OK, SP_OK);
 }
 
 static void test_asymmetric_offline_ingestion(void **state) {
@@ -950,7 +902,7 @@ static void test_asymmetric_offline_ingestion(void **state) {
     for (size_t i = 0; i < SP_ARRAY_LEN(down); i++) {
         /* an RSA-OAEP master key: wrapping is local and works, unwrapping
          * needs the HSM, which is unreachable or has revoked us */
-        fake_script(SP_OK, down[i]);
+        fake_answer(SP_OK, down[i]);
         sp_vault *v = open_vault(&o, f->fkr);
         char before[37], now_dek[37], used[37];
         assert_true(active_version(f->fkr, "acme", SP_VAULT_DEK_CHANNEL, before));
@@ -961,9 +913,9 @@ static void test_asymmetric_offline_ingestion(void **state) {
         assert_string_equal(used, now_dek);
         assert_int_equal(stats_of(v).fallbacks, 1);
         /* and then it is simply warm */
-        int asked = fk.wraps + fk.unwraps;
+        int asked = fake.wraps + fake.unwraps;
         size_t more_len = seal(v, "p", "email", "e@f.co", 6, T0 + 11, more, sizeof more);
-        assert_int_equal(fk.wraps + fk.unwraps, asked);
+        assert_int_equal(fake.wraps + fake.unwraps, asked);
         char again[37];
         blob_uuid(more, more_len, again);
         assert_string_equal(again, used);
@@ -972,7 +924,7 @@ static void test_asymmetric_offline_ingestion(void **state) {
         sp_vault_close(v);
 
         /* the HSM back: all of it opens, in a cold vault */
-        fake_script(SP_OK, SP_OK);
+        fake_answer(SP_OK, SP_OK);
         sp_vault *reader = open_vault(&o, f->fkr);
         assert_opens_to(reader, "p", "email", old_blob, old_len, T0 + 12, "a@b.co", 6);
         assert_opens_to(reader, "p", "email", blob, len, T0 + 12, "c@d.co", 6);
@@ -1153,25 +1105,6 @@ static void test_blind_index(void **state) {
 
 /* ---- the audit line ---- */
 
-typedef struct {
-    struct rlimit old;
-    void (*old_handler)(int);
-} fsize_guard;
-
-/* Appends past `limit` bytes fail with EFBIG from now on (SIGXFSZ ignored):
- * reaches the audit log's open descriptor whatever audit.c does inside. */
-static void fsize_limit(fsize_guard *g, rlim_t limit) {
-    g->old_handler = signal(SIGXFSZ, SIG_IGN);
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &g->old), 0);
-    struct rlimit lim = g->old;
-    lim.rlim_cur = limit;
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-}
-
-static void fsize_restore(fsize_guard *g) {
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &g->old), 0);
-    signal(SIGXFSZ, g->old_handler);
-}
 
 /* The value of "name":"..." in a line (a static copy). */
 static const char *line_field(const char *line, const char *name) {
@@ -1258,18 +1191,13 @@ static void test_audit_line(void **state) {
     sp_vault_close(blind);
 
     /* the line cannot be written: the decrypt fails and leaves no plaintext */
-    off_t size;
-    {
-        struct stat st;
-        assert_int_equal(stat(f->audit_path, &st), 0);
-        size = st.st_size;
-    }
+    off_t size = sp_test_file_size(f->audit_path);
     memset(out, 0xaa, sizeof out);
     n = 4;
-    fsize_guard guard;
-    fsize_limit(&guard, (rlim_t)size);
+    sp_test_fsize_guard guard;
+    sp_test_fsize_limit(&guard, (rlim_t)size);
     sp_error rc = sp_vault_decrypt(v, profile, "email", blob, len, "send.email", T0, out, sizeof out, &n);
-    fsize_restore(&guard);
+    sp_test_fsize_restore(&guard);
     if (rc == SP_OK) fail_msg("a decrypt whose audit line could not be written succeeded");
     assert_int_equal(n, 0);
     assert_true(sp_test_all_zero(out, strlen(email)));
@@ -1341,11 +1269,11 @@ static void test_erase_tenant(void **state) {
     sp_vault *fv = open_vault(&o, f->fkr);
     uint8_t fb[64];
     size_t fl = seal(fv, "p", "email", "a@b.co", 6, T0, fb, sizeof fb);
-    fake_script(SP_ERR_KMS_ACCESS_DENIED, SP_ERR_KMS_ACCESS_DENIED);
-    int asked = fk.wraps + fk.unwraps;
+    fake_answer(SP_ERR_KMS_ACCESS_DENIED, SP_ERR_KMS_ACCESS_DENIED);
+    int asked = fake.wraps + fake.unwraps;
     assert_ok(sp_vault_erase_tenant(fv, T0 + 1));
-    assert_int_equal(fk.wraps + fk.unwraps, asked);
-    fake_script(SP_OK, SP_OK);
+    assert_int_equal(fake.wraps + fake.unwraps, asked);
+    fake_answer(SP_OK, SP_OK);
     assert_refused(fv, "p", "email", fb, fl, T0 + 2, SP_ERR_KEY_RETIRED);
     /* that decrypt made a new audit key; erasing again takes it, and then
      * there is nothing left */
@@ -1493,9 +1421,9 @@ static void test_keyring_rotate_with_key(void **state) {
     sp_key *none = NULL;
     char v3[37];
     size_t count = sp_keyring_count(f->fkr);
-    fake_script(SP_ERR_KMS_UNAVAILABLE, SP_OK);
+    fake_answer(SP_ERR_KMS_UNAVAILABLE, SP_OK);
     assert_rc(sp_keyring_rotate_with_key(f->fkr, "acme", "vault.dek", T0, v3, &none), SP_ERR_KMS_UNAVAILABLE);
-    fake_script(SP_OK, SP_OK);
+    fake_answer(SP_OK, SP_OK);
     assert_null(none);
     assert_int_equal(sp_keyring_count(f->fkr), count);
     assert_rc(sp_keyring_rotate_with_key(f->kr, "acme", "vault.dek", T0, v3, NULL), SP_ERR_INVALID_ARGUMENT);
