@@ -510,23 +510,31 @@ static bool sp_p11_is_rsa(const sp_p11_state *st) { return st->mech == SP_KMS_ME
 /* RSA-OAEP wraps with the public half on this host: no token involved. */
 static bool sp_p11_wrap_is_local(void *state) { return sp_p11_is_rsa(state); }
 
-static sp_error sp_p11_find_key(sp_p11_state *st, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *key) {
-    CK_OBJECT_CLASS cls = sp_p11_is_rsa(st) ? CKO_PRIVATE_KEY : CKO_SECRET_KEY;
-    CK_KEY_TYPE kt = sp_p11_is_rsa(st) ? CKK_RSA : CKK_AES;
+/* Up to two objects of a class and key type under the master key's label:
+ * two is enough to tell "one" from "ambiguous". */
+static sp_error sp_p11_find_labelled(sp_p11_state *st, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
+                                     CK_OBJECT_HANDLE found[2], CK_ULONG *n) {
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof cls},
         {CKA_KEY_TYPE, &kt, sizeof kt},
         {CKA_LABEL, st->key_label, strlen(st->key_label)},
     };
-    CK_OBJECT_HANDLE found[2];
-    CK_ULONG n = 0;
+    *n = 0;
     CK_RV rv = st->f->C_FindObjectsInit(s, tmpl, SP_ARRAY_LEN(tmpl));
     if (rv == CKR_OK) {
-        rv = st->f->C_FindObjects(s, found, SP_ARRAY_LEN(found), &n);
+        rv = st->f->C_FindObjects(s, found, 2, n);
         CK_RV frv = st->f->C_FindObjectsFinal(s);
         if (rv == CKR_OK) rv = frv;
     }
     SP_ENSURE(rv == CKR_OK, sp_p11_map(rv, false));
+    return SP_OK;
+}
+
+static sp_error sp_p11_find_key(sp_p11_state *st, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *key) {
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 0;
+    SP_GUARD(sp_p11_find_labelled(st, s, sp_p11_is_rsa(st) ? CKO_PRIVATE_KEY : CKO_SECRET_KEY,
+                                  sp_p11_is_rsa(st) ? CKK_RSA : CKK_AES, found, &n));
     SP_ENSURE(n > 0, SP_ERR_NOT_FOUND);
     /* Two master keys under one label: which one wraps would be luck. */
     SP_ENSURE(n == 1, SP_ERR_BAD_CONFIG);
@@ -653,22 +661,9 @@ static sp_error sp_p11_check_rsa(sp_p11_state *st, CK_SESSION_HANDLE s, CK_OBJEC
     if (rc == SP_OK) rc = sp_p11_bytes(st, s, key, CKA_PUBLIC_EXPONENT, e, sizeof e, &e_len);
     if (rc == SP_ERR_NOT_FOUND) {
         /* Some tokens keep the public numbers only on the public key. */
-        CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
-        CK_KEY_TYPE kt = CKK_RSA;
-        CK_ATTRIBUTE tmpl[] = {
-            {CKA_CLASS, &cls, sizeof cls},
-            {CKA_KEY_TYPE, &kt, sizeof kt},
-            {CKA_LABEL, st->key_label, strlen(st->key_label)},
-        };
         CK_OBJECT_HANDLE pub[2];
         CK_ULONG count = 0;
-        CK_RV rv = st->f->C_FindObjectsInit(s, tmpl, SP_ARRAY_LEN(tmpl));
-        if (rv == CKR_OK) {
-            rv = st->f->C_FindObjects(s, pub, SP_ARRAY_LEN(pub), &count);
-            CK_RV frv = st->f->C_FindObjectsFinal(s);
-            if (rv == CKR_OK) rv = frv;
-        }
-        SP_ENSURE(rv == CKR_OK, sp_p11_map(rv, false));
+        SP_GUARD(sp_p11_find_labelled(st, s, CKO_PUBLIC_KEY, CKK_RSA, pub, &count));
         SP_ENSURE(count == 1, SP_ERR_KMS_KEY_DISABLED);
         rc = sp_p11_bytes(st, s, pub[0], CKA_MODULUS, n, sizeof n, &n_len);
         if (rc == SP_OK) rc = sp_p11_bytes(st, s, pub[0], CKA_PUBLIC_EXPONENT, e, sizeof e, &e_len);
