@@ -48,15 +48,25 @@ void buffer_wipe_free(buffer *b) {
     memset(b, 0, sizeof *b);
 }
 
+/* Reads all of standard input, at most limit bytes. On failure the buffer,
+ * which may already hold a payload or a key, is wiped and freed here. */
 int read_stdin(buffer *out, size_t limit) {
     memset(out, 0, sizeof *out);
+    const char *why = NULL;
+    int err = 0;
     for (;;) {
         if (out->cap - out->len < 65536) {
             size_t cap = out->cap ? out->cap * 2 : 65536;
             if (cap > limit + 1) cap = limit + 1;
-            if (cap <= out->len) return fail("input larger than %zu bytes", limit);
+            if (cap <= out->len) {
+                why = "too large";
+                break;
+            }
             uint8_t *grown = malloc(cap);
-            if (grown == NULL) return fail("out of memory");
+            if (grown == NULL) {
+                why = "out of memory";
+                break;
+            }
             if (out->len) memcpy(grown, out->data, out->len);
             buffer_wipe_free(&(buffer){out->data, out->len, out->cap});
             out->data = grown;
@@ -64,12 +74,23 @@ int read_stdin(buffer *out, size_t limit) {
         }
         ssize_t n = read(STDIN_FILENO, out->data + out->len, out->cap - out->len);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return fail("reading standard input: %s", strerror(errno));
+        if (n < 0) {
+            err = errno;
+            why = "read error";
+            break;
+        }
         if (n == 0) break;
         out->len += (size_t)n;
-        if (out->len > limit) return fail("input larger than %zu bytes", limit);
+        if (out->len > limit) {
+            why = "too large";
+            break;
+        }
     }
-    return 0;
+    if (why == NULL) return 0;
+    buffer_wipe_free(out);
+    if (err != 0) return fail("reading standard input: %s", strerror(err));
+    if (strcmp(why, "too large") == 0) return fail("input larger than %zu bytes", limit);
+    return fail("out of memory");
 }
 
 int write_stdout(const void *data, size_t len) {

@@ -59,6 +59,9 @@ SP_API SP_MUST_CHECK sp_error sp_keyring_open(const char *path, sp_kms *kms, sp_
 SP_API void sp_keyring_close(sp_keyring *kr);
 /* Re-reads the file (another process may have changed it). */
 SP_API SP_MUST_CHECK sp_error sp_keyring_reload(sp_keyring *kr);
+/* The same, only when the file is not the one last read (every change
+ * replaces it, so a stat tells); reloaded (may be NULL) says which. */
+SP_API SP_MUST_CHECK sp_error sp_keyring_reload_if_changed(sp_keyring *kr, bool *reloaded);
 
 SP_API const char *sp_keyring_state_name(sp_keyring_state state);
 SP_API size_t sp_keyring_count(const sp_keyring *kr);

@@ -74,7 +74,6 @@
 
 #include <jansson.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
 
 #include "audit/sp_audit_internal.h"
 
@@ -109,42 +108,12 @@ struct sp_audit {
 
 /* ---- SHA-256 ---- */
 
-/* Fetched once and kept for the process, like the algorithms in
- * cipher/init.c. Not pthread_once: a fetch that failed (for memory, say) must
- * be tried again by the next caller, not remembered for good. */
-static _Atomic(EVP_MD *) sp_audit_sha256_md;
-static pthread_mutex_t sp_audit_md_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static const EVP_MD *sp_audit_md(void) {
-    EVP_MD *md = atomic_load_explicit(&sp_audit_sha256_md, memory_order_acquire);
-    if (md != NULL) return md;
-    pthread_mutex_lock(&sp_audit_md_lock);
-    md = atomic_load_explicit(&sp_audit_sha256_md, memory_order_relaxed);
-    if (md == NULL) {
-        md = EVP_MD_fetch(NULL, "SHA256", NULL);
-        if (md != NULL) atomic_store_explicit(&sp_audit_sha256_md, md, memory_order_release);
-        else ERR_clear_error();
-    }
-    pthread_mutex_unlock(&sp_audit_md_lock);
-    return md;
-}
-
+/* On the stack (sp_sha256): every record hashes twice, and a record must not
+ * allocate or look an algorithm up. */
 static sp_error sp_audit_digest(const char *const *pieces, const size_t *lens, size_t n,
                                 char out[SP_AUDIT_HEX_CHARS + 1]) {
-    const EVP_MD *md = sp_audit_md();
-    SP_ENSURE(md != NULL, SP_ERR_CRYPTO_BACKEND);
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    SP_ENSURE(ctx != NULL, SP_ERR_NO_MEMORY);
     uint8_t digest[SP_AUDIT_HEX_CHARS / 2];
-    unsigned int len = 0;
-    bool ok = EVP_DigestInit_ex2(ctx, md, NULL) == 1;
-    for (size_t i = 0; i < n && ok; i++) ok = EVP_DigestUpdate(ctx, pieces[i], lens[i]) == 1;
-    ok = ok && EVP_DigestFinal_ex(ctx, digest, &len) == 1 && len == sizeof digest;
-    EVP_MD_CTX_free(ctx);
-    if (!ok) {
-        ERR_clear_error();
-        return SP_ERR_CRYPTO_BACKEND;
-    }
+    SP_GUARD(sp_sha256((const void *const *)pieces, lens, n, digest));
     sp_hex_encode(digest, sizeof digest, out);
     return SP_OK;
 }
@@ -1061,7 +1030,6 @@ sp_error sp_audit_open(const char *path, sp_audit **out) {
     SP_ENSURE(path != NULL && path[0] != 0 && out != NULL, SP_ERR_INVALID_ARGUMENT);
     *out = NULL;
     SP_GUARD(sp_init());
-    SP_ENSURE(sp_audit_md() != NULL, SP_ERR_CRYPTO_BACKEND);
     sp_audit *a = sp_calloc(1, sizeof *a);
     SP_ENSURE(a != NULL, SP_ERR_NO_MEMORY);
     a->fd = -1;

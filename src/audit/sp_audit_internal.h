@@ -12,6 +12,7 @@
 #ifndef SP_AUDIT_INTERNAL_H
 #define SP_AUDIT_INTERNAL_H
 
+#include "cipher/sp_cipher.h"
 #include "core/sp_core.h"
 #include "sealpost/audit.h"
 

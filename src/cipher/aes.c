@@ -219,19 +219,19 @@ static sp_error sp_cipher_decrypt_raw(sp_cipher *c, const uint8_t *iv, size_t iv
         SP_ENSURE(EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aad_len) == 1, SP_ERR_CRYPTO_BACKEND);
     }
     n = 0;
-    if (body_len > 0) {
-        SP_ENSURE(EVP_DecryptUpdate(ctx, out, &n, in, (int)body_len) == 1, SP_ERR_CRYPTO_BACKEND);
-    }
-    if (c->mode == SP_AES_GCM) {
-        /* the ctrl takes a non-const pointer but only reads the tag */
-        SP_ENSURE(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, (int)tag_len, (void *)(uintptr_t)(in + body_len)) ==
-                      1,
-                  SP_ERR_AUTH);
-    }
-    if (EVP_DecryptFinal_ex(ctx, out + n, &fin) != 1) {
+    /* From here on out may hold unauthenticated plaintext: every failure
+     * wipes it. */
+    sp_error rc = SP_OK;
+    if (body_len > 0 && EVP_DecryptUpdate(ctx, out, &n, in, (int)body_len) != 1) rc = SP_ERR_CRYPTO_BACKEND;
+    /* the ctrl takes a non-const pointer but only reads the tag */
+    if (rc == SP_OK && c->mode == SP_AES_GCM &&
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, (int)tag_len, (void *)(uintptr_t)(in + body_len)) != 1)
+        rc = SP_ERR_AUTH;
+    if (rc == SP_OK && EVP_DecryptFinal_ex(ctx, out + n, &fin) != 1) rc = SP_ERR_AUTH;
+    if (rc != SP_OK) {
         sp_wipe(out, body_len);
         ERR_clear_error(); /* nothing a caller could act on, and one answer for all causes */
-        return SP_ERR_AUTH;
+        return rc;
     }
     *out_len = (size_t)n + (size_t)fin;
     return SP_OK;

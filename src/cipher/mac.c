@@ -76,6 +76,15 @@ sp_error sp_hmac_final(sp_hmac *h, uint8_t out[SP_HMAC_SHA256_BYTES]) {
     return ok ? SP_OK : SP_ERR_CRYPTO_BACKEND;
 }
 
+sp_error sp_sha256(const void *const *pieces, const size_t *lens, size_t n, uint8_t out[SP_HMAC_SHA256_BYTES]) {
+    SHA256_CTX ctx;
+    bool ok = SHA256_Init(&ctx) == 1;
+    for (size_t i = 0; i < n && ok; i++) ok = lens[i] == 0 || SHA256_Update(&ctx, pieces[i], lens[i]) == 1;
+    ok = ok && SHA256_Final(out, &ctx) == 1;
+    sp_wipe(&ctx, sizeof ctx);
+    return ok ? SP_OK : SP_ERR_CRYPTO_BACKEND;
+}
+
 sp_error sp_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t msg_len,
                         uint8_t out[SP_HMAC_SHA256_BYTES]) {
     SP_ENSURE(out != NULL && (key != NULL || key_len == 0) && (msg != NULL || msg_len == 0), SP_ERR_INVALID_ARGUMENT);

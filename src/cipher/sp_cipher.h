@@ -40,6 +40,11 @@ SP_INTERNAL void sp_hmac_free(sp_hmac *h);
 SP_INTERNAL SP_MUST_CHECK sp_error sp_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg,
                                                   size_t msg_len, uint8_t out[SP_HMAC_SHA256_BYTES]);
 
+/* SHA-256 of the concatenation of n pieces, on the stack: no allocation and
+ * no algorithm fetch (the audit log hashes every record with it). */
+SP_INTERNAL SP_MUST_CHECK sp_error sp_sha256(const void *const *pieces, const size_t *lens, size_t n,
+                                             uint8_t out[SP_HMAC_SHA256_BYTES]);
+
 /* HKDF-SHA256 (RFC 5869), extract and expand. out_len <= 255 * 32. */
 SP_INTERNAL SP_MUST_CHECK sp_error sp_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt,
                                                   size_t salt_len, const uint8_t *info, size_t info_len,

@@ -103,6 +103,7 @@ sp_error sp_b64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_c
         for (size_t i = n; i < padded; i++) chunk[i] = '=';
         if (EVP_DecodeBlock(bytes, chunk, (int)padded) < 0) {
             sp_wipe(chunk, sizeof chunk);
+            sp_wipe(bytes, sizeof bytes);
             return SP_ERR_BAD_BASE64;
         }
         size_t got = (n / 4) * 3 + (n % 4 ? n % 4 - 1 : 0);

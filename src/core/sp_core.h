@@ -51,12 +51,13 @@ SP_INTERNAL void sp_free(void *p);
 /* Frees after wiping n bytes (for buffers that held plaintext). */
 SP_INTERNAL void sp_free_wiped(void *p, size_t n);
 
-/* Test hooks (exported so tests linked to the shared library can reach them;
- * not in the public headers). sp_test_alloc_fail_at(n): the n-th allocation
- * from now fails (0 disables). sp_test_alloc_count(): allocations so far,
- * including OpenSSL's and jansson's once sp_init has run. */
-SP_API void sp_test_alloc_fail_at(uint64_t n);
-SP_API uint64_t sp_test_alloc_count(void);
+/* Test hooks, reached by tests and benchmarks linked to the static library
+ * and never exported from the shared one. sp_test_alloc_fail_at(n): the
+ * n-th allocation from now fails (0 disables). sp_test_alloc_count():
+ * allocations so far, including OpenSSL's and jansson's once sp_init has
+ * run. */
+SP_INTERNAL void sp_test_alloc_fail_at(uint64_t n);
+SP_INTERNAL uint64_t sp_test_alloc_count(void);
 
 /* Locked, non-dumpable, wiped-on-free memory (OpenSSL's secure heap). */
 SP_INTERNAL SP_MUST_CHECK sp_error sp_secure_heap_init(void);

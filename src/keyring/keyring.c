@@ -11,6 +11,8 @@
  * Versions are ordered by a sequence number given at creation, not by clock
  * time, so "older than the minimum version" is exact even within a second.
  */
+#include <sys/stat.h>
+
 #include <jansson.h>
 
 #include "kms/sp_kms.h"
@@ -47,6 +49,12 @@ struct sp_keyring {
      * file write anyway, lookups are on every cache miss. */
     sp_kr_hash by_version, by_active;
     bool index_stale;
+    /* the file last read: a replaced file is another inode */
+    bool seen;
+    dev_t seen_dev;
+    ino_t seen_ino;
+    off_t seen_size;
+    struct timespec seen_mtime;
     sp_kr_channel *chans;
     size_t nchans, chans_cap;
     uint64_t next_seq;
@@ -276,17 +284,47 @@ static sp_error sp_kr_parse_chan(sp_keyring *kr, json_t *o) {
     return SP_OK;
 }
 
+/* Which file the path names now; missing counts as "none". */
+static void sp_kr_identity(const sp_keyring *kr, bool *exists, struct stat *st) {
+    *exists = stat(kr->path, st) == 0;
+}
+
+static bool sp_kr_same_file(const sp_keyring *kr) {
+    struct stat st;
+    bool exists;
+    sp_kr_identity(kr, &exists, &st);
+    if (!exists) return !kr->seen;
+    return kr->seen && st.st_dev == kr->seen_dev && st.st_ino == kr->seen_ino && st.st_size == kr->seen_size &&
+           st.st_mtim.tv_sec == kr->seen_mtime.tv_sec && st.st_mtim.tv_nsec == kr->seen_mtime.tv_nsec;
+}
+
 static sp_error sp_kr_load(sp_keyring *kr) {
     sp_kr_clear(kr);
+    /* noted before reading: a replacement racing the read makes the next
+     * check see a change and read again, never miss it */
+    struct stat st;
+    sp_kr_identity(kr, &kr->seen, &st);
+    if (kr->seen) {
+        kr->seen_dev = st.st_dev;
+        kr->seen_ino = st.st_ino;
+        kr->seen_size = st.st_size;
+        kr->seen_mtime = st.st_mtim;
+    }
     uint8_t *data = NULL;
     size_t len = 0;
     sp_error rc = sp_file_read_private(kr->path, SP_KEYRING_MAX_FILE, &data, &len);
     if (rc == SP_ERR_NOT_FOUND) return SP_OK; /* a new keyring */
-    SP_GUARD(rc);
+    if (rc != SP_OK) {
+        kr->seen = false;
+        return rc;
+    }
     json_t *root = NULL;
     rc = sp_json_load(data, len, SP_ERR_BAD_KEYFILE, &root);
     sp_free_wiped(data, len + 1);
-    SP_GUARD(rc);
+    if (rc != SP_OK) {
+        kr->seen = false;
+        return rc;
+    }
     json_t *format = json_object_get(root, "format"), *keys = json_object_get(root, "keys");
     json_t *chans = json_object_get(root, "channels"), *version = json_object_get(root, "version");
     if (!json_is_string(format) || strcmp(json_string_value(format), SP_KEYRING_FORMAT) != 0 ||
@@ -301,7 +339,10 @@ static sp_error sp_kr_load(sp_keyring *kr) {
     /* the file's invariants, in one pass: every version once, one active
      * key per channel */
     if (rc == SP_OK) rc = sp_kr_reindex(kr);
-    if (rc != SP_OK) sp_kr_clear(kr);
+    if (rc != SP_OK) {
+        sp_kr_clear(kr);
+        kr->seen = false; /* not read after all: the next check must read it */
+    }
     return rc;
 }
 
@@ -399,6 +440,13 @@ void sp_keyring_close(sp_keyring *kr) {
 sp_error sp_keyring_reload(sp_keyring *kr) {
     SP_ENSURE(kr != NULL, SP_ERR_INVALID_ARGUMENT);
     return sp_kr_load(kr);
+}
+
+sp_error sp_keyring_reload_if_changed(sp_keyring *kr, bool *reloaded) {
+    SP_ENSURE(kr != NULL, SP_ERR_INVALID_ARGUMENT);
+    bool changed = !sp_kr_same_file(kr);
+    if (reloaded) *reloaded = changed;
+    return changed ? sp_kr_load(kr) : SP_OK;
 }
 
 size_t sp_keyring_count(const sp_keyring *kr) { return kr ? kr->count : 0; }

@@ -102,10 +102,9 @@ static bool sp_phone_separator(uint8_t c) {
     return c == ' ' || c == '-' || c == '.' || c == '(' || c == ')' || c == '/';
 }
 
-static sp_error sp_norm_phone(sp_span s, const char *cc, sp_wbuf *out) {
+static sp_error sp_norm_phone_digits(sp_span s, const char *cc, sp_wbuf *out, uint8_t *digits, size_t cap) {
     /* "00" + 15 digits, or a trunk '0' + a long national number: a few more
      * digits than E.164 allows may be typed before the prefix is taken off */
-    uint8_t digits[SP_VAULT_PHONE_MAX_DIGITS + 4];
     size_t nd = 0;
     bool plus = false;
     for (size_t i = 0; i < s.len; i++) {
@@ -116,7 +115,7 @@ static sp_error sp_norm_phone(sp_span s, const char *cc, sp_wbuf *out) {
             plus = true;
             continue;
         }
-        SP_ENSURE(sp_vault_is_digit(c) && nd < sizeof digits, SP_ERR_INVALID_ARGUMENT);
+        SP_ENSURE(sp_vault_is_digit(c) && nd < cap, SP_ERR_INVALID_ARGUMENT);
         digits[nd++] = c;
     }
     const uint8_t *national = digits;
@@ -141,6 +140,14 @@ static sp_error sp_norm_phone(sp_span s, const char *cc, sp_wbuf *out) {
     if (rc == SP_OK) rc = sp_wbuf_put_str(out, prefix);
     if (rc == SP_OK) rc = sp_wbuf_put(out, national, n);
     if (rc != SP_OK) out->len = mark;
+    return rc;
+}
+
+/* The digits are a phone number: wiped on every way out. */
+static sp_error sp_norm_phone(sp_span s, const char *cc, sp_wbuf *out) {
+    uint8_t digits[SP_VAULT_PHONE_MAX_DIGITS + 4];
+    sp_error rc = sp_norm_phone_digits(s, cc, out, digits, sizeof digits);
+    sp_wipe(digits, sizeof digits);
     return rc;
 }
 

@@ -295,18 +295,21 @@ static sp_error sp_vault_cipher_of(const sp_key *key, sp_cipher **out) {
  * file when the snapshot is a second old or more; an erase elsewhere thus
  * reaches this process at its next unwrap, i.e. within the cache TTL. And a
  * version the snapshot does not know may have been made since it was read:
- * then the file is read again, once, whatever its age. */
+ * then the file is read again, whatever its age. Both only when the file
+ * changed (a stat): a forged blob naming a made-up DEK id costs a stat,
+ * not a read and parse of the whole keyring. */
 static sp_error sp_vault_unwrap(sp_vault *v, const char *channel, const char *uuid, int64_t now, sp_key **out) {
     bool fresh = false;
     if (now - v->last_reload >= 1 || now < v->last_reload) {
-        SP_GUARD(sp_keyring_reload(v->kr));
+        SP_GUARD(sp_keyring_reload_if_changed(v->kr, NULL));
         v->last_reload = now;
         fresh = true;
     }
     sp_error rc = sp_keyring_unwrap(v->kr, v->tenant, channel, uuid, out);
     if (rc == SP_ERR_NOT_FOUND && !fresh) {
-        v->stats.reloads++;
-        rc = sp_keyring_reload(v->kr);
+        bool reloaded = false;
+        rc = sp_keyring_reload_if_changed(v->kr, &reloaded);
+        if (reloaded) v->stats.reloads++;
         if (rc == SP_OK) rc = sp_keyring_unwrap(v->kr, v->tenant, channel, uuid, out);
     }
     return rc;
@@ -785,7 +788,10 @@ sp_error sp_vault_index(sp_vault *v, const char *field, const uint8_t *value, si
     } else {
         sp_wbuf b = sp_wbuf_of(norm, sizeof norm);
         sp_error rc = sp_vault_normalize_into(pii->kind, v->has_country_code ? v->country_code : NULL, value, len, &b);
-        if (rc != SP_OK) return rc == SP_ERR_BUFFER_TOO_SMALL ? SP_ERR_INVALID_ARGUMENT : rc;
+        if (rc != SP_OK) {
+            sp_wipe(norm, sizeof norm); /* may hold part of an address or number */
+            return rc == SP_ERR_BUFFER_TOO_SMALL ? SP_ERR_INVALID_ARGUMENT : rc;
+        }
         what.data = norm;
         what.len = b.len;
     }
