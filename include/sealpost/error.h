@@ -55,6 +55,10 @@ typedef enum sp_error {
     SP_ERR_BAD_PEM = 37,              /* a public or private key that cannot be read */
     SP_ERR_KMS_PROTOCOL = 38,         /* the KMS answered something malformed */
     SP_ERR_KEY_RETIRED = 39,          /* the key version is retired or destroyed */
+    SP_ERR_STORE = 40,                /* the database failed (I/O, connection, constraint) */
+    SP_ERR_CONFLICT = 41,             /* a concurrent change won: retry the whole transaction */
+    SP_ERR_SCHEMA = 42,               /* the database schema is newer than this build */
+    SP_ERR_UNAVAILABLE = 43,          /* the service is shutting down or overloaded */
     /* append new codes here; never renumber */
     SP_ERR__COUNT
 } sp_error;

@@ -9,9 +9,11 @@
  * Any other change is SP_ERR_ILLEGAL_TRANSITION.
  *
  * Keys are stored only wrapped by the tenant's master key (sp_kms); plaintext
- * key material exists only in locked memory. Until the database store lands,
- * the keyring is a private JSON file replaced atomically under a lock, so
- * several processes can share it; every change re-reads it first.
+ * key material exists only in locked memory. The keyring is one JSON
+ * document kept by a storage: a private file replaced atomically under a
+ * lock (sp_keyring_open), or a row of the database (sp_store_keyring_storage
+ * in store.h, one document per tenant). Several processes can share either;
+ * every change locks, re-reads, changes and writes the document.
  */
 #ifndef SEALPOST_KEYRING_H
 #define SEALPOST_KEYRING_H
@@ -52,15 +54,42 @@ typedef struct sp_keyring_entry {
 
 typedef struct sp_keyring sp_keyring;
 
+/* Where the keyring document lives. Every call returns SP_OK or an error
+ * (SP_ERR_IO, SP_ERR_STORE, SP_ERR_CONFLICT, SP_ERR_NO_MEMORY, …). */
+typedef struct sp_keyring_storage {
+    void *ctx;
+    /* The document (NULL and 0 when none was written yet) and its
+     * generation, which changes with every write. The caller releases the
+     * document with free_doc. */
+    sp_error (*read)(void *ctx, uint8_t **doc, size_t *len, uint64_t *generation);
+    /* The current generation only: a cheap "has it changed?". */
+    sp_error (*generation)(void *ctx, uint64_t *generation);
+    /* Exclusive access across processes, held from lock to unlock; read and
+     * write are called in between. */
+    sp_error (*lock)(void *ctx);
+    /* Replaces the document; visible to others only once unlock commits. */
+    sp_error (*write)(void *ctx, const uint8_t *doc, size_t len);
+    /* commit false abandons what was written since lock. */
+    sp_error (*unlock)(void *ctx, bool commit);
+    void (*free_doc)(void *ctx, uint8_t *doc, size_t len);
+    /* Called once by sp_keyring_close (or a failed open). */
+    void (*close)(void *ctx);
+} sp_keyring_storage;
+
 /* Opens the keyring file (created empty if missing). kms is not owned and
  * must outlive the keyring; with a NULL kms the keyring can only be listed
  * (anything else is SP_ERR_BAD_CONFIG). */
 SP_API SP_MUST_CHECK sp_error sp_keyring_open(const char *path, sp_kms *kms, sp_keyring **out);
+/* The same over any storage; the keyring takes ownership of the storage's
+ * ctx (closed with it, also when opening fails). */
+SP_API SP_MUST_CHECK sp_error sp_keyring_open_storage(const sp_keyring_storage *storage, sp_kms *kms,
+                                                      sp_keyring **out);
 SP_API void sp_keyring_close(sp_keyring *kr);
-/* Re-reads the file (another process may have changed it). */
+/* Re-reads the document (another process may have changed it). */
 SP_API SP_MUST_CHECK sp_error sp_keyring_reload(sp_keyring *kr);
-/* The same, only when the file is not the one last read (every change
- * replaces it, so a stat tells); reloaded (may be NULL) says which. */
+/* The same, only when the document is not the one last read (a stat of the
+ * file, the generation of a database row); reloaded (may be NULL) says
+ * which. */
 SP_API SP_MUST_CHECK sp_error sp_keyring_reload_if_changed(sp_keyring *kr, bool *reloaded);
 
 SP_API const char *sp_keyring_state_name(sp_keyring_state state);

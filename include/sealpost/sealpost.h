@@ -14,5 +14,9 @@
 #include "sealpost/keyring.h"
 #include "sealpost/keyx.h"
 #include "sealpost/vault.h"
+#include "sealpost/store.h"
+#include "sealpost/log.h"
+#include "sealpost/metrics.h"
+#include "sealpost/http.h"
 
 #endif

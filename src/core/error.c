@@ -50,6 +50,10 @@ static const sp_error_entry sp_errors[SP_ERR__COUNT] = {
     [SP_ERR_BAD_PEM] = {"SP_ERR_BAD_PEM", "unreadable or unsuitable public/private key"},
     [SP_ERR_KMS_PROTOCOL] = {"SP_ERR_KMS_PROTOCOL", "malformed answer from the key management service"},
     [SP_ERR_KEY_RETIRED] = {"SP_ERR_KEY_RETIRED", "key version is retired"},
+    [SP_ERR_STORE] = {"SP_ERR_STORE", "database operation failed"},
+    [SP_ERR_CONFLICT] = {"SP_ERR_CONFLICT", "concurrent change; retry"},
+    [SP_ERR_SCHEMA] = {"SP_ERR_SCHEMA", "database schema is newer than this build"},
+    [SP_ERR_UNAVAILABLE] = {"SP_ERR_UNAVAILABLE", "service unavailable"},
 };
 
 static const sp_error_entry *sp_error_lookup(sp_error err) {
