@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 10
 PREFIX       ?= /usr/local
 CTEST_FLAGS  ?= --output-on-failure --timeout 600
 
-.PHONY: all bootstrap build test unit sanitize fuzz fuzz-smoke bench run install clean
+.PHONY: all bootstrap build test unit sanitize fuzz fuzz-smoke bench run tour install clean
 
 all: build
 
@@ -53,8 +53,14 @@ bench: bootstrap
 	@$(MAKE) --no-print-directory build >&2
 	@scripts/bench-run $(BUILD)
 
+# sealpostd on the embedded defaults (var/): SQLite, local key files,
+# a self-signed certificate
 run: bootstrap build
 	@scripts/run $(BUILD)
+
+# the library from the CLI, step by step
+tour: bootstrap build
+	@scripts/tour $(BUILD)
 
 install: build
 	@cmake --install $(BUILD)

@@ -14,6 +14,14 @@
  * what libmicrohttpd cannot parse, 503 while shutting down; and 500 when a
  * handler returns without answering.
  *
+ * The server's 413 comes after on_headers (a client the application
+ * refuses learns nothing of the limits): at once when Content-Length
+ * announces more than max_body, at the end of a chunked body that passed
+ * it (the rest is read and dropped, up to 4 MiB more; past that the
+ * connection is cut). Its own answers use the JSON error shape
+ * {"error":{"code":"too_large"|"unavailable"|"internal","message":…}};
+ * the 431 and 400 that libmicrohttpd sends itself do not.
+ *
  * Plain HTTP is served only when the config asks for it and binds a
  * loopback address.
  */
@@ -29,19 +37,21 @@ SP_BEGIN_DECLS
 #define SP_HTTP_MAX_BODY_LIMIT (64u << 20)
 #define SP_HTTP_MAX_THREADS 64
 #define SP_HTTP_PEER_CHARS 46 /* an IPv6 address as text, NUL included */
+#define SP_HTTP_MAX_CONNECTIONS 65536u
+#define SP_HTTP_MAX_IDLE_TIMEOUT 3600u
 
 typedef struct sp_http_config {
-    const char *bind_address;         /* "127.0.0.1", "::1", "0.0.0.0", "::" */
+    const char *bind_address;         /* numeric only: "127.0.0.1", "::1", "0.0.0.0", "::" (both families) */
     uint16_t port;                    /* 0: any free port (sp_http_server_port tells) */
     const char *cert_file;            /* PEM; NULL with key_file NULL: plain HTTP */
-    const char *key_file;
+    const char *key_file;             /* PEM; refused when others (not group) may read it */
     bool allow_plain_http;            /* required for plain HTTP, and only on loopback */
     unsigned threads;                 /* 1..SP_HTTP_MAX_THREADS */
     size_t max_body;                  /* 1..SP_HTTP_MAX_BODY_LIMIT */
-    size_t max_header_bytes;          /* per-connection header memory, 4 KiB..1 MiB */
-    unsigned max_connections;         /* all clients */
-    unsigned max_connections_per_ip;
-    unsigned idle_timeout_s;          /* a connection idle this long is closed */
+    size_t max_header_bytes;          /* per-connection header memory, 4 KiB..1 MiB; past it 431 */
+    unsigned max_connections;         /* all clients, 1..SP_HTTP_MAX_CONNECTIONS */
+    unsigned max_connections_per_ip;  /* 1..max_connections */
+    unsigned idle_timeout_s;          /* a connection idle this long is closed, 1..SP_HTTP_MAX_IDLE_TIMEOUT */
     sp_metrics *metrics;              /* may be NULL: request counts and latencies go here */
 } sp_http_config;
 
@@ -61,21 +71,27 @@ typedef struct sp_http_handlers {
 
 /* Validates the config (SP_ERR_BAD_CONFIG with nothing started when a value
  * is out of range, plain HTTP is asked for off loopback, or the certificate
- * cannot be loaded) and starts listening. */
+ * cannot be loaded or does not match the key) and starts listening
+ * (SP_ERR_IO when the address cannot be bound). */
 SP_API SP_MUST_CHECK sp_error sp_http_server_start(const sp_http_config *config, const sp_http_handlers *handlers,
                                                    sp_http_server **out);
 SP_API uint16_t sp_http_server_port(const sp_http_server *server);
-/* Stops accepting connections; requests in flight go on. */
+/* Stops accepting connections (a new one is closed as soon as it is
+ * accepted); requests in flight and open keep-alive connections go on. */
 SP_API void sp_http_server_quiesce(sp_http_server *server);
 /* Quiesces, waits up to grace_ms for requests in flight to finish, then
- * stops and frees. */
+ * stops and frees. Meanwhile a new request on an open keep-alive
+ * connection gets 503 {"error":{"code":"unavailable",...}} and
+ * Connection: close. NULL is a no-op. */
 SP_API void sp_http_server_stop(sp_http_server *server, unsigned grace_ms);
 
 /* ---- inside a handler ---- */
 SP_API const char *sp_http_method(const sp_http_request *req);
 /* The path without the query string, percent-decoding left to the caller. */
 SP_API const char *sp_http_path(const sp_http_request *req);
-/* A query argument or NULL. */
+/* A query argument, percent-decoded ('+' is a space), or NULL. NULL too
+ * when the value is malformed (a stray '%', an encoded NUL) or the
+ * request's decoded values pass 2 KiB in all. */
 SP_API const char *sp_http_query(const sp_http_request *req, const char *name);
 /* A header (case-insensitive name) or NULL; when the header is repeated,
  * count (may be NULL) tells how often and the first value is returned. */
@@ -94,7 +110,10 @@ SP_API void sp_http_set_route(sp_http_request *req, const char *route);
 SP_API void sp_http_set_user(sp_http_request *req, void *user, void (*free_fn)(void *));
 SP_API void *sp_http_user(const sp_http_request *req);
 
-/* Adds a response header (before sp_http_respond). */
+/* Adds a response header (before sp_http_respond): name an HTTP token,
+ * value without control bytes (SP_ERR_BAD_HEADER_VALUE); at most 16
+ * headers and 2 KiB per response (SP_ERR_TOO_LARGE). Every response also
+ * carries Cache-Control: no-store and X-Content-Type-Options: nosniff. */
 SP_API SP_MUST_CHECK sp_error sp_http_add_header(sp_http_request *req, const char *name, const char *value);
 /* Answers once; the body is copied. A second answer is
  * SP_ERR_INVALID_ARGUMENT. */

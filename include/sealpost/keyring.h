@@ -102,7 +102,7 @@ SP_API SP_MUST_CHECK sp_error sp_keyring_find(const sp_keyring *kr, const char *
 SP_API SP_MUST_CHECK sp_error sp_keyring_rotate(sp_keyring *kr, const char *tenant, const char *channel, int64_t now,
                                                 char version_out[SP_KEY_VERSION_CHARS + 1]);
 /* The channel's active version, rotating first only when there is none or
- * it is at least max_age_s old; decided under the file's lock, so processes
+ * it is at least max_age_s old; decided under the storage's lock, so processes
  * sharing the keyring rotate once, not once each. */
 SP_API SP_MUST_CHECK sp_error sp_keyring_rotate_if_older(sp_keyring *kr, const char *tenant, const char *channel,
                                                          int64_t now, int64_t max_age_s,

@@ -54,6 +54,17 @@ SP_API SP_MUST_CHECK sp_error sp_kms_unwrap_key(sp_kms *kms, const uint8_t *wrap
 /* True when the blob names this KMS's backend and master key. */
 SP_API bool sp_kms_owns(const sp_kms *kms, const uint8_t *wrapped, size_t wrapped_len);
 
+/* Counters since open, for metrics. A call refused by the open breaker
+ * counts as a call and as unavailable; local wraps count too. */
+typedef struct sp_kms_stats {
+    uint64_t calls;
+    uint64_t failures;
+    uint64_t unavailable; /* the KMS did not answer, or the breaker was open */
+    uint64_t denied;      /* access denied or key disabled (e.g. revoked) */
+    bool breaker_open;
+} sp_kms_stats;
+SP_API void sp_kms_get_stats(sp_kms *kms, sp_kms_stats *out);
+
 /* Reaches the KMS and tries what sealpost needs (wrap, unwrap); writes a
  * human-readable report, one finding per line. Returns the first failure. */
 SP_API SP_MUST_CHECK sp_error sp_kms_check(sp_kms *kms, char *report, size_t cap);

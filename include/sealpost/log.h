@@ -2,7 +2,13 @@
  * Structured logs: one JSON object per line, {"ts":…,"level":…,"event":…,
  * fields…}. Callers pass typed fields, never a format string, and never PII
  * or secrets: a field holds an id, a count, an error name, a hash. Strings
- * are escaped so a value cannot start a new line or a new key.
+ * are escaped so a value cannot start a new line or a new key: control
+ * bytes as \u00XX, and each byte of invalid UTF-8 replaced by U+FFFD
+ * (written \ufffd). ts is UTC with milliseconds
+ * ("2026-01-02T03:04:05.678Z"); a double that is NaN or infinite is null.
+ * Keys must match [a-z0-9_.]{1,64} and not be one of the line's own (ts,
+ * level, event, truncated, dropped_fields): a field with a bad key is left
+ * out and counted in "dropped_fields":N.
  *
  * One process-wide sink (stderr by default, or an append-only file opened
  * 0600), safe to call from any thread: each line is one write(2).
@@ -44,7 +50,10 @@ typedef struct sp_log_field {
 #define SP_LOG_B(k, v) ((sp_log_field){.key = (k), .type = SP_LOG_BOOL, .i = (v) ? 1 : 0})
 #define SP_LOG_D(k, v) ((sp_log_field){.key = (k), .type = SP_LOG_DOUBLE, .d = (double)(v)})
 
-/* path NULL or "-": stderr. Replaces the previous sink. */
+/* path NULL or "-": stderr. Replaces the previous sink; on failure the
+ * previous one stays. A new file is created 0600; an existing one that
+ * others may access is SP_ERR_INSECURE_PERMISSIONS, a symlink or a
+ * directory SP_ERR_IO. */
 SP_API SP_MUST_CHECK sp_error sp_log_open(const char *path, sp_log_level min_level);
 SP_API void sp_log_close(void);
 SP_API bool sp_log_enabled(sp_log_level level);

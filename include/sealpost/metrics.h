@@ -41,10 +41,16 @@ SP_API SP_MUST_CHECK sp_error sp_metrics_get(sp_metrics *metrics, sp_metric_type
 
 SP_API void sp_metric_add(sp_metric *metric, uint64_t n);   /* counters */
 SP_API void sp_metric_set(sp_metric *metric, double value); /* gauges */
+/* Adds delta (negative to lower) to a gauge atomically: for gauges that
+ * several threads move, such as requests in flight. */
+SP_API void sp_metric_gauge_add(sp_metric *metric, double delta);
 SP_API void sp_metric_observe(sp_metric *metric, double value); /* histograms */
 SP_API uint64_t sp_metric_count(const sp_metric *metric);   /* counter value or observations */
+/* The updates above accept NULL (no registry configured) and do nothing
+ * when called on a series of another type. */
 
-/* Escapes a label value (backslash, quote, newline) into out. */
+/* Escapes a label value (backslash, quote, newline) into out, NUL
+ * included; SP_ERR_BUFFER_TOO_SMALL when it does not fit. */
 SP_API SP_MUST_CHECK sp_error sp_metrics_label_escape(const char *value, char *out, size_t cap);
 
 /* The whole registry as exposition text; free it with sp_metrics_text_free. */

@@ -14,7 +14,16 @@
  * Writes of one request go in one transaction (sp_store_begin/commit): a
  * request that fails leaves nothing behind. A commit or statement that loses
  * to a concurrent writer is SP_ERR_CONFLICT: roll back and retry the whole
- * request. Every other database failure is SP_ERR_STORE.
+ * request. Every other database failure is SP_ERR_STORE. After any error
+ * inside sp_store_begin/commit, roll back: PostgreSQL refuses every further
+ * statement of a transaction that saw an error. A failed commit has already
+ * rolled back.
+ *
+ * Without an open transaction, each write call is atomic on its own (a
+ * profile with its PII rows, a tenant with everything it owns).
+ *
+ * Callbacks (sp_store_tenant_fn, sp_store_credential_fn) must not use the
+ * sp_store that calls them; the row they get is valid during the call only.
  *
  * Only ciphertext reaches the store: PII fields arrive as vault blobs and
  * blind indexes, keys as KMS-wrapped documents, secrets as keyed hashes.
@@ -37,6 +46,9 @@ SP_BEGIN_DECLS
 #define SP_STORE_MAX_EVENT_NAME 128
 #define SP_STORE_HASH_BYTES 32            /* keyed hashes of credentials */
 #define SP_STORE_MAX_CREDENTIALS_PER_KEY 16
+#define SP_STORE_MAX_PROPERTIES (256u << 10) /* an event's properties: PII values grow into base64 blobs */
+#define SP_STORE_MAX_BLOB (SP_VAULT_MAX_VALUE + SP_VAULT_OVERHEAD) /* one PII field's vault blob */
+#define SP_STORE_MAX_LIST 1000           /* limit of one sp_store_tenant_list page */
 
 typedef struct sp_store sp_store;
 
@@ -66,7 +78,8 @@ typedef struct sp_store_tenant {
     bool disabled;
 } sp_store_tenant;
 
-/* SP_ERR_EXISTS when the id is taken. */
+/* SP_ERR_EXISTS when the id is taken; update is SP_ERR_NOT_FOUND when the
+ * id is not. */
 SP_API SP_MUST_CHECK sp_error sp_store_tenant_create(sp_store *store, const char *id, const char *settings,
                                                      size_t settings_len, int64_t now);
 SP_API SP_MUST_CHECK sp_error sp_store_tenant_update(sp_store *store, const char *id, const char *settings,
@@ -100,6 +113,9 @@ typedef struct sp_store_credential {
     int64_t revoked;                     /* 0: not revoked */
 } sp_store_credential;
 
+/* SP_ERR_EXISTS for an id already used, SP_ERR_NOT_FOUND for an unknown
+ * tenant, SP_ERR_TOO_LARGE past SP_STORE_MAX_CREDENTIALS_PER_KEY under one
+ * client key. */
 SP_API SP_MUST_CHECK sp_error sp_store_credential_add(sp_store *store, const sp_store_credential *credential);
 /* Every credential (revoked and expired included) under one client access
  * key hash, up to cap (SP_STORE_MAX_CREDENTIALS_PER_KEY is enough). */
@@ -135,11 +151,17 @@ typedef struct sp_store_profile {
     size_t n_pii;
 } sp_store_profile;
 
-/* Insert or update by (tenant, id); created tells which. */
+/* Insert or update by (tenant, id); created tells which. An update merges
+ * the attributes at the top level (given keys replace, others stay) and
+ * replaces the given PII fields, keeping the others; a profile may hold at
+ * most SP_VAULT_MAX_PII_FIELDS fields (SP_ERR_TOO_LARGE past that). Profile
+ * ids are printable ASCII (0x20..0x7e), 1..SP_STORE_MAX_ID. The tenant must
+ * exist: SP_ERR_NOT_FOUND otherwise. */
 SP_API SP_MUST_CHECK sp_error sp_store_profile_upsert(sp_store *store, const sp_store_profile *profile, int64_t now,
                                                       bool *created);
 /* The id of the most recently updated profile whose `field` has this blind
- * index; SP_ERR_NOT_FOUND when none. */
+ * index (the field's last write decides; ties go to the greater id);
+ * SP_ERR_NOT_FOUND when none. */
 SP_API SP_MUST_CHECK sp_error sp_store_profile_find_by_index(sp_store *store, const char *tenant, const char *field,
                                                              const uint8_t *index, size_t index_len,
                                                              char id_out[SP_STORE_MAX_ID + 1]);
@@ -182,9 +204,10 @@ typedef struct sp_store_event {
 } sp_store_event;
 
 /* inserted is false when (tenant, id) was already stored: a retried batch
- * counts once. */
+ * counts once. An unknown profile_id is SP_ERR_NOT_FOUND. */
 SP_API SP_MUST_CHECK sp_error sp_store_event_insert(sp_store *store, const sp_store_event *event, int64_t now,
                                                     bool *inserted);
+/* profile_id NULL counts the tenant's events. */
 SP_API SP_MUST_CHECK sp_error sp_store_event_count(sp_store *store, const char *tenant, const char *profile_id,
                                                    uint64_t *count);
 
@@ -193,7 +216,11 @@ SP_API SP_MUST_CHECK sp_error sp_store_event_count(sp_store *store, const char *
  * document in this database. It opens a connection of its own (so keyring
  * changes never nest inside a request's transaction); the keyring closes it.
  * Changes lock the tenant's row (BEGIN IMMEDIATE / SELECT … FOR UPDATE), so
- * processes sharing the database rotate once, not once each. */
+ * processes sharing the database rotate once, not once each. The tenant is
+ * a keyring name ([A-Za-z0-9_.-]{1,64}); it need not be a stored tenant. The
+ * generation counts writes from a start taken from the clock when the row
+ * is made, so a tenant deleted and made again never repeats a generation a
+ * running keyring saw. */
 SP_API SP_MUST_CHECK sp_error sp_store_keyring_storage(const char *url, const char *tenant,
                                                        sp_keyring_storage *storage);
 

@@ -1,10 +1,12 @@
 /*
  * The provider keyring (include/sealpost/keyring.h).
  *
- * State lives in one private JSON file. Every change takes the file's lock,
- * re-reads it, applies the change in memory, and replaces the file
- * atomically, so processes sharing the file never lose each other's
- * changes and a crash leaves the previous state or the next one. Key
+ * State lives in one JSON document kept by a storage (sp_keyring_storage):
+ * a private file (below, sp_keyring_open) or a database row (the store's).
+ * Every change takes the storage's lock, re-reads the document, applies the
+ * change in memory, and writes the document back before unlocking, so
+ * processes sharing it never lose each other's changes and a crash leaves
+ * the previous state or the next one. Key
  * material is stored only as KMS-wrapped blobs; it is unwrapped into locked
  * memory when a channel's keys are loaded into an sp_wire.
  *
@@ -15,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "keyring/keyring_internal.h"
 #include "kms/sp_kms.h"
 #include "sealpost/keyring.h"
 
@@ -40,7 +43,7 @@ typedef struct {
 } sp_kr_hash;
 
 struct sp_keyring {
-    char *path;
+    sp_keyring_storage st;
     sp_kms *kms;
     sp_kr_item *items;
     size_t count, cap;
@@ -49,12 +52,9 @@ struct sp_keyring {
      * file write anyway, lookups are on every cache miss. */
     sp_kr_hash by_version, by_active;
     bool index_stale;
-    /* the file last read: a replaced file is another inode */
-    bool seen;
-    dev_t seen_dev;
-    ino_t seen_ino;
-    off_t seen_size;
-    struct timespec seen_mtime;
+    /* the storage's generation of the document last read; 0 (none) also
+     * after a failed read, so the next check reads again */
+    uint64_t seen_gen;
     sp_kr_channel *chans;
     size_t nchans, chans_cap;
     uint64_t next_seq;
@@ -284,45 +284,19 @@ static sp_error sp_kr_parse_chan(sp_keyring *kr, json_t *o) {
     return SP_OK;
 }
 
-/* Which file the path names now; missing counts as "none". */
-static void sp_kr_identity(const sp_keyring *kr, bool *exists, struct stat *st) {
-    *exists = stat(kr->path, st) == 0;
-}
-
-static bool sp_kr_same_file(const sp_keyring *kr) {
-    struct stat st;
-    bool exists;
-    sp_kr_identity(kr, &exists, &st);
-    if (!exists) return !kr->seen;
-    return kr->seen && st.st_dev == kr->seen_dev && st.st_ino == kr->seen_ino && st.st_size == kr->seen_size &&
-           st.st_mtim.tv_sec == kr->seen_mtime.tv_sec && st.st_mtim.tv_nsec == kr->seen_mtime.tv_nsec;
-}
-
 static sp_error sp_kr_load(sp_keyring *kr) {
     sp_kr_clear(kr);
-    /* noted before reading: a replacement racing the read makes the next
-     * check see a change and read again, never miss it */
-    struct stat st;
-    sp_kr_identity(kr, &kr->seen, &st);
-    if (kr->seen) {
-        kr->seen_dev = st.st_dev;
-        kr->seen_ino = st.st_ino;
-        kr->seen_size = st.st_size;
-        kr->seen_mtime = st.st_mtim;
-    }
     uint8_t *data = NULL;
     size_t len = 0;
-    sp_error rc = sp_file_read_private(kr->path, SP_KEYRING_MAX_FILE, &data, &len);
-    if (rc == SP_ERR_NOT_FOUND) return SP_OK; /* a new keyring */
-    if (rc != SP_OK) {
-        kr->seen = false;
-        return rc;
-    }
+    uint64_t gen = 0;
+    sp_error rc = kr->st.read(kr->st.ctx, &data, &len, &gen);
+    kr->seen_gen = rc == SP_OK ? gen : 0;
+    if (rc != SP_OK || data == NULL) return rc; /* no document yet: a new keyring */
     json_t *root = NULL;
     rc = sp_json_load(data, len, SP_ERR_BAD_KEYFILE, &root);
-    sp_free_wiped(data, len + 1);
+    kr->st.free_doc(kr->st.ctx, data, len);
     if (rc != SP_OK) {
-        kr->seen = false;
+        kr->seen_gen = 0;
         return rc;
     }
     json_t *format = json_object_get(root, "format"), *keys = json_object_get(root, "keys");
@@ -336,12 +310,12 @@ static sp_error sp_kr_load(sp_keyring *kr) {
     for (size_t i = 0; rc == SP_OK && i < json_array_size(chans); i++)
         rc = sp_kr_parse_chan(kr, json_array_get(chans, i));
     json_decref(root);
-    /* the file's invariants, in one pass: every version once, one active
-     * key per channel */
+    /* the document's invariants, in one pass: every version once, one
+     * active key per channel */
     if (rc == SP_OK) rc = sp_kr_reindex(kr);
     if (rc != SP_OK) {
         sp_kr_clear(kr);
-        kr->seen = false; /* not read after all: the next check must read it */
+        kr->seen_gen = 0; /* not read after all: the next check must read it */
     }
     return rc;
 }
@@ -364,64 +338,182 @@ static json_t *sp_kr_item_json(const sp_kr_item *it) {
     return o;
 }
 
-static sp_error sp_kr_save(sp_keyring *kr) {
+/* The document as JSON text (NUL-terminated, len + 1 bytes, the caller's to
+ * sp_free_wiped): every entry, or only one tenant's. */
+static sp_error sp_kr_serialize(const sp_keyring *kr, const char *tenant, uint8_t **out, size_t *out_len) {
     json_t *keys = json_array(), *chans = json_array();
     json_t *root = json_pack("{s:s, s:i, s:o, s:o}", "format", SP_KEYRING_FORMAT, "version", 1, "keys", keys,
                              "channels", chans);
     SP_ENSURE(root != NULL, SP_ERR_NO_MEMORY);
     sp_error rc = SP_OK;
     for (size_t i = 0; rc == SP_OK && i < kr->count; i++) {
+        if (tenant != NULL && strcmp(kr->items[i].e.tenant, tenant) != 0) continue;
         if (json_array_append_new(keys, sp_kr_item_json(&kr->items[i])) != 0) rc = SP_ERR_NO_MEMORY;
     }
     for (size_t i = 0; rc == SP_OK && i < kr->nchans; i++) {
         const sp_kr_channel *c = &kr->chans[i];
+        if (tenant != NULL && strcmp(c->tenant, tenant) != 0) continue;
         json_t *o = json_pack("{s:s, s:s, s:I}", "tenant", c->tenant, "channel", c->channel, "min_seq",
                               (json_int_t)c->min_seq);
         if (json_array_append_new(chans, o) != 0) rc = SP_ERR_NO_MEMORY;
     }
-    char *text = NULL;
+    uint8_t *text = NULL;
     size_t need = 0;
     if (rc == SP_OK) {
         need = json_dumpb(root, NULL, 0, JSON_INDENT(1));
-        text = need ? sp_malloc(need) : NULL;
-        if (text == NULL || json_dumpb(root, text, need, JSON_INDENT(1)) != need) rc = SP_ERR_NO_MEMORY;
+        text = need ? sp_malloc(need + 1) : NULL;
+        if (text == NULL || json_dumpb(root, (char *)text, need, JSON_INDENT(1)) != need) rc = SP_ERR_NO_MEMORY;
     }
     json_decref(root);
-    if (rc == SP_OK) rc = sp_file_replace(kr->path, (const uint8_t *)text, need);
-    sp_free(text);
+    if (rc != SP_OK) {
+        if (text != NULL) sp_free_wiped(text, need + 1);
+        return rc;
+    }
+    text[need] = 0;
+    *out = text;
+    *out_len = need;
+    return SP_OK;
+}
+
+static sp_error sp_kr_save(sp_keyring *kr) {
+    uint8_t *text = NULL;
+    size_t len = 0;
+    SP_GUARD(sp_kr_serialize(kr, NULL, &text, &len));
+    sp_error rc = kr->st.write(kr->st.ctx, text, len);
+    sp_free_wiped(text, len + 1);
     return rc;
 }
 
-/* Lock, re-read, change, write, unlock. A failed change leaves the file as
- * it was and the in-memory view re-read from it. */
+sp_error sp_keyring_serialize_tenant(const sp_keyring *kr, const char *tenant, uint8_t **doc, size_t *len) {
+    SP_ENSURE(kr != NULL && tenant != NULL && doc != NULL && len != NULL, SP_ERR_INVALID_ARGUMENT);
+    return sp_kr_serialize(kr, tenant, doc, len);
+}
+
+/* Ends a locked change: commits when it went well (a commit can still
+ * lose, to a concurrent writer of a database row), abandons otherwise, and
+ * after any failure re-reads the document, so the in-memory view is what
+ * the storage holds. */
+static sp_error sp_kr_unlock(sp_keyring *kr, sp_error rc) {
+    sp_error urc = kr->st.unlock(kr->st.ctx, rc == SP_OK);
+    if (rc == SP_OK) rc = urc;
+    if (rc != SP_OK) (void)sp_kr_load(kr);
+    return rc;
+}
+
+/* Lock, re-read, change, write, unlock. A failed change leaves the document
+ * as it was and the in-memory view re-read from it. */
 typedef sp_error (*sp_kr_change_fn)(sp_keyring *kr, void *arg);
 
 static sp_error sp_kr_change(sp_keyring *kr, sp_kr_change_fn fn, void *arg) {
     SP_ENSURE(kr->kms != NULL, SP_ERR_BAD_CONFIG); /* opened for reading only */
-    int lock = -1;
-    SP_GUARD(sp_file_lock(kr->path, &lock));
+    SP_GUARD(kr->st.lock(kr->st.ctx));
     sp_error rc = sp_kr_load(kr);
     if (rc == SP_OK) rc = fn(kr, arg);
     if (rc == SP_OK) rc = sp_kr_save(kr);
-    if (rc != SP_OK) (void)sp_kr_load(kr);
-    sp_file_unlock(lock);
-    return rc;
+    return sp_kr_unlock(kr, rc);
+}
+
+/* ---- the file storage ----
+ * The document is a private file replaced atomically (sp_file_replace)
+ * under an advisory lock on a file beside it. Its generation is the file's
+ * identity: a replaced file is another inode, and an edit in place changes
+ * its size or mtime. */
+typedef struct {
+    char *path;
+    int lock;
+} sp_kr_file;
+
+/* A digest of what stat says about the file; 0 when it is missing. */
+static uint64_t sp_kr_file_identity(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    const uint64_t parts[5] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
+                               (uint64_t)st.st_mtim.tv_sec, (uint64_t)st.st_mtim.tv_nsec};
+    uint64_t h = 0xcbf29ce484222325u;
+    for (size_t i = 0; i < SP_ARRAY_LEN(parts); i++) {
+        for (int b = 0; b < 64; b += 8) h = (h ^ ((parts[i] >> b) & 0xffu)) * 0x100000001b3u;
+    }
+    return h ? h : 1;
+}
+
+static sp_error sp_kr_file_read(void *ctx, uint8_t **doc, size_t *len, uint64_t *generation) {
+    sp_kr_file *f = ctx;
+    /* noted before reading: a replacement racing the read makes the next
+     * check see a change and read again, never miss it */
+    uint64_t gen = sp_kr_file_identity(f->path);
+    uint8_t *data = NULL;
+    size_t n = 0;
+    sp_error rc = sp_file_read_private(f->path, SP_KEYRING_MAX_FILE, &data, &n);
+    if (rc == SP_ERR_NOT_FOUND) {
+        data = NULL;
+        n = 0;
+    } else if (rc != SP_OK) {
+        return rc;
+    }
+    *doc = data;
+    *len = n;
+    *generation = gen;
+    return SP_OK;
+}
+
+static sp_error sp_kr_file_generation(void *ctx, uint64_t *generation) {
+    sp_kr_file *f = ctx;
+    *generation = sp_kr_file_identity(f->path);
+    return SP_OK;
+}
+
+static sp_error sp_kr_file_lock(void *ctx) {
+    sp_kr_file *f = ctx;
+    SP_ENSURE(f->lock < 0, SP_ERR_INVALID_ARGUMENT);
+    return sp_file_lock(f->path, &f->lock);
+}
+
+static sp_error sp_kr_file_write(void *ctx, const uint8_t *doc, size_t len) {
+    sp_kr_file *f = ctx;
+    return sp_file_replace(f->path, doc, len);
+}
+
+/* A file replaced is visible at once; the keyring writes only as the last
+ * step of a change, so there is nothing to abandon. */
+static sp_error sp_kr_file_unlock(void *ctx, bool commit) {
+    sp_kr_file *f = ctx;
+    (void)commit;
+    sp_file_unlock(f->lock);
+    f->lock = -1;
+    return SP_OK;
+}
+
+static void sp_kr_file_free_doc(void *ctx, uint8_t *doc, size_t len) {
+    (void)ctx;
+    if (doc != NULL) sp_free_wiped(doc, len + 1);
+}
+
+static void sp_kr_file_close(void *ctx) {
+    sp_kr_file *f = ctx;
+    if (f == NULL) return;
+    sp_file_unlock(f->lock);
+    sp_free(f->path);
+    sp_free(f);
 }
 
 /* ---- open / query ---- */
-sp_error sp_keyring_open(const char *path, sp_kms *kms, sp_keyring **out) {
-    SP_ENSURE(path != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
+sp_error sp_keyring_open_storage(const sp_keyring_storage *storage, sp_kms *kms, sp_keyring **out) {
+    SP_ENSURE(storage != NULL, SP_ERR_INVALID_ARGUMENT);
+    const sp_keyring_storage *s = storage;
+    if (out == NULL || s->read == NULL || s->generation == NULL || s->lock == NULL || s->write == NULL ||
+        s->unlock == NULL || s->free_doc == NULL || s->close == NULL) {
+        if (s->close != NULL) s->close(s->ctx);
+        return SP_ERR_INVALID_ARGUMENT;
+    }
     sp_keyring *kr = sp_calloc(1, sizeof *kr);
-    SP_ENSURE(kr != NULL, SP_ERR_NO_MEMORY);
-    size_t n = strlen(path);
-    kr->path = sp_malloc(n + 1);
+    if (kr == NULL) {
+        s->close(s->ctx);
+        return SP_ERR_NO_MEMORY;
+    }
+    kr->st = *s;
     kr->kms = kms;
     kr->next_seq = 1;
-    sp_error rc = kr->path ? SP_OK : SP_ERR_NO_MEMORY;
-    if (rc == SP_OK) {
-        memcpy(kr->path, path, n + 1);
-        rc = sp_kr_load(kr);
-    }
+    sp_error rc = sp_kr_load(kr);
     if (rc != SP_OK) {
         sp_keyring_close(kr);
         return rc;
@@ -430,10 +522,33 @@ sp_error sp_keyring_open(const char *path, sp_kms *kms, sp_keyring **out) {
     return SP_OK;
 }
 
+sp_error sp_keyring_open(const char *path, sp_kms *kms, sp_keyring **out) {
+    SP_ENSURE(path != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    sp_kr_file *f = sp_calloc(1, sizeof *f);
+    SP_ENSURE(f != NULL, SP_ERR_NO_MEMORY);
+    size_t n = strlen(path);
+    f->lock = -1;
+    f->path = sp_malloc(n + 1);
+    if (f->path == NULL) {
+        sp_free(f);
+        return SP_ERR_NO_MEMORY;
+    }
+    memcpy(f->path, path, n + 1);
+    const sp_keyring_storage st = {.ctx = f,
+                                   .read = sp_kr_file_read,
+                                   .generation = sp_kr_file_generation,
+                                   .lock = sp_kr_file_lock,
+                                   .write = sp_kr_file_write,
+                                   .unlock = sp_kr_file_unlock,
+                                   .free_doc = sp_kr_file_free_doc,
+                                   .close = sp_kr_file_close};
+    return sp_keyring_open_storage(&st, kms, out);
+}
+
 void sp_keyring_close(sp_keyring *kr) {
     if (kr == NULL) return;
     sp_kr_clear(kr);
-    sp_free(kr->path);
+    kr->st.close(kr->st.ctx);
     sp_free(kr);
 }
 
@@ -444,7 +559,9 @@ sp_error sp_keyring_reload(sp_keyring *kr) {
 
 sp_error sp_keyring_reload_if_changed(sp_keyring *kr, bool *reloaded) {
     SP_ENSURE(kr != NULL, SP_ERR_INVALID_ARGUMENT);
-    bool changed = !sp_kr_same_file(kr);
+    uint64_t gen = 0;
+    SP_GUARD(kr->st.generation(kr->st.ctx, &gen));
+    bool changed = gen != kr->seen_gen;
     if (reloaded) *reloaded = changed;
     return changed ? sp_kr_load(kr) : SP_OK;
 }
@@ -740,8 +857,7 @@ sp_error sp_keyring_rewrap(sp_keyring *kr, sp_kms *new_kms, size_t batch, sp_key
     for (;;) {
         /* One batch per locked read-change-write, so a crash loses at most
          * the batch in hand, and what was written is never redone. */
-        int lock = -1;
-        SP_GUARD(sp_file_lock(kr->path, &lock));
+        SP_GUARD(kr->st.lock(kr->st.ctx));
         rc = sp_kr_load(kr);
         size_t total = 0, in_batch = 0;
         for (size_t i = 0; rc == SP_OK && i < kr->count; i++) {
@@ -763,9 +879,7 @@ sp_error sp_keyring_rewrap(sp_keyring *kr, sp_kms *new_kms, size_t batch, sp_key
             }
         }
         if (rc == SP_OK && in_batch > 0) rc = sp_kr_save(kr);
-        if (rc != SP_OK) (void)sp_kr_load(kr);
-        sp_file_unlock(lock);
-        SP_GUARD(rc);
+        SP_GUARD(sp_kr_unlock(kr, rc));
         done += in_batch;
         size_t left = 0;
         for (size_t i = 0; i < kr->count; i++) {

@@ -11,6 +11,7 @@
  * would not change them.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "kms/sp_kms.h"
@@ -36,6 +37,11 @@ struct sp_kms {
     uint32_t consecutive_outages;
     int64_t open_until_ms; /* breaker open while now < this */
     bool probing;          /* half-open: one call is testing the KMS */
+    /* for /metrics: read without the lock, so atomics */
+    _Atomic uint64_t stat_calls;
+    _Atomic uint64_t stat_failures;
+    _Atomic uint64_t stat_unavailable;
+    _Atomic uint64_t stat_denied;
 };
 
 /* ---- configuration ---- */
@@ -266,10 +272,33 @@ static void sp_breaker_record(sp_kms *kms, bool probe, sp_error rc) {
     pthread_mutex_unlock(&kms->lock);
 }
 
+static void sp_kms_count(sp_kms *kms, sp_error rc) {
+    atomic_fetch_add_explicit(&kms->stat_calls, 1, memory_order_relaxed);
+    if (rc == SP_OK) return;
+    atomic_fetch_add_explicit(&kms->stat_failures, 1, memory_order_relaxed);
+    if (rc == SP_ERR_KMS_UNAVAILABLE) atomic_fetch_add_explicit(&kms->stat_unavailable, 1, memory_order_relaxed);
+    if (rc == SP_ERR_KMS_ACCESS_DENIED || rc == SP_ERR_KMS_KEY_DISABLED)
+        atomic_fetch_add_explicit(&kms->stat_denied, 1, memory_order_relaxed);
+}
+
+void sp_kms_get_stats(sp_kms *kms, sp_kms_stats *out) {
+    if (out == NULL) return;
+    memset(out, 0, sizeof *out);
+    if (kms == NULL) return;
+    out->calls = atomic_load_explicit(&kms->stat_calls, memory_order_relaxed);
+    out->failures = atomic_load_explicit(&kms->stat_failures, memory_order_relaxed);
+    out->unavailable = atomic_load_explicit(&kms->stat_unavailable, memory_order_relaxed);
+    out->denied = atomic_load_explicit(&kms->stat_denied, memory_order_relaxed);
+    pthread_mutex_lock(&kms->lock);
+    out->breaker_open = kms->open_until_ms != 0;
+    pthread_mutex_unlock(&kms->lock);
+}
+
 static sp_error sp_kms_call(sp_kms *kms, sp_kms_op op, sp_kms_io *io) {
     bool local = op == SP_OP_WRAP && kms->backend->wrap_is_local != NULL && kms->backend->wrap_is_local(kms->state);
     bool probe = false;
     if (!local && !sp_breaker_admit(kms, &probe)) {
+        sp_kms_count(kms, SP_ERR_KMS_UNAVAILABLE);
         sp_error arc = sp_kms_audit(kms, op, io->mechanism, 0, SP_ERR_KMS_UNAVAILABLE);
         return arc != SP_OK ? arc : SP_ERR_KMS_UNAVAILABLE;
     }
@@ -284,6 +313,7 @@ static sp_error sp_kms_call(sp_kms *kms, sp_kms_op op, sp_kms_io *io) {
         sp_sleep_ms(sp_backoff_ms(kms, attempt - 1));
     }
     if (!local) sp_breaker_record(kms, probe, rc);
+    sp_kms_count(kms, rc);
     /* Fail closed: a key the log does not show being unwrapped is not
      * handed out (the caller wipes it), so every use stays auditable. */
     sp_error arc = sp_kms_audit(kms, op, io->mechanism, attempt, rc);

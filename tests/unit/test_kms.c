@@ -1052,6 +1052,40 @@ static void test_fake_breaker(void **state) {
     sp_kms_close(kms);
 }
 
+/* The counters /metrics reads: every call once (not per retry), failures
+ * split by kind, the breaker's state. */
+static void test_fake_stats(void **state) {
+    (void)state;
+    sp_kms *kms = open_fake("fake:retries=2;backoff-ms=1;breaker-failures=2;breaker-cooldown-ms=60000");
+    uint8_t wrapped[SP_KMS_MAX_WRAPPED];
+    sp_key *dek = NULL, *back = NULL;
+    size_t n = fake_blob(kms, wrapped, sizeof wrapped, &dek);
+    sp_kms_stats s0, s1;
+    sp_kms_get_stats(kms, &s0);
+    assert_false(s0.breaker_open);
+
+    assert_ok(sp_kms_unwrap_key(kms, wrapped, n, &back));
+    sp_key_free(back);
+    back = NULL;
+    fake_script(1, SP_ERR_KMS_ACCESS_DENIED);
+    assert_rc(sp_kms_unwrap_key(kms, wrapped, n, &back), SP_ERR_KMS_ACCESS_DENIED);
+    fake_script(-1, SP_ERR_KMS_UNAVAILABLE);
+    assert_rc(sp_kms_unwrap_key(kms, wrapped, n, &back), SP_ERR_KMS_UNAVAILABLE); /* 3 attempts, 1 call */
+    assert_rc(sp_kms_unwrap_key(kms, wrapped, n, &back), SP_ERR_KMS_UNAVAILABLE); /* opens the breaker */
+    assert_rc(sp_kms_unwrap_key(kms, wrapped, n, &back), SP_ERR_KMS_UNAVAILABLE); /* refused at once */
+    sp_kms_get_stats(kms, &s1);
+    assert_int_equal(s1.calls - s0.calls, 5);
+    assert_int_equal(s1.failures - s0.failures, 4);
+    assert_int_equal(s1.unavailable - s0.unavailable, 3);
+    assert_int_equal(s1.denied - s0.denied, 1);
+    assert_true(s1.breaker_open);
+    sp_kms_get_stats(NULL, &s1); /* tolerated: zeros */
+    assert_int_equal(s1.calls, 0);
+    fake_script(0, SP_OK);
+    sp_key_free(dek);
+    sp_kms_close(kms);
+}
+
 typedef struct {
     sp_kms *kms;
     const uint8_t *wrapped;
@@ -1430,6 +1464,7 @@ int main(void) {
         cmocka_unit_test_setup(test_fake_retries_unavailable, fake_setup),
         cmocka_unit_test_setup(test_fake_answers_not_retried, fake_setup),
         cmocka_unit_test_setup(test_fake_breaker, fake_setup),
+        cmocka_unit_test_setup(test_fake_stats, fake_setup),
         cmocka_unit_test_setup(test_fake_half_open_single_probe, fake_setup),
         cmocka_unit_test_setup(test_fake_backoff_bounded, fake_setup),
         cmocka_unit_test_setup_teardown(test_audit_lines, scratch_setup, scratch_teardown),

@@ -1,0 +1,287 @@
+/*
+ * sealpostd's internal contract between its parts: the process-wide app
+ * (config, metrics, audit, the credential pepper), per-thread store
+ * connections, tenant settings, per-thread tenant contexts (KMS, keyring and
+ * vault of one tenant) and the JSON replies every route uses.
+ *
+ *   main.c      start-up, signals, graceful shutdown, `admin-credential`
+ *   config.c    the INI file: one table of bounded entries
+ *   router.c    on_headers/on_request: allow-lists, credentials, rate
+ *               limits, routing, /healthz, /metrics, replies
+ *   admin.c     /admin/v1: tenants and credentials
+ *   tenant.c    tenant settings documents (parse, validate, serialise)
+ *   cidr.c      IPv4/IPv6 allow-lists
+ *   ratelimit.c token buckets per credential
+ *   context.c   per-thread tenant contexts and store connections
+ *   ingest.c    /v1/profiles and /v1/events
+ *   body.c      request-body parsers for ingestion (fuzzed)
+ *   mask.c      masking of decrypted PII for reads
+ *
+ * Apps use only the public headers of libsealpost (and jansson).
+ */
+#ifndef SPD_DAEMON_H
+#define SPD_DAEMON_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+
+#include "sealpost/sealpost.h"
+
+/* ---- config (config.c) ---- */
+
+#define SPD_MAX_PATH 1024
+#define SPD_MAX_CIDRS 64
+
+typedef struct spd_cidr {
+    uint8_t addr[16];
+    int family;        /* 4 or 6 */
+    unsigned prefix;   /* 0..32 or 0..128 */
+} spd_cidr;
+
+typedef struct spd_allow_list {
+    spd_cidr entries[SPD_MAX_CIDRS];
+    size_t count;      /* 0: nobody */
+} spd_allow_list;
+
+typedef struct spd_config {
+    /* [server] */
+    char listen_address[64];
+    uint16_t port;
+    char tls_cert[SPD_MAX_PATH];
+    char tls_key[SPD_MAX_PATH];
+    bool plain_http;               /* loopback only */
+    unsigned threads;
+    size_t max_body;
+    size_t max_header_bytes;
+    unsigned max_connections;
+    unsigned max_connections_per_ip;
+    unsigned idle_timeout_s;
+    unsigned shutdown_grace_ms;
+    /* [store] */
+    char store_url[SP_STORE_MAX_URL];
+    /* [data] */
+    char data_dir[SPD_MAX_PATH];   /* server key, audit log, local master keys */
+    /* [log] */
+    char log_path[SPD_MAX_PATH];   /* "" or "-": stderr */
+    sp_log_level log_level;
+    /* [audit] */
+    char audit_path[SPD_MAX_PATH];
+    /* [security] */
+    spd_allow_list admin_allow;
+    spd_allow_list default_tenant_allow;
+    /* [limits] */
+    size_t max_batch;              /* 1..1000 */
+    double rate_per_second;        /* default per credential */
+    double rate_burst;
+    /* [vault] */
+    int64_t dek_lifetime_s;
+    int64_t dek_cache_ttl_s;
+} spd_config;
+
+/* Loads and validates the file; on failure writes one clear line
+ * ("sealpost.conf:12: max_body: must be between 1024 and 67108864") into
+ * err. */
+sp_error spd_config_load(const char *path, spd_config *out, char *err, size_t cap);
+
+/* The table behind the file, for the documentation check and --help. */
+typedef struct spd_config_info {
+    const char *section;
+    const char *key;
+    const char *default_text;      /* "" for a default derived from [data] dir */
+    const char *help;
+} spd_config_info;
+size_t spd_config_entry_count(void);
+const spd_config_info *spd_config_entry(size_t index);
+
+/* ---- allow-lists (cidr.c) ---- */
+sp_error spd_cidr_parse(const char *text, spd_cidr *out);
+bool spd_allow_list_contains(const spd_allow_list *list, const uint8_t addr[16], int family);
+/* "10.0.0.0/8", "::1/128" (the network, host bits cleared). */
+sp_error spd_cidr_format(const spd_cidr *cidr, char *out, size_t cap);
+/* A comma-separated list (blanks around entries ignored, at most
+ * SPD_MAX_CIDRS); the offending entry goes into err. */
+sp_error spd_allow_list_parse(const char *text, spd_allow_list *out, char *err, size_t cap);
+
+/* ---- rate limits (ratelimit.c) ----
+ * Token buckets keyed by credential id in a fixed table: bounded memory,
+ * the least recently used of a few candidate slots is evicted when full. */
+typedef struct spd_ratelimit spd_ratelimit;
+sp_error spd_ratelimit_new(size_t capacity, spd_ratelimit **out);
+void spd_ratelimit_free(spd_ratelimit *rl);
+/* 0 when a token was taken; otherwise the whole seconds to wait (>= 1). */
+unsigned spd_ratelimit_take(spd_ratelimit *rl, const char *key, double per_second, double burst);
+/* Tests: a clock in seconds (monotonic); NULL restores CLOCK_MONOTONIC. */
+void spd_ratelimit_set_clock(spd_ratelimit *rl, double (*now)(void *arg), void *arg);
+
+/* ---- tenant settings (tenant.c) ----
+ * The settings document of a tenant row: what the admin API accepts and
+ * returns (the kms config is stored but never returned). */
+
+typedef struct spd_pii_field {
+    char name[SP_VAULT_MAX_FIELD + 1];
+    sp_vault_field_kind kind;
+} spd_pii_field;
+
+typedef struct spd_settings {
+    char name[201];
+    char kms[SP_KMS_MAX_CONFIG + 1];
+    spd_pii_field pii[SP_VAULT_MAX_PII_FIELDS];
+    size_t n_pii;
+    char default_country_code[4];  /* "" when none */
+    spd_allow_list allow;
+    double rate_per_second;
+    double rate_burst;
+} spd_settings;
+
+/* Parses a stored settings document (trusted, but checked). */
+sp_error spd_settings_parse(const char *json_text, size_t len, spd_settings *out);
+/* ^[a-z0-9][a-z0-9_-]{0,63}$ */
+bool spd_tenant_id_valid(const char *id);
+/* The defaults of a new tenant before its request body is applied: email
+ * and phone PII fields, the config's default allow-list and rate limit, the
+ * local KMS under data_dir/kms/<id>.key. */
+sp_error spd_settings_defaults(const spd_config *config, const char *tenant_id, spd_settings *out);
+/* Applies an admin request body (POST: create, PATCH: !create) to *io;
+ * *disabled_io is read and written for PATCH. On a bad body, a message
+ * naming the field ("allow_ips[2]: not a CIDR") goes into err and the
+ * result is SP_ERR_INVALID_ARGUMENT. */
+sp_error spd_settings_apply(const json_t *body, bool create, spd_settings *io, bool *disabled_io, char *err,
+                            size_t cap);
+/* The stored document (with the kms string); NULL when out of memory. */
+json_t *spd_settings_document(const spd_settings *settings);
+/* The admin API's tenant object: no kms string, its "kms_backend" instead. */
+json_t *spd_tenant_json(const char *id, const spd_settings *settings, bool disabled, int64_t created,
+                        int64_t updated);
+
+/* ---- the app ---- */
+
+typedef struct spd_app {
+    spd_config config;
+    sp_metrics *metrics;
+    sp_audit *audit;
+    sp_key *pepper;                /* keys the hashes of client keys and secrets */
+    atomic_uint_fast64_t tenants_generation; /* bumped by every tenant change */
+    atomic_bool shutting_down;
+    /* series kept by pointer so handlers never look them up by name */
+    sp_metric *profiles_ingested;
+    sp_metric *events_ingested;
+    sp_metric *events_duplicate;
+    sp_metric *vault_decrypts;
+    /* router.c and admin.c (main.c sets them up) */
+    spd_ratelimit *ratelimit;
+    sp_metric *auth_failures_admin;
+    sp_metric *auth_failures_tenant;
+    sp_metric *rate_limited;
+    struct spd_router_state *router; /* tenant settings cache (spd_router_init) */
+} spd_app;
+
+/* Keyed hash of a client access key or an API secret (HMAC-SHA256 under the
+ * pepper, the two kinds domain-separated). */
+typedef enum spd_hash_kind { SPD_HASH_CLIENT_KEY = 1, SPD_HASH_SECRET = 2 } spd_hash_kind;
+sp_error spd_credential_hash(const spd_app *app, spd_hash_kind kind, const char *value, size_t len,
+                             uint8_t out[SP_STORE_HASH_BYTES]);
+/* A new client access key ("spk_" + 43 base64url chars) or secret ("sps_"). */
+sp_error spd_credential_generate(const char *prefix, char out[48]);
+
+/* What on_headers established, stashed with sp_http_set_user. */
+typedef struct spd_auth {
+    char tenant[SP_STORE_MAX_TENANT + 1]; /* "" for admin */
+    char credential_id[SP_KEY_VERSION_CHARS + 1];
+    bool admin;
+} spd_auth;
+
+/* ---- per-thread state (context.c) ---- */
+
+/* This thread's store connection, opened on first use and closed when the
+ * thread ends. */
+sp_error spd_store(spd_app *app, sp_store **out);
+
+typedef struct spd_tenant {
+    char id[SP_STORE_MAX_TENANT + 1];
+    spd_settings settings;
+    sp_vault *vault;               /* this thread's vault of the tenant */
+    sp_keyring *keyring;           /* over the store (sp_store_keyring_storage) */
+    sp_kms *kms;                   /* shared by every thread, owned by the app's cache */
+    uint64_t generation;
+} spd_tenant;
+
+/* This thread's context of a tenant, (re)built when the tenant changed since
+ * (tenants_generation). SP_ERR_NOT_FOUND for an unknown or disabled tenant;
+ * SP_ERR_KMS_* when its KMS cannot be opened. */
+sp_error spd_tenant_get(spd_app *app, const char *tenant_id, spd_tenant **out);
+/* After a tenant is updated or deleted: every thread rebuilds. */
+void spd_tenant_invalidate(spd_app *app);
+/* Crypto-erase of the tenant's vault keys (before its rows are deleted). */
+sp_error spd_tenant_erase_keys(spd_app *app, const char *tenant_id);
+/* Checks a KMS config the way a tenant will use it: open, wrap and unwrap a
+ * data key; a readable reason in err. */
+sp_error spd_kms_probe(const char *kms_config, char *err, size_t cap);
+/* Frees every shared KMS handle (at exit). */
+void spd_context_shutdown(spd_app *app);
+
+/* ---- routing (router.c) ---- */
+typedef enum spd_route_id {
+    SPD_ROUTE_NONE = 0,
+    SPD_ROUTE_HEALTHZ,
+    SPD_ROUTE_METRICS,
+    SPD_ROUTE_TENANTS,       /* /admin/v1/tenants */
+    SPD_ROUTE_TENANT,        /* /admin/v1/tenants/{id} */
+    SPD_ROUTE_CREDENTIALS,   /* /admin/v1/tenants/{id}/credentials */
+    SPD_ROUTE_CREDENTIAL,    /* /admin/v1/tenants/{id}/credentials/{cid} */
+    SPD_ROUTE_PROFILES,      /* /v1/profiles */
+    SPD_ROUTE_PROFILE,       /* /v1/profiles/{id} */
+    SPD_ROUTE_EVENTS,        /* /v1/events */
+} spd_route_id;
+
+typedef struct spd_route_match {
+    spd_route_id route;
+    const char *label;       /* the metrics label, e.g. "/v1/profiles/{id}" */
+    const char *allow;       /* the methods the route takes, for 405's Allow */
+    bool method_ok;
+    char id[SP_STORE_MAX_ID + 1];  /* the first {…} segment, percent-decoded */
+    char sub[SP_STORE_MAX_ID + 1]; /* the second */
+} spd_route_match;
+/* SPD_ROUTE_NONE: 404; method_ok false: 405. */
+void spd_route_match_path(const char *method, const char *path, spd_route_match *out);
+
+/* Router state (tenant settings cache); main.c calls these around the
+ * server's life. */
+sp_error spd_router_init(spd_app *app);
+void spd_router_free(spd_app *app);
+sp_http_verdict spd_on_headers(void *app, sp_http_request *req);
+void spd_on_request(void *app, sp_http_request *req);
+
+/* ---- replies (router.c) ---- */
+void spd_reply_error(sp_http_request *req, unsigned status, const char *code, const char *message);
+/* Serialises (compact) and answers; steals the reference to body. */
+void spd_reply_json(sp_http_request *req, unsigned status, json_t *body);
+/* 400 bad_json / bad_request / 415 from a parse of the request body. */
+void spd_reply_status(sp_http_request *req, unsigned status);
+/* An error with a Retry-After header (429, 503). */
+void spd_reply_retry(sp_http_request *req, unsigned status, const char *code, const char *message,
+                     unsigned retry_after_s);
+/* 204, no body. */
+void spd_reply_empty(sp_http_request *req);
+/* The reply an sp_error from the store, KMS or vault maps to:
+ * SP_ERR_KMS_* → 503 kms_unavailable, SP_ERR_UNAVAILABLE/SP_ERR_STORE →
+ * 503 unavailable, SP_ERR_NOT_FOUND → 404, anything else → 500 internal. */
+void spd_reply_sp_error(sp_http_request *req, sp_error err);
+
+/* ---- routes (ingest.c) ---- */
+void spd_profiles_post(spd_app *app, sp_http_request *req, const spd_auth *auth);
+void spd_profile_get(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *profile_id);
+void spd_profile_delete(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *profile_id);
+void spd_events_post(spd_app *app, sp_http_request *req, const spd_auth *auth);
+
+/* ---- routes (admin.c) ---- */
+void spd_admin_route(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *path_after_prefix);
+/* Issues a credential of tenant ("" for an admin credential) on the
+ * caller's store connection (inside its transaction): a new client access
+ * key, or one more secret under existing_client_key (NULL for a new key).
+ * expires_in 0: never. *out gets {"id","tenant","client_access_key",
+ * "api_secret","created","expires"}; the secret is in no other place.
+ * SP_ERR_INVALID_ARGUMENT with a message in err for a bad request. */
+sp_error spd_credential_issue(spd_app *app, sp_store *store, const char *tenant, const char *existing_client_key,
+                              int64_t expires_in, json_t **out, char *err, size_t cap);
+
+#endif

@@ -1,0 +1,119 @@
+/*
+ * What the store's dispatcher (store.c) asks of a database driver.
+ *
+ * The store's operations are written once, in store.c, over a handful of
+ * numbered statements; a driver (store_sqlite.c, store_pg.c) supplies the
+ * SQL text of each number in its own dialect, its schema migrations, and the
+ * few primitives below: connect, run a statement with bound parameters,
+ * walk its rows, read columns. Statements are prepared once per connection,
+ * the first time they run, and reused; nothing on the per-row path of an
+ * ingestion batch allocates in the dispatcher.
+ *
+ * One statement is in flight at a time per connection: run, step through
+ * its rows, finish. Errors come back already mapped: SP_ERR_CONFLICT (busy,
+ * serialization failure, deadlock), SP_ERR_EXISTS (a unique key taken),
+ * SP_ERR_NOT_FOUND (a foreign key with no parent), SP_ERR_NO_MEMORY,
+ * SP_ERR_INVALID_ARGUMENT (text the database refuses as encoding), and
+ * SP_ERR_STORE for everything else.
+ */
+#ifndef SP_STORE_INTERNAL_H
+#define SP_STORE_INTERNAL_H
+
+#include "core/sp_core.h"
+#include "sealpost/store.h"
+
+/* The statements, the same logical SQL in every dialect. */
+typedef enum sp_store_q {
+    /* scripts: no parameters, no rows (driver->script) */
+    SP_Q_BEGIN,         /* a write transaction */
+    SP_Q_BEGIN_READ,    /* a read-only snapshot */
+    SP_Q_COMMIT,
+    SP_Q_ROLLBACK,
+    SP_Q_MIGRATE_BEGIN, /* a write transaction holding the migration lock */
+    SP_Q_VERSION_TABLE, /* creates schema_version when missing */
+    SP_Q__SCRIPTS,
+    /* statements (driver->run) */
+    SP_Q_VERSION_GET = SP_Q__SCRIPTS, /* -> max version or 0 */
+    SP_Q_VERSION_ADD,                 /* version, applied */
+    SP_Q_PING,
+    SP_Q_TENANT_INSERT,        /* id, settings, now */
+    SP_Q_TENANT_UPDATE,        /* id, settings, disabled, now */
+    SP_Q_TENANT_GET,           /* id -> id, settings, created, updated, disabled */
+    SP_Q_TENANT_LIST,          /* after, limit -> as get */
+    SP_Q_TENANT_DELETE,        /* id (profiles, PII rows, events cascade) */
+    SP_Q_TENANT_DELETE_CREDS,  /* id */
+    SP_Q_TENANT_DELETE_KEYRING,/* id */
+    SP_Q_TENANT_EXISTS,        /* id -> 1 */
+    SP_Q_CRED_COUNT_KEY,       /* hash -> count */
+    SP_Q_CRED_INSERT,          /* id, tenant, key hash, secret hash, created, expires, revoked */
+    SP_Q_CRED_FIND,            /* hash, limit -> id, tenant, key hash, secret hash, created, expires, revoked */
+    SP_Q_CRED_LIST,            /* tenant -> as find */
+    SP_Q_CRED_REVOKE,          /* tenant, id, now */
+    SP_Q_PROFILE_INSERT,       /* tenant, id, attributes, now */
+    SP_Q_PROFILE_MERGE,        /* tenant, id, attributes, now */
+    SP_Q_PII_UPSERT,           /* tenant, profile, field, blob, index or NULL, now */
+    SP_Q_PII_COUNT,            /* tenant, profile -> count */
+    SP_Q_PROFILE_FIND_INDEX,   /* tenant, field, index -> id */
+    SP_Q_PROFILE_GET,          /* tenant, id -> id, attributes, created, updated */
+    SP_Q_PII_GET,              /* tenant, profile -> field, blob */
+    SP_Q_PROFILE_DELETE,       /* tenant, id (PII rows and events cascade) */
+    SP_Q_PROFILE_COUNT,        /* tenant -> count */
+    SP_Q_EVENT_INSERT,         /* tenant, id, profile, name, ts, properties, now */
+    SP_Q_EVENT_COUNT,          /* tenant -> count */
+    SP_Q_EVENT_COUNT_PROFILE,  /* tenant, profile -> count */
+    SP_Q_KEYRING_ENSURE,       /* tenant, first generation */
+    SP_Q_KEYRING_LOCK,         /* tenant -> generation (row-locked where the dialect can) */
+    SP_Q_KEYRING_READ,         /* tenant -> generation, doc */
+    SP_Q_KEYRING_GENERATION,   /* tenant -> generation */
+    SP_Q_KEYRING_WRITE,        /* tenant, doc */
+    SP_Q__COUNT
+} sp_store_q;
+
+#define SP_STORE_MAX_PARAMS 8
+
+typedef enum { SP_STORE_TEXT, SP_STORE_BLOB, SP_STORE_INT } sp_store_ptype;
+
+/* One bound parameter; data NULL (text or blob) binds SQL NULL. */
+typedef struct sp_store_param {
+    sp_store_ptype type;
+    const void *data;
+    size_t len;
+    int64_t i;
+} sp_store_param;
+
+typedef struct sp_store_driver {
+    const char *name;                     /* "sqlite", "postgresql" */
+    const char *const *sql;               /* SP_Q__COUNT texts */
+    const char *const *migrations;        /* migrations[i] takes the schema to version i + 1 */
+    size_t n_migrations;
+    /* conninfo: the URL without the driver's scheme where it has one.
+     * durable: every commit reaches the disk (the keyring's connection). */
+    sp_error (*connect)(const char *conninfo, bool durable, void **db);
+    void (*disconnect)(void *db);
+    sp_error (*script)(void *db, const char *sql);
+    /* Runs statement q; changes (may be NULL) gets the rows it wrote. Rows
+     * are read with step and the columns; finish ends it, also after an
+     * error. */
+    sp_error (*run)(void *db, sp_store_q q, const sp_store_param *params, size_t n, uint64_t *changes);
+    sp_error (*step)(void *db, bool *row);
+    int64_t (*col_int)(void *db, int col);
+    /* Text or blob bytes, valid until the next step or finish; NULL for SQL
+     * NULL (an empty value is a non-NULL pointer with len 0). */
+    const uint8_t *(*col_bytes)(void *db, int col, size_t *len);
+    void (*finish)(void *db);
+    /* After a lost connection: reconnects when it can (outside a
+     * transaction only). */
+    sp_error (*ping)(void *db);
+} sp_store_driver;
+
+SP_INTERNAL extern const sp_store_driver sp_store_sqlite_driver;
+SP_INTERNAL extern const sp_store_driver sp_store_pg_driver;
+
+struct sp_store {
+    const sp_store_driver *drv;
+    void *db;
+    int version;
+    bool in_tx;
+};
+
+#endif

@@ -1,0 +1,292 @@
+/*
+ * The store's PostgreSQL driver: `postgresql://…` or `postgres://…`, handed
+ * to libpq as it is, for several sealpostd processes sharing one database.
+ *
+ * Every statement is prepared once per connection (PQprepare, with the
+ * parameter types of its first use) and run with PQexecPrepared, values
+ * travelling separately from the SQL and in binary: bytes as bytea, numbers
+ * as int8, text as its bytes. Results come back in binary too, so nothing is
+ * parsed or unescaped. No SQL is ever built from values.
+ *
+ * Migrations hold a transaction-scoped advisory lock, so processes starting
+ * together migrate once. Text keys are COLLATE "C": ids compare and sort as
+ * bytes, as in SQLite, so paging by id is the same on both backends.
+ *
+ * Errors map by SQLSTATE: serialization failure and deadlock are
+ * SP_ERR_CONFLICT, a unique key SP_ERR_EXISTS, a missing parent row
+ * SP_ERR_NOT_FOUND; a lost connection is SP_ERR_STORE until a ping, or the
+ * next transaction, reconnects.
+ */
+#include <stdio.h>
+
+#include <libpq-fe.h>
+
+#include "store/store_internal.h"
+
+#define SP_PG_OID_BYTEA 17
+#define SP_PG_OID_INT8 20
+#define SP_PG_OID_TEXT 25
+
+static const char *const sp_pg_sql[SP_Q__COUNT] = {
+    [SP_Q_BEGIN] = "BEGIN",
+    [SP_Q_BEGIN_READ] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    [SP_Q_COMMIT] = "COMMIT",
+    [SP_Q_ROLLBACK] = "ROLLBACK",
+    /* the number is arbitrary, the same in every sealpost process */
+    [SP_Q_MIGRATE_BEGIN] = "BEGIN; SELECT pg_advisory_xact_lock(7306081936120117)",
+    [SP_Q_VERSION_TABLE] = "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, "
+                           "applied BIGINT NOT NULL)",
+    [SP_Q_VERSION_GET] = "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version",
+    [SP_Q_VERSION_ADD] = "INSERT INTO schema_version (version, applied) VALUES ($1, $2)",
+    [SP_Q_PING] = "SELECT 1::BIGINT",
+    [SP_Q_TENANT_INSERT] = "INSERT INTO tenants (id, settings, created, updated, disabled) VALUES ($1, $2, $3, $3, 0)",
+    [SP_Q_TENANT_UPDATE] = "UPDATE tenants SET settings = $2, disabled = $3, updated = $4 WHERE id = $1",
+    [SP_Q_TENANT_GET] = "SELECT id, settings, created, updated, disabled FROM tenants WHERE id = $1",
+    [SP_Q_TENANT_LIST] = "SELECT id, settings, created, updated, disabled FROM tenants WHERE id > $1 ORDER BY id "
+                         "LIMIT $2",
+    [SP_Q_TENANT_DELETE] = "DELETE FROM tenants WHERE id = $1",
+    [SP_Q_TENANT_DELETE_CREDS] = "DELETE FROM credentials WHERE tenant = $1",
+    [SP_Q_TENANT_DELETE_KEYRING] = "DELETE FROM keyrings WHERE tenant = $1",
+    [SP_Q_TENANT_EXISTS] = "SELECT 1::BIGINT FROM tenants WHERE id = $1",
+    [SP_Q_CRED_COUNT_KEY] = "SELECT COUNT(*) FROM credentials WHERE client_key_hash = $1",
+    [SP_Q_CRED_INSERT] = "INSERT INTO credentials (id, tenant, client_key_hash, secret_hash, created, expires, revoked) "
+                         "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    [SP_Q_CRED_FIND] = "SELECT id, tenant, client_key_hash, secret_hash, created, expires, revoked FROM credentials "
+                       "WHERE client_key_hash = $1 ORDER BY created, id LIMIT $2",
+    [SP_Q_CRED_LIST] = "SELECT id, tenant, client_key_hash, secret_hash, created, expires, revoked FROM credentials "
+                       "WHERE tenant = $1 ORDER BY created, id",
+    [SP_Q_CRED_REVOKE] = "UPDATE credentials SET revoked = CASE WHEN revoked = 0 THEN $3 ELSE revoked END "
+                         "WHERE tenant = $1 AND id = $2",
+    [SP_Q_PROFILE_INSERT] = "INSERT INTO profiles (tenant, id, attributes, created, updated) "
+                            "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant, id) DO NOTHING",
+    [SP_Q_PROFILE_MERGE] = "UPDATE profiles SET attributes = (attributes::jsonb || $3::jsonb)::text, updated = $4 "
+                           "WHERE tenant = $1 AND id = $2",
+    [SP_Q_PII_UPSERT] = "INSERT INTO profile_pii (tenant, profile_id, field, blob, blind_index, updated) "
+                        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, profile_id, field) DO UPDATE SET "
+                        "blob = excluded.blob, blind_index = excluded.blind_index, updated = excluded.updated",
+    [SP_Q_PII_COUNT] = "SELECT COUNT(*) FROM profile_pii WHERE tenant = $1 AND profile_id = $2",
+    [SP_Q_PROFILE_FIND_INDEX] = "SELECT profile_id FROM profile_pii WHERE tenant = $1 AND field = $2 AND "
+                                "blind_index = $3 ORDER BY updated DESC, profile_id DESC LIMIT 1",
+    [SP_Q_PROFILE_GET] = "SELECT id, attributes, created, updated FROM profiles WHERE tenant = $1 AND id = $2",
+    [SP_Q_PII_GET] = "SELECT field, blob FROM profile_pii WHERE tenant = $1 AND profile_id = $2 ORDER BY field",
+    [SP_Q_PROFILE_DELETE] = "DELETE FROM profiles WHERE tenant = $1 AND id = $2",
+    [SP_Q_PROFILE_COUNT] = "SELECT COUNT(*) FROM profiles WHERE tenant = $1",
+    [SP_Q_EVENT_INSERT] = "INSERT INTO events (tenant, id, profile_id, name, ts, properties, created) "
+                          "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, id) DO NOTHING",
+    [SP_Q_EVENT_COUNT] = "SELECT COUNT(*) FROM events WHERE tenant = $1",
+    [SP_Q_EVENT_COUNT_PROFILE] = "SELECT COUNT(*) FROM events WHERE tenant = $1 AND profile_id = $2",
+    [SP_Q_KEYRING_ENSURE] = "INSERT INTO keyrings (tenant, generation, doc) VALUES ($1, $2, NULL) "
+                            "ON CONFLICT (tenant) DO NOTHING",
+    [SP_Q_KEYRING_LOCK] = "SELECT generation FROM keyrings WHERE tenant = $1 FOR UPDATE",
+    [SP_Q_KEYRING_READ] = "SELECT generation, doc FROM keyrings WHERE tenant = $1",
+    [SP_Q_KEYRING_GENERATION] = "SELECT generation FROM keyrings WHERE tenant = $1",
+    [SP_Q_KEYRING_WRITE] = "UPDATE keyrings SET doc = $2, generation = generation + 1 WHERE tenant = $1",
+};
+
+/* Version 1: the whole schema. Later versions append here; a shipped entry
+ * never changes. */
+static const char *const sp_pg_migrations[] = {
+    "CREATE TABLE tenants (id TEXT COLLATE \"C\" PRIMARY KEY, settings TEXT NOT NULL, created BIGINT NOT NULL, "
+    "  updated BIGINT NOT NULL, disabled BIGINT NOT NULL DEFAULT 0);"
+    "CREATE TABLE credentials (id TEXT COLLATE \"C\" PRIMARY KEY, tenant TEXT COLLATE \"C\" NOT NULL, "
+    "  client_key_hash BYTEA NOT NULL, secret_hash BYTEA NOT NULL, created BIGINT NOT NULL, "
+    "  expires BIGINT NOT NULL, revoked BIGINT NOT NULL);"
+    "CREATE INDEX credentials_key ON credentials (client_key_hash);"
+    "CREATE INDEX credentials_tenant ON credentials (tenant);"
+    "CREATE TABLE profiles (tenant TEXT COLLATE \"C\" NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, "
+    "  id TEXT COLLATE \"C\" NOT NULL, attributes TEXT NOT NULL, created BIGINT NOT NULL, "
+    "  updated BIGINT NOT NULL, PRIMARY KEY (tenant, id));"
+    "CREATE TABLE profile_pii (tenant TEXT COLLATE \"C\" NOT NULL, profile_id TEXT COLLATE \"C\" NOT NULL, "
+    "  field TEXT COLLATE \"C\" NOT NULL, blob BYTEA NOT NULL, blind_index BYTEA, updated BIGINT NOT NULL, "
+    "  PRIMARY KEY (tenant, profile_id, field), "
+    "  FOREIGN KEY (tenant, profile_id) REFERENCES profiles (tenant, id) ON DELETE CASCADE);"
+    "CREATE INDEX profile_pii_index ON profile_pii (tenant, field, blind_index);"
+    "CREATE TABLE events (tenant TEXT COLLATE \"C\" NOT NULL, id TEXT COLLATE \"C\" NOT NULL, "
+    "  profile_id TEXT COLLATE \"C\" NOT NULL, name TEXT NOT NULL, ts BIGINT NOT NULL, properties TEXT NOT NULL, "
+    "  created BIGINT NOT NULL, PRIMARY KEY (tenant, id), "
+    "  FOREIGN KEY (tenant, profile_id) REFERENCES profiles (tenant, id) ON DELETE CASCADE);"
+    "CREATE INDEX events_profile ON events (tenant, profile_id);"
+    "CREATE TABLE keyrings (tenant TEXT COLLATE \"C\" PRIMARY KEY, generation BIGINT NOT NULL, doc BYTEA);",
+};
+
+typedef struct {
+    PGconn *conn;
+    bool prepared[SP_Q__COUNT];
+    PGresult *res; /* of the statement in flight */
+    int row, rows;
+} sp_pg;
+
+static sp_error sp_pg_err(sp_pg *d, const PGresult *res) {
+    if (PQstatus(d->conn) != CONNECTION_OK) return SP_ERR_STORE;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (state == NULL) return SP_ERR_STORE;
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0)
+        return SP_ERR_CONFLICT;
+    if (strcmp(state, "23505") == 0) return SP_ERR_EXISTS;
+    if (strcmp(state, "23503") == 0) return SP_ERR_NOT_FOUND;
+    /* text the server refuses: bad encoding, or not JSON where a merge needs it */
+    if (strcmp(state, "22021") == 0 || strcmp(state, "22P02") == 0 || strcmp(state, "22P05") == 0)
+        return SP_ERR_INVALID_ARGUMENT;
+    if (strcmp(state, "53200") == 0) return SP_ERR_NO_MEMORY;
+    return SP_ERR_STORE;
+}
+
+static void sp_pg_quiet(void *arg, const char *message) {
+    (void)arg;
+    (void)message; /* notices ("already exists, skipping") are not errors */
+}
+
+static void sp_pg_disconnect(void *vd) {
+    sp_pg *d = vd;
+    if (d == NULL) return;
+    PQclear(d->res);
+    PQfinish(d->conn);
+    sp_free(d);
+}
+
+static sp_error sp_pg_connect(const char *url, bool durable, void **out) {
+    (void)durable; /* every PostgreSQL commit is durable unless the server says otherwise */
+    sp_pg *d = sp_calloc(1, sizeof *d);
+    SP_ENSURE(d != NULL, SP_ERR_NO_MEMORY);
+    d->conn = PQconnectdb(url);
+    sp_error rc = SP_OK;
+    if (d->conn == NULL) rc = SP_ERR_NO_MEMORY;
+    else if (PQstatus(d->conn) != CONNECTION_OK || PQsetClientEncoding(d->conn, "UTF8") != 0) rc = SP_ERR_STORE;
+    if (rc != SP_OK) {
+        sp_pg_disconnect(d);
+        return rc;
+    }
+    PQsetNoticeProcessor(d->conn, sp_pg_quiet, NULL);
+    *out = d;
+    return SP_OK;
+}
+
+static sp_error sp_pg_script(void *vd, const char *sql) {
+    sp_pg *d = vd;
+    PGresult *res = PQexec(d->conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    sp_error rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? SP_OK : sp_pg_err(d, res);
+    /* COMMIT of a transaction that saw an error answers ROLLBACK, not an error */
+    if (rc == SP_OK && strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) rc = SP_ERR_STORE;
+    PQclear(res);
+    return rc;
+}
+
+static void sp_pg_name(sp_store_q q, char name[16]) {
+    (void)snprintf(name, 16, "sp_q%d", (int)q);
+}
+
+static sp_error sp_pg_run(void *vd, sp_store_q q, const sp_store_param *p, size_t n, uint64_t *changes) {
+    sp_pg *d = vd;
+    SP_ENSURE(q >= SP_Q__SCRIPTS && q < SP_Q__COUNT && n <= SP_STORE_MAX_PARAMS, SP_ERR_INVALID_ARGUMENT);
+    char name[16];
+    sp_pg_name(q, name);
+    if (!d->prepared[q]) {
+        Oid types[SP_STORE_MAX_PARAMS];
+        for (size_t i = 0; i < n; i++) {
+            types[i] = p[i].type == SP_STORE_INT ? SP_PG_OID_INT8
+                       : p[i].type == SP_STORE_BLOB ? SP_PG_OID_BYTEA
+                                                    : SP_PG_OID_TEXT;
+        }
+        PGresult *res = PQprepare(d->conn, name, sp_pg_sql[q], (int)n, types);
+        sp_error rc = PQresultStatus(res) == PGRES_COMMAND_OK ? SP_OK : sp_pg_err(d, res);
+        PQclear(res);
+        SP_GUARD(rc);
+        d->prepared[q] = true;
+    }
+    const char *values[SP_STORE_MAX_PARAMS];
+    int lengths[SP_STORE_MAX_PARAMS], formats[SP_STORE_MAX_PARAMS];
+    uint8_t ints[SP_STORE_MAX_PARAMS][8];
+    for (size_t i = 0; i < n; i++) {
+        formats[i] = 1;
+        if (p[i].type == SP_STORE_INT) {
+            uint64_t v = (uint64_t)p[i].i;
+            for (int b = 0; b < 8; b++) ints[i][b] = (uint8_t)(v >> (56 - 8 * b));
+            values[i] = (const char *)ints[i];
+            lengths[i] = 8;
+        } else {
+            values[i] = p[i].data; /* NULL: SQL NULL */
+            lengths[i] = (int)p[i].len;
+        }
+    }
+    PQclear(d->res);
+    d->res = PQexecPrepared(d->conn, name, (int)n, values, lengths, formats, 1);
+    d->row = -1;
+    d->rows = 0;
+    ExecStatusType st = PQresultStatus(d->res);
+    if (st == PGRES_TUPLES_OK) {
+        d->rows = PQntuples(d->res);
+        return SP_OK;
+    }
+    if (st != PGRES_COMMAND_OK) return sp_pg_err(d, d->res);
+    if (changes) {
+        const char *t = PQcmdTuples(d->res);
+        uint64_t v = 0;
+        if (t != NULL && *t && sp_parse_u64(t, strlen(t), UINT64_MAX, &v) != SP_OK) return SP_ERR_STORE;
+        *changes = v;
+    }
+    return SP_OK;
+}
+
+static sp_error sp_pg_step(void *vd, bool *row) {
+    sp_pg *d = vd;
+    *row = false;
+    if (d->res == NULL || d->row >= d->rows) return SP_OK;
+    d->row++;
+    *row = d->row < d->rows;
+    return SP_OK;
+}
+
+static int64_t sp_pg_col_int(void *vd, int col) {
+    sp_pg *d = vd;
+    if (PQgetisnull(d->res, d->row, col)) return 0;
+    const uint8_t *v = (const uint8_t *)PQgetvalue(d->res, d->row, col);
+    int len = PQgetlength(d->res, d->row, col);
+    if (len != 8 && len != 4 && len != 2 && len != 1) return 0;
+    uint64_t u = 0;
+    for (int i = 0; i < len; i++) u = u << 8 | v[i];
+    /* sign-extend the narrower integer types */
+    if (len < 8 && (v[0] & 0x80) && len > 1) u |= ~(uint64_t)0 << (8 * len);
+    return (int64_t)u;
+}
+
+static const uint8_t *sp_pg_col_bytes(void *vd, int col, size_t *len) {
+    sp_pg *d = vd;
+    *len = 0;
+    if (PQgetisnull(d->res, d->row, col)) return NULL;
+    *len = (size_t)PQgetlength(d->res, d->row, col);
+    return (const uint8_t *)PQgetvalue(d->res, d->row, col); /* libpq NUL-terminates even binary values */
+}
+
+static void sp_pg_finish(void *vd) {
+    sp_pg *d = vd;
+    PQclear(d->res);
+    d->res = NULL;
+    d->row = d->rows = 0;
+}
+
+static sp_error sp_pg_ping(void *vd) {
+    sp_pg *d = vd;
+    if (PQstatus(d->conn) == CONNECTION_OK) return SP_OK;
+    PQreset(d->conn);
+    SP_ENSURE(PQstatus(d->conn) == CONNECTION_OK, SP_ERR_STORE);
+    memset(d->prepared, 0, sizeof d->prepared); /* a new session knows none */
+    if (PQsetClientEncoding(d->conn, "UTF8") != 0) return SP_ERR_STORE;
+    return SP_OK;
+}
+
+const sp_store_driver sp_store_pg_driver = {
+    .name = "postgresql",
+    .sql = sp_pg_sql,
+    .migrations = sp_pg_migrations,
+    .n_migrations = SP_ARRAY_LEN(sp_pg_migrations),
+    .connect = sp_pg_connect,
+    .disconnect = sp_pg_disconnect,
+    .script = sp_pg_script,
+    .run = sp_pg_run,
+    .step = sp_pg_step,
+    .col_int = sp_pg_col_int,
+    .col_bytes = sp_pg_col_bytes,
+    .finish = sp_pg_finish,
+    .ping = sp_pg_ping,
+};

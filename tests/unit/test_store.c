@@ -1,0 +1,89 @@
+/*
+ * The store on SQLite: the shared suite (tests/store_suite.h) on a fresh
+ * database file in a scratch directory per test, and what only SQLite has:
+ * the file's mode, the refusal of a file others can read, and a writer that
+ * waits out the busy timeout getting SP_ERR_CONFLICT.
+ */
+#include <sqlite3.h>
+
+#include "store_suite.h"
+
+static bool suite_new_database(char *url, size_t cap, const char *dir) {
+    int n = snprintf(url, cap, "sqlite:%s/store.db", dir);
+    return n > 0 && (size_t)n < cap;
+}
+
+static void suite_drop_database(const char *url) {
+    (void)url; /* the scratch directory goes with the fixture */
+}
+
+static void suite_set_schema_version(const char *url, int version) {
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(url + strlen("sqlite:"), &db), SQLITE_OK);
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO schema_version (version, applied) VALUES (%d, 0)", version);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void test_sqlite_file(void **state) {
+    suite_fixture *f = *state;
+    const char *path = f->url + strlen("sqlite:");
+    assert_int_equal(sp_test_file_mode(path), 0600);
+    assert_string_equal(sp_store_backend_name(f->s), "sqlite");
+    /* the WAL file, once there, is private too */
+    char wal[320];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    assert_int_equal(sp_test_file_mode(wal), 0600);
+
+    /* a database others may read is refused, as key files are */
+    char open_url[400], open_path[320];
+    snprintf(open_path, sizeof open_path, "%s/open.db", f->dir);
+    snprintf(open_url, sizeof open_url, "sqlite:%s", open_path);
+    sp_test_write_file(open_path, "", 0, 0644);
+    sp_store *s = NULL;
+    assert_rc(sp_store_open(open_url, &s), SP_ERR_INSECURE_PERMISSIONS);
+    assert_null(s);
+    /* a directory that does not exist is a configuration error */
+    assert_rc(sp_store_open("sqlite:/nonexistent-dir/x/store.db", &s), SP_ERR_BAD_CONFIG);
+    /* and a file that is not a database is the store's failure */
+    snprintf(open_path, sizeof open_path, "%s/junk.db", f->dir);
+    snprintf(open_url, sizeof open_url, "sqlite:%s", open_path);
+    sp_test_write_file(open_path, "this is not a database file, not at all......", 46, 0600);
+    assert_rc(sp_store_open(open_url, &s), SP_ERR_STORE);
+    assert_null(s);
+}
+
+/* One writer holds the write lock; the other waits the busy timeout out and
+ * is told to retry, while readers go on. */
+static void test_sqlite_busy_is_conflict(void **state) {
+    suite_fixture *f = *state;
+    sp_store *other = NULL;
+    assert_ok(sp_store_open(f->url, &other));
+    assert_ok(sp_store_begin(f->s));
+    suite_upsert(f->s, "acme", "held", "{}", NULL, 0, T0);
+    int64_t t = sp_test_now_ms();
+    assert_rc(sp_store_begin(other), SP_ERR_CONFLICT);
+    assert_true(sp_test_now_ms() - t >= 1000); /* it waited rather than failing at once */
+    sp_store_profile p = {"acme", "x", "{}", 2, NULL, 0};
+    assert_rc(sp_store_profile_upsert(other, &p, T0, NULL), SP_ERR_CONFLICT);
+    assert_int_equal(suite_profiles(other, "acme"), 0);
+    assert_ok(sp_store_commit(f->s));
+    assert_ok(sp_store_profile_upsert(other, &p, T0, NULL));
+    assert_int_equal(suite_profiles(other, "acme"), 2);
+    sp_store_close(other);
+}
+
+static int group_setup(void **state) {
+    (void)state;
+    return sp_init() == SP_OK ? 0 : -1;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        SUITE_TESTS,
+        SUITE_TEST(test_sqlite_file),
+        SUITE_TEST(test_sqlite_busy_is_conflict),
+    };
+    return cmocka_run_group_tests(tests, group_setup, NULL);
+}
