@@ -68,6 +68,16 @@
     } while (0)
 #define assert_ok(expr) assert_rc(expr, SP_OK)
 
+/* ---- set-up ---- */
+
+/* A group set-up that initialises the library before any test runs: it
+ * swaps jansson's allocator, so it must come before any jansson call of the
+ * tests, and counting allocations only makes sense after it. */
+SP_TEST_HELPER int sp_test_group_init(void **state) {
+    (void)state;
+    return sp_init() == SP_OK ? 0 : -1;
+}
+
 /* ---- scratch directories ---- */
 
 /* Makes a fresh directory $TMPDIR/<prefix>-XXXXXX (/tmp without TMPDIR)

@@ -504,6 +504,28 @@ static void test_transactions(void **state) {
     sp_store_rollback(s);
     assert_ok(sp_store_ping(s));
     assert_int_equal(suite_profiles(s, "acme"), 1);
+
+    /* a read-only transaction: reads work, every kind of write is refused
+     * (and leaves nothing), and it ends like any other */
+    assert_ok(sp_store_begin_read(s));
+    assert_rc(sp_store_begin(s), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_begin_read(s), SP_ERR_INVALID_ARGUMENT);
+    assert_ok(sp_store_profile_find_by_index(s, "acme", "email", (const uint8_t *)"index-rollback", 14, id));
+    assert_string_equal(id, "p");
+    assert_rc(sp_store_tenant_create(s, "temp2", "{}", 2, T0), SP_ERR_INVALID_ARGUMENT);
+    sp_store_profile pr = {.tenant = "acme", .id = "r", .attributes = "{}", .attributes_len = 2};
+    bool created = false;
+    assert_rc(sp_store_profile_upsert(s, &pr, T0, &created), SP_ERR_INVALID_ARGUMENT);
+    sp_store_event ev = {.tenant = "acme", .id = "e2", .profile_id = "p", .name = "x", .ts = 1,
+                         .properties = "{}", .properties_len = 2};
+    bool inserted = false;
+    assert_rc(sp_store_event_insert(s, &ev, T0, &inserted), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_profile_delete(s, "acme", "p"), SP_ERR_INVALID_ARGUMENT);
+    assert_ok(sp_store_commit(s));
+    assert_int_equal(suite_profiles(s, "acme"), 1);
+    assert_int_equal(suite_events(s, "acme", NULL), 1);
+    assert_rc(sp_store_tenant_get(s, "temp2", &t), SP_ERR_NOT_FOUND);
+    assert_rc(sp_store_begin_read(NULL), SP_ERR_INVALID_ARGUMENT);
 }
 
 static void test_arguments(void **state) {
@@ -886,8 +908,11 @@ static void test_import_keyring_file(void **state) {
     sp_kms_close(kms);
     char missing[320];
     snprintf(missing, sizeof missing, "%s/missing.json", f->dir);
-    assert_ok(sp_store_import_keyring_file(f->url, missing, &imported)); /* an empty keyring */
-    assert_int_equal(imported, 0);
+    /* a file that is not there is reported, not imported as empty (nor made) */
+    imported = 99;
+    assert_rc(sp_store_import_keyring_file(f->url, missing, &imported), SP_ERR_NOT_FOUND);
+    assert_int_equal(imported, 99);
+    assert_int_equal(access(missing, F_OK), -1);
 }
 
 #define SUITE_TEST(fn) cmocka_unit_test_setup_teardown(fn, suite_setup, suite_teardown)

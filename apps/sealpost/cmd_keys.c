@@ -5,7 +5,9 @@
  * (keys rewrap, resumable, with a progress bar on a terminal), hand keys to a
  * provider and take them in on the provider's side (keys export / import,
  * a JWE to the provider's public key), and check the audit log's chain
- * (audit verify).
+ * (audit verify). The keyring is a file (--keyring) or, as sealpostd keeps
+ * it, one tenant's row of the database (--store URL --tenant T);
+ * `keys import-file` moves a file's tenants into the database.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -19,7 +21,7 @@
 #define MAX_EXPORT_VERSIONS SP_KEYX_MAX_ITEMS
 
 typedef struct {
-    const char *kms, *new_kms, *keyring, *audit, *tenant, *channel, *recipient, *private_key, *keys, *alg;
+    const char *kms, *new_kms, *keyring, *store, *audit, *tenant, *channel, *recipient, *private_key, *keys, *alg;
     const char *versions[MAX_EXPORT_VERSIONS];
     size_t n_versions;
     int64_t batch, rotate_after, overlap, expires_in, now;
@@ -27,13 +29,14 @@ typedef struct {
 
 enum {
     K_KMS = 1000, K_NEW_KMS, K_KEYRING, K_AUDIT, K_TENANT, K_CHANNEL, K_VERSION, K_RECIPIENT, K_PRIVATE, K_KEYS,
-    K_ALG, K_BATCH, K_ROTATE_AFTER, K_OVERLAP, K_EXPIRES_IN, K_NOW, K_HELP
+    K_ALG, K_BATCH, K_ROTATE_AFTER, K_OVERLAP, K_EXPIRES_IN, K_NOW, K_HELP, K_STORE
 };
 
 static const struct option keys_options[] = {
     {"kms", required_argument, NULL, K_KMS},
     {"new-kms", required_argument, NULL, K_NEW_KMS},
     {"keyring", required_argument, NULL, K_KEYRING},
+    {"store", required_argument, NULL, K_STORE},
     {"audit", required_argument, NULL, K_AUDIT},
     {"tenant", required_argument, NULL, K_TENANT},
     {"channel", required_argument, NULL, K_CHANNEL},
@@ -62,6 +65,12 @@ static const char usage_keys[] =
     "       sealpost keys export   --keyring FILE --kms CONFIG --tenant T --channel C --recipient PEM\n"
     "                              [--version UUID]... [--alg RSA-OAEP-256|ECDH-ES+A256KW] [--expires-in SECONDS]\n"
     "       sealpost keys import   --keys FILE --private-key PEM   (reads the JWE on standard input)\n"
+    "       sealpost keys import-file --keyring FILE --store URL\n"
+    "\n"
+    "Instead of --keyring FILE, every command but import-file takes --store URL\n"
+    "--tenant T: the tenant's keyring as sealpostd keeps it in its database\n"
+    "(sqlite:PATH or postgresql://...). 'import-file' copies each tenant of a\n"
+    "keyring file into the database, leaving tenants already there alone.\n"
     "\n"
     "The provider keyring holds, per tenant and channel, AES-256 key versions\n"
     "wrapped by the tenant's master key in its KMS. Life cycle: active ->\n"
@@ -96,6 +105,7 @@ static int parse_keys_args(int argc, char **argv, const char *usage, keys_args *
         case K_KMS: a->kms = optarg; break;
         case K_NEW_KMS: a->new_kms = optarg; break;
         case K_KEYRING: a->keyring = optarg; break;
+        case K_STORE: a->store = optarg; break;
         case K_AUDIT: a->audit = optarg; break;
         case K_TENANT: a->tenant = optarg; break;
         case K_CHANNEL: a->channel = optarg; break;
@@ -356,8 +366,8 @@ int cmd_keys(int argc, char **argv) {
         return argc < 2 ? EXIT_USAGE : 0;
     }
     const char *sub = argv[1];
-    static const char *const subs[] = {"list", "rotate", "retire", "destroy", "min-version",
-                                       "maintain", "rewrap", "export", "import"};
+    static const char *const subs[] = {"list",   "rotate", "retire", "destroy", "min-version",
+                                       "maintain", "rewrap", "export", "import",  "import-file"};
     bool known = false;
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) known |= strcmp(sub, subs[i]) == 0;
     if (!known) return usage_error("unknown keys command '%s'", sub);
@@ -365,8 +375,17 @@ int cmd_keys(int argc, char **argv) {
     int rc = parse_keys_args(argc - 1, argv + 1, usage_keys, &a);
     if (rc != 0) return rc;
     if (strcmp(sub, "import") == 0) return keys_import(&a);
+    if (strcmp(sub, "import-file") == 0) {
+        if ((rc = require(a.keyring, "--keyring")) != 0 || (rc = require(a.store, "--store")) != 0) return rc;
+        size_t imported = 0;
+        sp_error ierr = sp_store_import_keyring_file(a.store, a.keyring, &imported);
+        if (ierr != SP_OK) return fail_sp("import-file", ierr);
+        printf("imported %zu tenant%s\n", imported, imported == 1 ? "" : "s");
+        return 0;
+    }
 
-    if ((rc = require(a.keyring, "--keyring")) != 0) return rc;
+    if ((a.keyring == NULL) == (a.store == NULL)) return usage_error("give either --keyring FILE or --store URL");
+    if (a.store != NULL && (rc = require(a.tenant, "--tenant")) != 0) return rc;
     bool needs_channel = strcmp(sub, "list") && strcmp(sub, "maintain") && strcmp(sub, "rewrap");
     bool needs_version = !strcmp(sub, "retire") || !strcmp(sub, "destroy") || !strcmp(sub, "min-version");
     if (needs_channel && ((rc = require(a.tenant, "--tenant")) || (rc = require(a.channel, "--channel")))) return rc;
@@ -376,10 +395,17 @@ int cmd_keys(int argc, char **argv) {
     kms_handle h = {0};
     if (a.kms != NULL && (rc = kms_handle_open(a.kms, a.audit, &h)) != 0) return rc;
     sp_keyring *kr = NULL;
-    sp_error err = sp_keyring_open(a.keyring, h.kms, &kr);
+    sp_error err = SP_OK;
+    if (a.store != NULL) {
+        sp_keyring_storage storage;
+        err = sp_store_keyring_storage(a.store, a.tenant, &storage);
+        if (err == SP_OK) err = sp_keyring_open_storage(&storage, h.kms, &kr);
+    } else {
+        err = sp_keyring_open(a.keyring, h.kms, &kr);
+    }
     if (err != SP_OK) {
         kms_handle_close(&h);
-        return fail_sp(a.keyring, err);
+        return fail_sp(a.store != NULL ? "store" : a.keyring, err);
     }
     char version[SP_KEY_VERSION_CHARS + 1];
     if (!strcmp(sub, "list")) {

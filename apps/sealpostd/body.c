@@ -479,35 +479,6 @@ static sp_error spd_batch_array(json_t *root, const char *name, const spd_body_s
     return SP_OK;
 }
 
-sp_error spd_body_parse_profiles(const uint8_t *text, size_t len, const spd_body_schema *schema, spd_body *out,
-                                 char *msg, size_t cap) {
-    spd_msg m = {msg, cap};
-    SPD_TRY(spd_check_schema(schema, out, &m));
-    if (text == NULL && len != 0) return SP_ERR_INVALID_ARGUMENT;
-    SPD_TRY(spd_load(text, len, &out->root, &m));
-    spd_parser p = {schema, out, 0, &m};
-    sp_error rc;
-    json_t *arr = NULL;
-    out->batch = json_object_get(out->root, "profiles") != NULL;
-    if (out->batch) {
-        SPD_TRY_GOTO(spd_batch_array(out->root, "profiles", schema, &arr, &m), rc, fail);
-        out->count = json_array_size(arr);
-    } else {
-        out->count = 1;
-    }
-    SPD_TRY_GOTO(spd_alloc_items(&p, out->count, sizeof *out->profiles, (void **)&out->profiles, &m), rc, fail);
-    for (size_t i = 0; i < out->count; i++) {
-        char path[32] = "";
-        if (out->batch) snprintf(path, sizeof path, "profiles[%zu]", i);
-        json_t *item = out->batch ? json_array_get(arr, i) : out->root;
-        SPD_TRY_GOTO(spd_check_profile(&p, item, path, &out->profiles[i]), rc, fail);
-    }
-    return SP_OK;
-fail:
-    spd_body_free(out);
-    return rc;
-}
-
 /* ---- events ---- */
 
 static sp_error spd_check_event(spd_parser *p, json_t *item, const char *path, spd_body_event *out) {
@@ -560,28 +531,53 @@ static sp_error spd_check_event(spd_parser *p, json_t *item, const char *path, s
     return SP_OK;
 }
 
-sp_error spd_body_parse_events(const uint8_t *text, size_t len, const spd_body_schema *schema, spd_body *out,
-                               char *msg, size_t cap) {
+/* Both kinds: the JSON, then the array under its name, each item checked. A
+ * profile may also come alone, as the whole body; events always come in a
+ * batch. */
+static sp_error spd_parse(const uint8_t *text, size_t len, const spd_body_schema *schema, spd_body *out, char *msg,
+                          size_t cap, bool events) {
     spd_msg m = {msg, cap};
     SPD_TRY(spd_check_schema(schema, out, &m));
     if (text == NULL && len != 0) return SP_ERR_INVALID_ARGUMENT;
     SPD_TRY(spd_load(text, len, &out->root, &m));
     spd_parser p = {schema, out, 0, &m};
+    const char *name = events ? "events" : "profiles";
     sp_error rc;
     json_t *arr = NULL;
-    out->batch = true;
-    SPD_TRY_GOTO(spd_batch_array(out->root, "events", schema, &arr, &m), rc, fail);
-    out->count = json_array_size(arr);
-    SPD_TRY_GOTO(spd_alloc_items(&p, out->count, sizeof *out->events, (void **)&out->events, &m), rc, fail);
+    out->batch = events || json_object_get(out->root, name) != NULL;
+    if (out->batch) {
+        SPD_TRY_GOTO(spd_batch_array(out->root, name, schema, &arr, &m), rc, fail);
+        out->count = json_array_size(arr);
+    } else {
+        out->count = 1;
+    }
+    if (events) {
+        SPD_TRY_GOTO(spd_alloc_items(&p, out->count, sizeof *out->events, (void **)&out->events, &m), rc, fail);
+    } else {
+        SPD_TRY_GOTO(spd_alloc_items(&p, out->count, sizeof *out->profiles, (void **)&out->profiles, &m), rc, fail);
+    }
     for (size_t i = 0; i < out->count; i++) {
-        char path[32];
-        snprintf(path, sizeof path, "events[%zu]", i);
-        SPD_TRY_GOTO(spd_check_event(&p, json_array_get(arr, i), path, &out->events[i]), rc, fail);
+        char path[32] = "";
+        if (out->batch) snprintf(path, sizeof path, "%s[%zu]", name, i);
+        json_t *item = out->batch ? json_array_get(arr, i) : out->root;
+        rc = events ? spd_check_event(&p, item, path, &out->events[i])
+                    : spd_check_profile(&p, item, path, &out->profiles[i]);
+        if (rc != SP_OK) goto fail;
     }
     return SP_OK;
 fail:
     spd_body_free(out);
     return rc;
+}
+
+sp_error spd_body_parse_profiles(const uint8_t *text, size_t len, const spd_body_schema *schema, spd_body *out,
+                                 char *msg, size_t cap) {
+    return spd_parse(text, len, schema, out, msg, cap, false);
+}
+
+sp_error spd_body_parse_events(const uint8_t *text, size_t len, const spd_body_schema *schema, spd_body *out,
+                               char *msg, size_t cap) {
+    return spd_parse(text, len, schema, out, msg, cap, true);
 }
 
 void spd_body_free(spd_body *body) {

@@ -47,8 +47,20 @@ typedef struct spd_kms_entry {
 
 static pthread_mutex_t spd_kms_lock = PTHREAD_MUTEX_INITIALIZER;
 static spd_kms_entry *spd_kms_list;
+static sp_kms_stats spd_kms_closed; /* what closed handles counted, so totals never go back */
 
+static void spd_kms_add(sp_kms_stats *sum, const sp_kms_stats *s) {
+    sum->calls += s->calls;
+    sum->failures += s->failures;
+    sum->unavailable += s->unavailable;
+    sum->denied += s->denied;
+}
+
+/* Under spd_kms_lock. */
 static void spd_kms_entry_free(spd_kms_entry *e) {
+    sp_kms_stats s;
+    sp_kms_get_stats(e->kms, &s);
+    spd_kms_add(&spd_kms_closed, &s);
     sp_kms_close(e->kms);
     if (e->config != NULL) {
         sp_wipe(e->config, strlen(e->config));
@@ -143,9 +155,43 @@ typedef struct spd_thread {
     uint64_t tick;
 } spd_thread;
 
-static pthread_key_t spd_thread_key;
-static pthread_once_t spd_thread_once = PTHREAD_ONCE_INIT;
-static bool spd_thread_key_ok;
+static pthread_mutex_t spd_thread_local_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Not pthread_once: its routine takes no argument to say which key. */
+static bool spd_thread_local_ready(spd_thread_local *tl) {
+    int st = atomic_load_explicit(&tl->state, memory_order_acquire);
+    if (st == 0) {
+        pthread_mutex_lock(&spd_thread_local_lock);
+        st = atomic_load_explicit(&tl->state, memory_order_relaxed);
+        if (st == 0) {
+            st = pthread_key_create(&tl->key, tl->destroy) == 0 ? 1 : -1;
+            atomic_store_explicit(&tl->state, st, memory_order_release);
+        }
+        pthread_mutex_unlock(&spd_thread_local_lock);
+    }
+    return st == 1;
+}
+
+void *spd_thread_local_get(spd_thread_local *tl, size_t size) {
+    if (!spd_thread_local_ready(tl)) return NULL;
+    void *p = pthread_getspecific(tl->key);
+    if (p == NULL) {
+        p = calloc(1, size);
+        if (p == NULL) return NULL;
+        if (pthread_setspecific(tl->key, p) != 0) {
+            free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+void *spd_thread_local_take(spd_thread_local *tl) {
+    if (atomic_load_explicit(&tl->state, memory_order_acquire) != 1) return NULL;
+    void *p = pthread_getspecific(tl->key);
+    (void)pthread_setspecific(tl->key, NULL);
+    return p;
+}
 
 static void spd_slot_free(spd_slot *s) {
     if (s == NULL) return;
@@ -169,27 +215,17 @@ static void spd_thread_free(void *p) {
     free(th);
 }
 
-static void spd_thread_key_init(void) { spd_thread_key_ok = pthread_key_create(&spd_thread_key, spd_thread_free) == 0; }
+static spd_thread_local spd_thread_state = SPD_THREAD_LOCAL_INIT(spd_thread_free);
 
 static sp_error spd_thread_get(spd_app *app, spd_thread **out) {
-    pthread_once(&spd_thread_once, spd_thread_key_init);
-    if (!spd_thread_key_ok) return SP_ERR_NO_MEMORY;
-    spd_thread *th = pthread_getspecific(spd_thread_key);
-    if (th != NULL && th->app != app) {
+    spd_thread *th = spd_thread_local_get(&spd_thread_state, sizeof *th);
+    if (th != NULL && th->app != NULL && th->app != app) {
         /* another app in this process (tests): nothing of the old one is valid */
-        spd_thread_free(th);
-        (void)pthread_setspecific(spd_thread_key, NULL);
-        th = NULL;
+        spd_thread_free(spd_thread_local_take(&spd_thread_state));
+        th = spd_thread_local_get(&spd_thread_state, sizeof *th);
     }
-    if (th == NULL) {
-        th = calloc(1, sizeof *th);
-        if (th == NULL) return SP_ERR_NO_MEMORY;
-        th->app = app;
-        if (pthread_setspecific(spd_thread_key, th) != 0) {
-            free(th);
-            return SP_ERR_NO_MEMORY;
-        }
-    }
+    if (th == NULL) return SP_ERR_NO_MEMORY;
+    th->app = app;
     *out = th;
     return SP_OK;
 }
@@ -390,11 +426,7 @@ sp_error spd_kms_probe(const char *kms_config, char *err, size_t cap) {
 void spd_context_shutdown(spd_app *app) {
     (void)app;
     /* the calling thread's contexts (the others ended with their threads) */
-    if (spd_thread_key_ok) {
-        spd_thread *th = pthread_getspecific(spd_thread_key);
-        spd_thread_free(th);
-        (void)pthread_setspecific(spd_thread_key, NULL);
-    }
+    spd_thread_free(spd_thread_local_take(&spd_thread_state));
     pthread_mutex_lock(&spd_kms_lock);
     spd_kms_entry *e = spd_kms_list;
     spd_kms_list = NULL;
@@ -404,4 +436,18 @@ void spd_context_shutdown(spd_app *app) {
         spd_kms_entry_free(e);
         e = next;
     }
+}
+
+void spd_kms_totals(sp_kms_stats *sum, uint64_t *breakers_open) {
+    pthread_mutex_lock(&spd_kms_lock);
+    *sum = spd_kms_closed;
+    *breakers_open = 0;
+    for (spd_kms_entry *e = spd_kms_list; e != NULL; e = e->next) {
+        sp_kms_stats s;
+        sp_kms_get_stats(e->kms, &s);
+        spd_kms_add(sum, &s);
+        if (s.breaker_open) (*breakers_open)++;
+    }
+    sum->breaker_open = *breakers_open > 0;
+    pthread_mutex_unlock(&spd_kms_lock);
 }

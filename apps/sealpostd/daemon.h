@@ -23,6 +23,7 @@
 #define SPD_DAEMON_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "sealpost/sealpost.h"
@@ -172,6 +173,12 @@ typedef struct spd_app {
     sp_metric *auth_failures_admin;
     sp_metric *auth_failures_tenant;
     sp_metric *rate_limited;
+    /* KMS calls of every tenant's handle, brought up to date at each scrape */
+    sp_metric *kms_calls;
+    sp_metric *kms_failures;
+    sp_metric *kms_unavailable;
+    sp_metric *kms_denied;
+    sp_metric *kms_breakers_open;
     struct spd_router_state *router; /* tenant settings cache (spd_router_init) */
 } spd_app;
 
@@ -191,6 +198,20 @@ typedef struct spd_auth {
 } spd_auth;
 
 /* ---- per-thread state (context.c) ---- */
+
+/* A value of each thread (a static of the unit that owns it): zeroed memory
+ * of the size asked for on a thread's first use, handed to destroy when the
+ * thread ends. The pthread key is made on first use, once. */
+typedef struct spd_thread_local {
+    void (*destroy)(void *);
+    atomic_int state; /* 0: no key yet, 1: key made, -1: it could not be */
+    pthread_key_t key;
+} spd_thread_local;
+#define SPD_THREAD_LOCAL_INIT(destroy_fn) {.destroy = (destroy_fn)}
+/* This thread's value, made when it has none; NULL when out of memory. */
+void *spd_thread_local_get(spd_thread_local *tl, size_t size);
+/* This thread's value or NULL, no longer this thread's (destroy not run). */
+void *spd_thread_local_take(spd_thread_local *tl);
 
 /* This thread's store connection, opened on first use and closed when the
  * thread ends. */
@@ -216,6 +237,9 @@ sp_error spd_tenant_erase_keys(spd_app *app, const char *tenant_id);
 /* Checks a KMS config the way a tenant will use it: open, wrap and unwrap a
  * data key; a readable reason in err. */
 sp_error spd_kms_probe(const char *kms_config, char *err, size_t cap);
+/* KMS counters summed over every tenant's handle since start (handles
+ * closed since count too), and how many breakers are open now. */
+void spd_kms_totals(sp_kms_stats *sum, uint64_t *breakers_open);
 /* Frees every shared KMS handle (at exit). */
 void spd_context_shutdown(spd_app *app);
 

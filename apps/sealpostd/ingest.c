@@ -69,10 +69,6 @@ typedef struct {
     size_t table_cap;
 } spd_scratch;
 
-static pthread_key_t spd_scratch_key;
-static pthread_once_t spd_scratch_once = PTHREAD_ONCE_INIT;
-static bool spd_scratch_key_ok;
-
 static void spd_scratch_free(void *p) {
     spd_scratch *s = p;
     if (s == NULL) return;
@@ -86,22 +82,9 @@ static void spd_scratch_free(void *p) {
     free(s);
 }
 
-static void spd_scratch_key_init(void) { spd_scratch_key_ok = pthread_key_create(&spd_scratch_key, spd_scratch_free) == 0; }
+static spd_thread_local spd_scratch_state = SPD_THREAD_LOCAL_INIT(spd_scratch_free);
 
-static spd_scratch *spd_scratch_get(void) {
-    pthread_once(&spd_scratch_once, spd_scratch_key_init);
-    if (!spd_scratch_key_ok) return NULL;
-    spd_scratch *s = pthread_getspecific(spd_scratch_key);
-    if (s == NULL) {
-        s = calloc(1, sizeof *s);
-        if (s == NULL) return NULL;
-        if (pthread_setspecific(spd_scratch_key, s) != 0) {
-            free(s);
-            return NULL;
-        }
-    }
-    return s;
-}
+static spd_scratch *spd_scratch_get(void) { return spd_thread_local_get(&spd_scratch_state, sizeof(spd_scratch)); }
 
 /* Grows *buf to at least n elements of size bytes (contents not kept). */
 static bool spd_grow(void **buf, size_t *cap, size_t n, size_t size) {
@@ -295,8 +278,8 @@ static size_t spd_table_slot(const spd_scratch *s, const spd_body *b, size_t pii
     }
 }
 
-static sp_error spd_resolve_ids(spd_scratch *s, spd_tenant *t, sp_store *store, const spd_body_schema *schema,
-                                const spd_body *b) {
+static sp_error spd_resolve_ids_in(spd_scratch *s, spd_tenant *t, sp_store *store, const spd_body_schema *schema,
+                                   const spd_body *b) {
     size_t cap = 16;
     while (cap < 2 * b->count) cap *= 2;
     if (!spd_grow((void **)&s->table, &s->table_cap, cap, sizeof *s->table)) return SP_ERR_NO_MEMORY;
@@ -320,7 +303,7 @@ static sp_error spd_resolve_ids(spd_scratch *s, spd_tenant *t, sp_store *store, 
             if (rc == SP_OK) {
                 w->found = true;
             } else if (rc == SP_ERR_NOT_FOUND) {
-                SPD_TRY(sp_uuid_v4(w->id));
+                SPD_TRY(sp_uuid_v7(w->id));
             } else {
                 return rc;
             }
@@ -330,32 +313,28 @@ static sp_error spd_resolve_ids(spd_scratch *s, spd_tenant *t, sp_store *store, 
     return SP_OK;
 }
 
+/* The lookups of one batch share a read-only transaction: one snapshot and
+ * one lock instead of one per profile. */
+static sp_error spd_resolve_ids(spd_scratch *s, spd_tenant *t, sp_store *store, const spd_body_schema *schema,
+                                const spd_body *b) {
+    SPD_TRY(sp_store_begin_read(store));
+    sp_error rc = spd_resolve_ids_in(s, t, store, schema, b);
+    sp_store_rollback(store);
+    return rc;
+}
+
 /* ---- attribute text ---- */
 
 /* The JSON text of an object's members, PII members either left out
  * (blobs == NULL) or replaced by the base64 of their blob. */
 static bool spd_b64(char *out, size_t cap, size_t *len, const uint8_t *in, size_t n) {
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t need = 2 + (n + 2) / 3 * 4;
+    /* quoted; the encoder's NUL lands where the closing quote goes */
+    size_t need = 2 + SP_BASE64_CHARS(n), wrote = 0;
     if (cap - *len < need) return false;
     char *o = out + *len;
-    *o++ = '"';
-    size_t i = 0;
-    for (; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        *o++ = abc[v >> 18];
-        *o++ = abc[(v >> 12) & 63];
-        *o++ = abc[(v >> 6) & 63];
-        *o++ = abc[v & 63];
-    }
-    if (i < n) {
-        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
-        *o++ = abc[v >> 18];
-        *o++ = abc[(v >> 12) & 63];
-        *o++ = i + 1 < n ? abc[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    *o++ = '"';
+    *o = '"';
+    if (sp_base64_encode(in, n, o + 1, need - 1, &wrote) != SP_OK) return false;
+    o[1 + wrote] = '"';
     *len += need;
     return true;
 }
@@ -460,31 +439,46 @@ static sp_error spd_profiles_reply(spd_scratch *s, const spd_body *b, size_t *le
     return SP_OK;
 }
 
-void spd_profiles_post(spd_app *app, sp_http_request *req, const spd_auth *auth) {
-    spd_tenant *t;
-    if (!spd_tenant_or_reply(app, req, auth, &t)) return;
-    spd_body_schema schema = spd_schema_of(app, t);
+typedef sp_error (*spd_body_parser)(const uint8_t *text, size_t len, const spd_body_schema *schema, spd_body *out,
+                                   char *msg, size_t cap);
+
+/* What both POST handlers start with: the tenant, its schema, the body
+ * parsed (400 with the reason otherwise) and this thread's scratch sized for
+ * it. False when a reply has been sent (and nothing is left to free). */
+static bool spd_ingest_start(spd_app *app, sp_http_request *req, const spd_auth *auth, spd_body_parser parse,
+                             spd_tenant **t, spd_body_schema *schema, spd_body *b, spd_scratch **s) {
+    if (!spd_tenant_or_reply(app, req, auth, t)) return false;
+    *schema = spd_schema_of(app, *t);
     size_t len = 0;
     const uint8_t *text = sp_http_body(req, &len);
     char msg[SPD_BODY_MAX_MESSAGE];
-    spd_body b;
-    sp_error rc = spd_body_parse_profiles(text, len, &schema, &b, msg, sizeof msg);
+    sp_error rc = parse(text, len, schema, b, msg, sizeof msg);
     if (rc != SP_OK) {
         spd_reply_parse(req, rc, msg);
-        return;
+        return false;
     }
-    const char *step = "scratch";
-    spd_scratch *s = spd_scratch_get();
+    *s = spd_scratch_get();
+    if (*s == NULL || !spd_grow((void **)&(*s)->items, &(*s)->items_cap, b->count, sizeof *(*s)->items) ||
+        !spd_grow((void **)&(*s)->pii, &(*s)->pii_cap, b->n_pii, sizeof *(*s)->pii)) {
+        spd_fail(req, SP_ERR_NO_MEMORY, "scratch");
+        spd_body_free(b);
+        return false;
+    }
+    return true;
+}
+
+void spd_profiles_post(spd_app *app, sp_http_request *req, const spd_auth *auth) {
+    spd_tenant *t;
+    spd_body_schema schema;
+    spd_body b;
+    spd_scratch *s;
+    if (!spd_ingest_start(app, req, auth, spd_body_parse_profiles, &t, &schema, &b, &s)) return;
+    sp_error rc = SP_OK;
+    const char *step = "store";
     sp_store *store = NULL;
-    if (s == NULL || !spd_grow((void **)&s->items, &s->items_cap, b.count, sizeof *s->items) ||
-        !spd_grow((void **)&s->pii, &s->pii_cap, b.n_pii, sizeof *s->pii)) {
-        rc = SP_ERR_NO_MEMORY;
-        goto done;
-    }
     for (size_t i = 0; i < b.count; i++) {
         for (size_t k = 0; k < b.profiles[i].n_pii; k++) s->pii[b.profiles[i].pii_first + k].item = i;
     }
-    step = "store";
     SPD_TRY_GOTO(spd_store(app, &store), rc, done);
     step = "index";
     SPD_TRY_GOTO(spd_index_all(s, t, &schema, &b), rc, done);
@@ -557,35 +551,22 @@ static sp_error spd_events_write(spd_scratch *s, spd_tenant *t, sp_store *store,
 
 void spd_events_post(spd_app *app, sp_http_request *req, const spd_auth *auth) {
     spd_tenant *t;
-    if (!spd_tenant_or_reply(app, req, auth, &t)) return;
-    spd_body_schema schema = spd_schema_of(app, t);
-    size_t len = 0;
-    const uint8_t *text = sp_http_body(req, &len);
-    char msg[SPD_BODY_MAX_MESSAGE];
+    spd_body_schema schema;
     spd_body b;
-    sp_error rc = spd_body_parse_events(text, len, &schema, &b, msg, sizeof msg);
-    if (rc != SP_OK) {
-        spd_reply_parse(req, rc, msg);
-        return;
-    }
-    const char *step = "scratch";
-    spd_scratch *s = spd_scratch_get();
+    spd_scratch *s;
+    if (!spd_ingest_start(app, req, auth, spd_body_parse_events, &t, &schema, &b, &s)) return;
+    sp_error rc = SP_OK;
+    const char *step = "uuid";
     sp_store *store = NULL;
     size_t dups = 0, bad_item = SIZE_MAX;
     int64_t now_ms = spd_now_ms();
-    if (s == NULL || !spd_grow((void **)&s->items, &s->items_cap, b.count, sizeof *s->items) ||
-        !spd_grow((void **)&s->pii, &s->pii_cap, b.n_pii, sizeof *s->pii)) {
-        rc = SP_ERR_NO_MEMORY;
-        goto done;
-    }
     for (size_t i = 0; i < b.count; i++) {
         const spd_body_event *e = &b.events[i];
         for (size_t k = 0; k < e->n_pii; k++) s->pii[e->pii_first + k].item = i;
         if (e->id != NULL) {
             snprintf(s->items[i].id, sizeof s->items[i].id, "%s", e->id);
         } else {
-            step = "uuid";
-            SPD_TRY_GOTO(sp_uuid_v4(s->items[i].id), rc, done);
+            SPD_TRY_GOTO(sp_uuid_v7(s->items[i].id), rc, done);
         }
     }
     step = "store";
@@ -598,6 +579,7 @@ void spd_events_post(spd_app *app, sp_http_request *req, const spd_auth *auth) {
         if (rc != SP_ERR_CONFLICT) break;
     }
     if (rc == SP_ERR_NOT_FOUND && bad_item != SIZE_MAX) {
+        char msg[SPD_BODY_MAX_MESSAGE];
         snprintf(msg, sizeof msg, "events[%zu].profile_id: no such profile", bad_item);
         spd_reply_error(req, 400, "bad_request", msg);
         rc = SP_OK;

@@ -19,9 +19,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <openssl/core_names.h>
-#include <openssl/kdf.h>
-#include <openssl/params.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,26 +66,6 @@ static int make_dirs(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
-static sp_error hkdf_pepper(const uint8_t ikm[SP_KEY_BYTES], uint8_t out[SP_KEY_BYTES]) {
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    EVP_KDF_free(kdf);
-    if (!ctx) return SP_ERR_CRYPTO_BACKEND;
-    char digest[] = "SHA256";
-    char salt[] = "sealpostd";
-    char info[] = "sealpostd credential pepper v1";
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, SP_KEY_BYTES),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, salt, strlen(salt)),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, strlen(info)),
-        OSSL_PARAM_END,
-    };
-    int ok = EVP_KDF_derive(ctx, out, SP_KEY_BYTES, params);
-    EVP_KDF_CTX_free(ctx);
-    return ok == 1 ? SP_OK : SP_ERR_CRYPTO_BACKEND;
-}
-
 /* Loads DATA/server.key (a sealpost key file, created on first start) and
  * derives the pepper from its active key. */
 static sp_error load_pepper(const char *data_dir, sp_key **out) {
@@ -110,12 +87,11 @@ static sp_error load_pepper(const char *data_dir, sp_key **out) {
         sp_key_state state;
         if (sp_keyfile_entry(kf, i, &version, &key, &state) == SP_OK && state == SP_KEY_STATE_ACTIVE) active = key;
     }
-    uint8_t ikm[SP_KEY_BYTES], derived[SP_KEY_BYTES];
-    rc = active ? sp_key_export(active, ikm) : SP_ERR_BAD_KEYFILE;
-    if (rc == SP_OK) rc = hkdf_pepper(ikm, derived);
-    if (rc == SP_OK) rc = sp_key_new(derived, sizeof derived, out);
-    sp_wipe(ikm, sizeof ikm);
-    sp_wipe(derived, sizeof derived);
+    static const char salt[] = "sealpostd";
+    static const char info[] = "sealpostd credential pepper v1";
+    rc = active ? sp_key_derive(active, (const uint8_t *)salt, sizeof salt - 1, (const uint8_t *)info, sizeof info - 1,
+                                out)
+                : SP_ERR_BAD_KEYFILE;
     sp_keyfile_free(kf);
     return rc;
 }
@@ -297,6 +273,17 @@ static sp_error make_metrics(spd_app *app) {
         (rc = counter(app, "sealpost_events_duplicate_total", "Events received again (same id)", NULL,
                       &app->events_duplicate)) ||
         (rc = counter(app, "sealpost_vault_decrypts_total", "PII values decrypted", NULL, &app->vault_decrypts)) ||
+        (rc = counter(app, "sealpost_kms_calls_total", "Calls to tenants' KMSs (wrap, unwrap, generate)", NULL,
+                      &app->kms_calls)) ||
+        (rc = counter(app, "sealpost_kms_failures_total", "KMS calls that failed, by kind", "kind=\"any\"",
+                      &app->kms_failures)) ||
+        (rc = counter(app, "sealpost_kms_failures_total", "KMS calls that failed, by kind", "kind=\"unavailable\"",
+                      &app->kms_unavailable)) ||
+        (rc = counter(app, "sealpost_kms_failures_total", "KMS calls that failed, by kind", "kind=\"denied\"",
+                      &app->kms_denied)) ||
+        (rc = sp_metrics_get(app->metrics, SP_METRIC_GAUGE, "sealpost_kms_breakers_open",
+                             "Tenants' KMSs whose circuit breaker is open now", NULL, NULL, 0,
+                             &app->kms_breakers_open)) ||
         (rc = sp_metrics_get(app->metrics, SP_METRIC_GAUGE, "sealpost_queue_depth", "Messages waiting per queue",
                              "queue=\"outbox\"", NULL, 0, &queue)))
         return rc;

@@ -22,9 +22,6 @@
  * the secret), and counts sealpost_auth_failures_total{api}; the reason is
  * never in the response.
  */
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,33 +244,11 @@ void spd_reply_sp_error(sp_http_request *req, sp_error err) {
 
 /* ---- keyed hashes ---- */
 
-static EVP_MAC *hmac_alg;
-static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
-static void hmac_fetch(void) { hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL); }
-
 sp_error spd_credential_hash(const spd_app *app, spd_hash_kind kind, const char *value, size_t len,
                              uint8_t out[SP_STORE_HASH_BYTES]) {
     if (!app || !app->pepper || !value || !out) return SP_ERR_INVALID_ARGUMENT;
-    static const char label_key[] = "sealpostd client access key";
-    static const char label_secret[] = "sealpostd api secret";
-    const char *label = kind == SPD_HASH_CLIENT_KEY ? label_key : label_secret;
-    pthread_once(&hmac_once, hmac_fetch);
-    if (!hmac_alg) return SP_ERR_CRYPTO_BACKEND;
-    uint8_t key[SP_KEY_BYTES];
-    sp_error rc = sp_key_export(app->pepper, key);
-    if (rc != SP_OK) return rc;
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_alg);
-    char digest[] = "SHA256";
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_END};
-    size_t out_len = 0;
-    /* the label's NUL separates it from the value */
-    bool ok = ctx && EVP_MAC_init(ctx, key, sizeof key, params) == 1 &&
-              EVP_MAC_update(ctx, (const unsigned char *)label, strlen(label) + 1) == 1 &&
-              EVP_MAC_update(ctx, (const unsigned char *)value, len) == 1 &&
-              EVP_MAC_final(ctx, out, &out_len, SP_STORE_HASH_BYTES) == 1 && out_len == SP_STORE_HASH_BYTES;
-    EVP_MAC_CTX_free(ctx);
-    sp_wipe(key, sizeof key);
-    return ok ? SP_OK : SP_ERR_CRYPTO_BACKEND;
+    const char *label = kind == SPD_HASH_CLIENT_KEY ? "sealpostd client access key" : "sealpostd api secret";
+    return sp_key_hmac_sha256(app->pepper, label, (const uint8_t *)value, len, out);
 }
 
 sp_error spd_credential_generate(const char *prefix, char out[48]) {
@@ -281,21 +256,13 @@ sp_error spd_credential_generate(const char *prefix, char out[48]) {
     uint8_t raw[32];
     sp_error rc = sp_random(raw, sizeof raw);
     if (rc != SP_OK) return rc;
-    unsigned char b64[48];
-    int n = EVP_EncodeBlock(b64, raw, (int)sizeof raw); /* 44 chars, one '=' */
-    sp_wipe(raw, sizeof raw);
-    if (n != 44) {
-        sp_wipe(b64, sizeof b64);
-        return SP_ERR_CRYPTO_BACKEND;
-    }
+    size_t n = 0;
     memcpy(out, prefix, 4);
-    for (size_t i = 0; i < 43; i++) {
-        char c = (char)b64[i];
-        out[4 + i] = c == '+' ? '-' : c == '/' ? '_' : c;
-    }
-    out[47] = '\0';
-    sp_wipe(b64, sizeof b64);
-    return SP_OK;
+    rc = sp_base64url_encode(raw, sizeof raw, out + 4, 48 - 4, &n); /* 43 chars and the NUL */
+    sp_wipe(raw, sizeof raw);
+    if (rc == SP_OK && n != 43) rc = SP_ERR_CRYPTO_BACKEND;
+    if (rc != SP_OK) sp_wipe(out, 48);
+    return rc;
 }
 
 /* ---- tenant settings cache ---- */
@@ -600,7 +567,26 @@ static void healthz(spd_app *app, sp_http_request *req) {
     spd_reply_json(req, rc == SP_OK ? 200 : 503, body);
 }
 
+/* Counters only go up by what happened since the last scrape; scrapes may
+ * run on two threads at once, hence the lock. */
+static void refresh_kms_metrics(spd_app *app) {
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static sp_kms_stats seen;
+    sp_kms_stats now;
+    uint64_t open = 0;
+    spd_kms_totals(&now, &open);
+    pthread_mutex_lock(&lock);
+    if (now.calls > seen.calls) sp_metric_add(app->kms_calls, now.calls - seen.calls);
+    if (now.failures > seen.failures) sp_metric_add(app->kms_failures, now.failures - seen.failures);
+    if (now.unavailable > seen.unavailable) sp_metric_add(app->kms_unavailable, now.unavailable - seen.unavailable);
+    if (now.denied > seen.denied) sp_metric_add(app->kms_denied, now.denied - seen.denied);
+    seen = now;
+    pthread_mutex_unlock(&lock);
+    sp_metric_set(app->kms_breakers_open, (double)open);
+}
+
 static void metrics(spd_app *app, sp_http_request *req) {
+    refresh_kms_metrics(app);
     char *text = NULL;
     size_t len = 0;
     sp_error rc = sp_metrics_render(app->metrics, &text, &len);

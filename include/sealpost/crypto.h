@@ -90,11 +90,48 @@ SP_API bool sp_ct_equal(const void *a, const void *b, size_t len);
 
 /* A fresh random key-version id: a version-4 UUID in lowercase, NUL-terminated. */
 SP_API SP_MUST_CHECK sp_error sp_uuid_v4(char out[37]);
+/* A time-ordered id (RFC 9562 version 7: Unix milliseconds, then 74 random
+ * bits), for database keys that should land at the end of their index
+ * rather than at random pages. */
+SP_API SP_MUST_CHECK sp_error sp_uuid_v7(char out[37]);
 /* True for a canonical lowercase UUID of 36 characters. */
 SP_API bool sp_uuid_is_valid(const char *s, size_t len);
 
 /* Overwrites memory in a way the compiler cannot elide. */
 SP_API void sp_wipe(void *p, size_t len);
+
+/* ---- keyed hashes, key derivation, base64 ---- */
+
+/* HMAC-SHA256 (RFC 2104) of msg under a raw key of any length (an empty
+ * key and an empty message are allowed). */
+SP_API SP_MUST_CHECK sp_error sp_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t msg_len,
+                                             uint8_t out[SP_HMAC_SHA256_BYTES]);
+/* HMAC-SHA256 under a key held in locked memory (its bytes never leave it),
+ * of label, one zero byte, then msg: the label (non-empty) keeps hashes made
+ * for different purposes under one key apart. */
+SP_API SP_MUST_CHECK sp_error sp_key_hmac_sha256(const sp_key *key, const char *label, const uint8_t *msg,
+                                                 size_t msg_len, uint8_t out[SP_HMAC_SHA256_BYTES]);
+/* HKDF-SHA256 (RFC 5869), extract then expand; 1 <= out_len <= 255 * 32.
+ * An empty salt means the RFC's string of zeros. */
+SP_API SP_MUST_CHECK sp_error sp_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+                                             const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len);
+/* A new key derived from ikm with HKDF-SHA256 (salt and info as above),
+ * straight into locked memory; free it with sp_key_free. */
+SP_API SP_MUST_CHECK sp_error sp_key_derive(const sp_key *ikm, const uint8_t *salt, size_t salt_len,
+                                            const uint8_t *info, size_t info_len, sp_key **out);
+
+/* Characters of the base64 text of n bytes, without the NUL: standard
+ * (RFC 4648 section 4, '=' padded) and base64url without padding (section 5,
+ * as in JOSE and URL-safe tokens). */
+#define SP_BASE64_CHARS(n) ((((size_t)(n) + 2) / 3) * 4)
+#define SP_BASE64URL_CHARS(n) (((size_t)(n) / 3) * 4 + ((size_t)(n) % 3 ? (size_t)(n) % 3 + 1 : 0))
+/* Encodes len bytes into out followed by a NUL, so cap must be at least
+ * SP_BASE64_CHARS(len) + 1 (SP_ERR_BUFFER_TOO_SMALL otherwise, out untouched);
+ * *out_len gets the characters written, without the NUL. */
+SP_API SP_MUST_CHECK sp_error sp_base64_encode(const uint8_t *in, size_t len, char *out, size_t cap, size_t *out_len);
+/* The same in base64url without padding; cap >= SP_BASE64URL_CHARS(len) + 1. */
+SP_API SP_MUST_CHECK sp_error sp_base64url_encode(const uint8_t *in, size_t len, char *out, size_t cap,
+                                                  size_t *out_len);
 
 SP_END_DECLS
 

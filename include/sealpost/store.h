@@ -64,6 +64,10 @@ SP_API SP_MUST_CHECK sp_error sp_store_ping(sp_store *store);
 /* One transaction at a time per connection; nesting is
  * SP_ERR_INVALID_ARGUMENT. rollback is safe to call when none is open. */
 SP_API SP_MUST_CHECK sp_error sp_store_begin(sp_store *store);
+/* A read-only transaction: one snapshot and one lock for many reads (a
+ * batch of lookups), never the write lock. Writes inside it are
+ * SP_ERR_INVALID_ARGUMENT; end it with commit or rollback. */
+SP_API SP_MUST_CHECK sp_error sp_store_begin_read(sp_store *store);
 SP_API SP_MUST_CHECK sp_error sp_store_commit(sp_store *store);
 SP_API void sp_store_rollback(sp_store *store);
 

@@ -8,7 +8,9 @@
  * once per key with OpenSSL's SHA-256, and each message starts from a copy
  * of them: a struct assignment. The states are key-equivalent and are wiped.
  * One-shot HMAC goes through EVP_MAC, and the tests hold both paths to the
- * same Wycheproof vectors.
+ * same Wycheproof vectors. The one-shot forms and the sp_key ones (which
+ * read the key where it lies, in locked memory) are public, so applications
+ * need no OpenSSL of their own for keyed hashes and derived keys.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_CTX: the only allocation-free SHA-256 state in 3.0 */
 #include <openssl/core_names.h>
@@ -126,4 +128,28 @@ sp_error sp_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt,
     EVP_KDF_CTX_free(kctx);
     SP_ENSURE(ok == 1, SP_ERR_CRYPTO_BACKEND);
     return SP_OK;
+}
+
+sp_error sp_key_hmac_sha256(const sp_key *key, const char *label, const uint8_t *msg, size_t msg_len,
+                            uint8_t out[SP_HMAC_SHA256_BYTES]) {
+    SP_ENSURE(key != NULL && label != NULL && label[0] != '\0' && out != NULL && (msg != NULL || msg_len == 0),
+              SP_ERR_INVALID_ARGUMENT);
+    sp_hmac *h = NULL;
+    SP_GUARD(sp_hmac_new(sp_key_bytes(key), SP_KEY_BYTES, &h));
+    /* the label's NUL separates it from the message */
+    sp_error rc = sp_hmac_update(h, label, strlen(label) + 1);
+    if (rc == SP_OK) rc = sp_hmac_update(h, msg, msg_len);
+    if (rc == SP_OK) rc = sp_hmac_final(h, out);
+    sp_hmac_free(h);
+    return rc;
+}
+
+sp_error sp_key_derive(const sp_key *ikm, const uint8_t *salt, size_t salt_len, const uint8_t *info, size_t info_len,
+                       sp_key **out) {
+    SP_ENSURE(ikm != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    uint8_t bytes[SP_KEY_BYTES];
+    sp_error rc = sp_hkdf_sha256(sp_key_bytes(ikm), SP_KEY_BYTES, salt, salt_len, info, info_len, bytes, sizeof bytes);
+    if (rc == SP_OK) rc = sp_key_new(bytes, sizeof bytes, out);
+    sp_wipe(bytes, sizeof bytes);
+    return rc;
 }

@@ -37,18 +37,14 @@ SP_INTERNAL SP_MUST_CHECK sp_error sp_hmac_begin(sp_hmac *h);
 SP_INTERNAL SP_MUST_CHECK sp_error sp_hmac_update(sp_hmac *h, const void *data, size_t len);
 SP_INTERNAL SP_MUST_CHECK sp_error sp_hmac_final(sp_hmac *h, uint8_t out[SP_HMAC_SHA256_BYTES]);
 SP_INTERNAL void sp_hmac_free(sp_hmac *h);
-SP_INTERNAL SP_MUST_CHECK sp_error sp_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg,
-                                                  size_t msg_len, uint8_t out[SP_HMAC_SHA256_BYTES]);
+/* One-shot HMAC-SHA256 is public: sp_hmac_sha256 in sealpost/crypto.h. */
 
 /* SHA-256 of the concatenation of n pieces, on the stack: no allocation and
  * no algorithm fetch (the audit log hashes every record with it). */
 SP_INTERNAL SP_MUST_CHECK sp_error sp_sha256(const void *const *pieces, const size_t *lens, size_t n,
                                              uint8_t out[SP_HMAC_SHA256_BYTES]);
 
-/* HKDF-SHA256 (RFC 5869), extract and expand. out_len <= 255 * 32. */
-SP_INTERNAL SP_MUST_CHECK sp_error sp_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt,
-                                                  size_t salt_len, const uint8_t *info, size_t info_len,
-                                                  uint8_t *out, size_t out_len);
+/* HKDF-SHA256 is public too: sp_hkdf_sha256 in sealpost/crypto.h. */
 
 /* AES key wrap: RFC 3394 (pad = false, input a multiple of 8, >= 16) or
  * RFC 5649 (pad = true). Unwrap failures are SP_ERR_AUTH. */

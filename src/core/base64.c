@@ -4,7 +4,8 @@
  * adds what it lacks: refusing whitespace, misplaced padding and
  * non-canonical trailing bits, so every value has exactly one encoding and a
  * signature over the text means one thing, and translating the URL alphabet.
- * Work happens in fixed stack chunks: nothing is allocated.
+ * Work happens in fixed stack chunks: nothing is allocated. The two encoders
+ * are public too (sp_base64_encode, sp_base64url_encode).
  */
 #include <limits.h>
 
@@ -151,4 +152,14 @@ sp_error sp_b64_encode(const uint8_t *in, size_t in_len, char *out, size_t out_c
     out[written] = 0;
     *out_len = written;
     return SP_OK;
+}
+
+sp_error sp_base64_encode(const uint8_t *in, size_t len, char *out, size_t cap, size_t *out_len) {
+    SP_ENSURE(out != NULL && out_len != NULL && (in != NULL || len == 0), SP_ERR_INVALID_ARGUMENT);
+    return sp_b64_encode(in, len, out, cap, out_len, false);
+}
+
+sp_error sp_base64url_encode(const uint8_t *in, size_t len, char *out, size_t cap, size_t *out_len) {
+    SP_ENSURE(out != NULL && out_len != NULL && (in != NULL || len == 0), SP_ERR_INVALID_ARGUMENT);
+    return sp_b64_encode(in, len, out, cap, out_len, true);
 }

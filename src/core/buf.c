@@ -3,7 +3,9 @@
  * sp_cursor and producers fill an sp_wbuf, so no code outside this file does
  * pointer arithmetic against a length it has to remember to check.
  */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "core/sp_core.h"
@@ -136,4 +138,15 @@ void sp_hex_encode(const uint8_t *in, size_t len, char *out) {
         out[2 * i + 1] = digits[in[i] & 15];
     }
     out[2 * len] = 0;
+}
+
+void sp_format_double(double v, char out[32]) {
+    if (v == floor(v) && fabs(v) < 1e15) {
+        (void)snprintf(out, 32, "%.0f", v);
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        (void)snprintf(out, 32, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) return;
+    }
 }

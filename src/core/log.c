@@ -203,20 +203,12 @@ static bool sp_key_ok(const char *key) {
     return true;
 }
 
-static void sp_format_double(double v, char out[32]) {
+static void sp_format_json_double(double v, char out[32]) {
     if (!isfinite(v)) {
         memcpy(out, "null", 5); /* JSON has no NaN or Inf */
         return;
     }
-    /* whole numbers as integers: %g would write 400000 as 4e+05 */
-    if (v == floor(v) && fabs(v) < 1e15) {
-        (void)snprintf(out, 32, "%.0f", v);
-        return;
-    }
-    for (int prec = 1; prec <= 17; prec++) {
-        (void)snprintf(out, 32, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) return;
-    }
+    sp_format_double(v, out);
 }
 
 /* ,"key":value — all of it or none of it, except a long string value,
@@ -238,7 +230,7 @@ static bool sp_line_field(sp_line *l, const sp_log_field *f) {
             ok = sp_line_str(l, f->i ? "true" : "false");
             break;
         case SP_LOG_DOUBLE:
-            sp_format_double(f->d, num);
+            sp_format_json_double(f->d, num);
             ok = sp_line_str(l, num);
             break;
         default:

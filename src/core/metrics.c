@@ -366,7 +366,7 @@ static void sp_text_str(sp_text *t, const char *s) { sp_text_put(t, s, strlen(s)
 
 /* The shortest decimal that reads back as the same double, in the
  * spelling Prometheus expects for the special values. */
-static void sp_format_double(double v, char out[32]) {
+static void sp_format_prom_double(double v, char out[32]) {
     if (isnan(v)) {
         memcpy(out, "NaN", 4);
         return;
@@ -375,15 +375,7 @@ static void sp_format_double(double v, char out[32]) {
         memcpy(out, v > 0 ? "+Inf" : "-Inf", 5);
         return;
     }
-    /* whole numbers as integers: %g would write 400000 as 4e+05 */
-    if (v == floor(v) && fabs(v) < 1e15) {
-        (void)snprintf(out, 32, "%.0f", v);
-        return;
-    }
-    for (int prec = 1; prec <= 17; prec++) {
-        (void)snprintf(out, 32, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) return;
-    }
+    sp_format_double(v, out);
 }
 
 static void sp_text_u64(sp_text *t, uint64_t v) {
@@ -426,7 +418,7 @@ static void sp_render_histogram(sp_text *t, const sp_family *f, const sp_metric 
     for (size_t i = 0; i < s->n_buckets; i++) {
         cumulative += atomic_load_explicit(&s->buckets[i], memory_order_relaxed);
         if (i < f->n_bounds) {
-            sp_format_double(f->bounds[i], num);
+            sp_format_prom_double(f->bounds[i], num);
         } else {
             memcpy(num, "+Inf", 5);
         }
@@ -435,7 +427,7 @@ static void sp_render_histogram(sp_text *t, const sp_family *f, const sp_metric 
         sp_text_u64(t, cumulative);
         sp_text_str(t, "\n");
     }
-    sp_format_double(sp_bitsd(atomic_load_explicit(&s->sum_bits, memory_order_relaxed)), num);
+    sp_format_prom_double(sp_bitsd(atomic_load_explicit(&s->sum_bits, memory_order_relaxed)), num);
     sp_text_series(t, f->name, "_sum", s->labels, NULL);
     sp_text_str(t, num);
     sp_text_str(t, "\n");
@@ -476,7 +468,7 @@ sp_error sp_metrics_render(sp_metrics *metrics, char **text, size_t *len) {
                 sp_text_u64(&t, v);
             } else {
                 char num[32];
-                sp_format_double(sp_bitsd(v), num);
+                sp_format_prom_double(sp_bitsd(v), num);
                 sp_text_str(&t, num);
             }
             sp_text_str(&t, "\n");

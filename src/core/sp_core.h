@@ -157,6 +157,11 @@ SP_INTERNAL void sp_file_unlock(int fd);
 SP_INTERNAL bool sp_ascii_ieq(const char *a, size_t a_len, const char *b);
 SP_INTERNAL SP_MUST_CHECK sp_error sp_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
 SP_INTERNAL int64_t sp_now_seconds(void);
+/* The shortest decimal that reads back as the same finite double, whole
+ * numbers below 1e15 without an exponent (%g would write 400000 as 4e+05).
+ * NaN and the infinities are the caller's: JSON and Prometheus spell them
+ * differently. */
+SP_INTERNAL void sp_format_double(double v, char out[32]);
 
 #include "core/banned.h"
 

@@ -45,6 +45,7 @@
 
 #include "core/sp_core.h"
 #include "sealpost/http.h"
+#include "sealpost/log.h"
 
 /* TLS 1.2 and 1.3 only; AEAD ciphers only; ECDHE key exchange only (TLS 1.3
  * is always ephemeral); no SHA-1 anywhere in signatures. */
@@ -327,6 +328,18 @@ static void sp_http_on_completed(void *cls, struct MHD_Connection *connection, v
         clock_gettime(CLOCK_MONOTONIC, &now);
         double secs = (double)(now.tv_sec - r->started.tv_sec) + (double)(now.tv_nsec - r->started.tv_nsec) / 1e9;
         sp_http_count(s, r->route != NULL ? r->route : "other", r->status, secs);
+        /* The access log, at debug level: the route label, never the path
+         * (a profile id in it may be a customer's user name or address). */
+        if (sp_log_enabled(SP_LOG_DEBUG)) {
+            sp_log_field f[] = {
+                SP_LOG_S("method", r->method != NULL ? r->method : ""),
+                SP_LOG_S("route", r->route != NULL ? r->route : "other"),
+                SP_LOG_I("status", r->status),
+                SP_LOG_D("ms", secs * 1000.0),
+                SP_LOG_S("peer", sp_http_peer(r)),
+            };
+            sp_log(SP_LOG_DEBUG, "http.request", f, SP_ARRAY_LEN(f));
+        }
     }
     sp_request_reset(r);
     sp_body_release(r->conn, true);

@@ -13,6 +13,8 @@
  * the import of keyring files are here too: they are a few statements on a
  * connection of their own.
  */
+#include <errno.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "keyring/keyring_internal.h"
@@ -69,7 +71,10 @@ static sp_store_param sp_p_int(int64_t v) { return (sp_store_param){SP_STORE_INT
 
 /* ---- running statements ---- */
 
+/* Every write goes through here, so a read-only transaction refuses them
+ * all in one place. */
 static sp_error sp_q_exec(sp_store *s, sp_store_q q, const sp_store_param *p, size_t n, uint64_t *changes) {
+    SP_ENSURE(!(s->in_tx && s->read_only), SP_ERR_INVALID_ARGUMENT);
     sp_error rc = s->drv->run(s->db, q, p, n, changes);
     s->drv->finish(s->db);
     return rc;
@@ -111,6 +116,16 @@ sp_error sp_store_begin(sp_store *store) {
     SP_GUARD(store->drv->ping(store->db)); /* a lost connection comes back here, between requests */
     SP_GUARD(store->drv->script(store->db, store->drv->sql[SP_Q_BEGIN]));
     store->in_tx = true;
+    store->read_only = false;
+    return SP_OK;
+}
+
+sp_error sp_store_begin_read(sp_store *store) {
+    SP_ENSURE(store != NULL && !store->in_tx, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(store->drv->ping(store->db));
+    SP_GUARD(store->drv->script(store->db, store->drv->sql[SP_Q_BEGIN_READ]));
+    store->in_tx = true;
+    store->read_only = true;
     return SP_OK;
 }
 
@@ -779,6 +794,10 @@ static sp_error sp_import_tenant(const char *url, sp_keyring *file, const char *
 
 sp_error sp_store_import_keyring_file(const char *url, const char *path, size_t *imported) {
     SP_ENSURE(url != NULL && path != NULL, SP_ERR_INVALID_ARGUMENT);
+    /* opening a keyring file creates it; importing one that is not there is
+     * a mistake to report, not an empty import */
+    struct stat st;
+    SP_ENSURE(stat(path, &st) == 0, errno == ENOENT ? SP_ERR_NOT_FOUND : SP_ERR_IO);
     sp_keyring *file = NULL;
     SP_GUARD(sp_keyring_open(path, NULL, &file));
     typedef char sp_name[SP_KEYRING_MAX_NAME + 1];

@@ -114,6 +114,7 @@ struct sp_store {
     void *db;
     int version;
     bool in_tx;
+    bool read_only; /* the open transaction came from sp_store_begin_read */
 };
 
 #endif

@@ -100,7 +100,7 @@ static const char *const sp_pg_migrations[] = {
     "  field TEXT COLLATE \"C\" NOT NULL, blob BYTEA NOT NULL, blind_index BYTEA, updated BIGINT NOT NULL, "
     "  PRIMARY KEY (tenant, profile_id, field), "
     "  FOREIGN KEY (tenant, profile_id) REFERENCES profiles (tenant, id) ON DELETE CASCADE);"
-    "CREATE INDEX profile_pii_index ON profile_pii (tenant, field, blind_index);"
+    "CREATE INDEX profile_pii_index ON profile_pii (tenant, field, blind_index, updated DESC, profile_id DESC);"
     "CREATE TABLE events (tenant TEXT COLLATE \"C\" NOT NULL, id TEXT COLLATE \"C\" NOT NULL, "
     "  profile_id TEXT COLLATE \"C\" NOT NULL, name TEXT NOT NULL, ts BIGINT NOT NULL, properties TEXT NOT NULL, "
     "  created BIGINT NOT NULL, PRIMARY KEY (tenant, id), "

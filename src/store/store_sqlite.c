@@ -10,6 +10,20 @@
  * unlinked), and a 5 s busy timeout: a writer that waited that long gets
  * SP_ERR_CONFLICT. Write transactions start with BEGIN IMMEDIATE, so two
  * writers queue at the start instead of deadlocking on a lock upgrade.
+ * Writers of one process queue on a mutex per database file before that
+ * (the write gate): SQLite's busy handler waits by sleeping 1, 2, 5 … 100
+ * ms, so two threads taking turns through it would spend most of their time
+ * asleep; a mutex hands the lock over the moment it is free. The busy
+ * handler is left for writers in other processes. Holding the gate, a write
+ * transaction runs on the process's one writer connection rather than the
+ * caller's: SQLite drops a connection's page cache whenever another one has
+ * written, so separate writers would re-read every page they touch.
+ *
+ * Checkpoints (copying the WAL back into the database file, and its fsync)
+ * run on a thread of their own per file, with a connection of its own, in
+ * PASSIVE mode, so they never hold the write lock and a request's commit
+ * never pays for one. Connections opened before it started, or when it could
+ * not start, keep SQLite's automatic checkpoint.
  *
  * Statements are prepared once per connection, the first time they run,
  * and reset after each use; binding uses the caller's buffers
@@ -22,6 +36,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,7 +48,7 @@
 #define SP_SQLITE_BUSY_MS 5000
 /* A 64 MiB page cache per connection: ingestion's inserts land at random
  * places of the blind-index B-tree, and every page missed is a read. */
-#define SP_SQLITE_PRAGMAS "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384"
+#define SP_SQLITE_PRAGMAS "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384; PRAGMA mmap_size = 1073741824"
 
 static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
     [SP_Q_BEGIN] = "BEGIN IMMEDIATE",
@@ -71,7 +87,10 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant, profile_id, field) DO UPDATE SET "
                         "blob = excluded.blob, blind_index = excluded.blind_index, updated = excluded.updated",
     [SP_Q_PII_COUNT] = "SELECT COUNT(*) FROM profile_pii WHERE tenant = ?1 AND profile_id = ?2",
-    [SP_Q_PROFILE_FIND_INDEX] = "SELECT profile_id FROM profile_pii WHERE tenant = ?1 AND field = ?2 AND "
+    /* The index covers the lookup and its order; without statistics the
+     * planner would otherwise walk the tenant's primary-key range. */
+    [SP_Q_PROFILE_FIND_INDEX] = "SELECT profile_id FROM profile_pii INDEXED BY profile_pii_index WHERE tenant = ?1 "
+                                "AND field = ?2 AND "
                                 "blind_index = ?3 ORDER BY updated DESC, profile_id DESC LIMIT 1",
     [SP_Q_PROFILE_GET] = "SELECT id, attributes, created, updated FROM profiles WHERE tenant = ?1 AND id = ?2",
     [SP_Q_PII_GET] = "SELECT field, blob FROM profile_pii WHERE tenant = ?1 AND profile_id = ?2 ORDER BY field",
@@ -105,7 +124,7 @@ static const char *const sp_sqlite_migrations[] = {
     "CREATE TABLE profile_pii (tenant TEXT NOT NULL, profile_id TEXT NOT NULL, field TEXT NOT NULL, "
     "  blob BLOB NOT NULL, blind_index BLOB, updated INTEGER NOT NULL, PRIMARY KEY (tenant, profile_id, field), "
     "  FOREIGN KEY (tenant, profile_id) REFERENCES profiles (tenant, id) ON DELETE CASCADE) WITHOUT ROWID;"
-    "CREATE INDEX profile_pii_index ON profile_pii (tenant, field, blind_index);"
+    "CREATE INDEX profile_pii_index ON profile_pii (tenant, field, blind_index, updated, profile_id);"
     "CREATE TABLE events (tenant TEXT NOT NULL, id TEXT NOT NULL, profile_id TEXT NOT NULL, name TEXT NOT NULL, "
     "  ts INTEGER NOT NULL, properties TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (tenant, id), "
     "  FOREIGN KEY (tenant, profile_id) REFERENCES profiles (tenant, id) ON DELETE CASCADE);"
@@ -113,9 +132,187 @@ static const char *const sp_sqlite_migrations[] = {
     "CREATE TABLE keyrings (tenant TEXT PRIMARY KEY NOT NULL, generation INTEGER NOT NULL, doc BLOB);",
 };
 
+/* ---- the write gate: one per database file in this process ---- */
+#define SP_SQLITE_MAX_GATES 64
+
+/* A connection and the statements prepared on it. */
 typedef struct {
     sqlite3 *db;
     sqlite3_stmt *stmts[SP_Q__COUNT];
+} sp_sqlite_conn;
+
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    unsigned users;
+    pthread_mutex_t lock;
+    char *path;
+    /* The one connection every write transaction of this process uses, in
+     * turn under `lock`: a connection's page cache is dropped whenever
+     * another connection has written, so writers sharing one keep it warm
+     * instead of re-reading the pages each commit touched. */
+    sp_sqlite_conn *writer;
+    /* the checkpointer */
+    bool checkpointer;
+    pthread_t thread;
+    pthread_mutex_t ck_lock;
+    pthread_cond_t ck_wake;
+    bool ck_stop;
+} sp_sqlite_gate;
+
+/* A checkpoint once the WAL holds this many frames (64 MiB of 4 KiB pages):
+ * pages written by many commits in between are copied once. When idle, one
+ * anyway every SP_SQLITE_CHECKPOINT_IDLE_MS. */
+#define SP_SQLITE_CHECKPOINT_FRAMES 16384
+#define SP_SQLITE_CHECKPOINT_IDLE_MS 1000
+
+static pthread_mutex_t sp_gates_lock = PTHREAD_MUTEX_INITIALIZER;
+static sp_sqlite_gate sp_gates[SP_SQLITE_MAX_GATES];
+
+/* Woken by a commit that left the WAL long (sp_wal_hook), or idle: a
+ * PASSIVE checkpoint copies what no reader still needs and waits for
+ * nobody. SQLite restarts the WAL from its beginning once all of it is
+ * copied; the file keeps its size, so rewriting it allocates no blocks. */
+static void *sp_checkpointer(void *arg) {
+    sp_sqlite_gate *g = arg;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(g->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL) ==
+        SQLITE_OK) {
+        sqlite3_busy_timeout(db, 50);
+        /* reading the schema opens the file and its WAL: a connection that
+         * has not is not in WAL mode yet, and its checkpoints do nothing */
+        (void)sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+    }
+    pthread_mutex_lock(&g->ck_lock);
+    while (!g->ck_stop) {
+        struct timespec at;
+        clock_gettime(CLOCK_REALTIME, &at);
+        at.tv_sec += SP_SQLITE_CHECKPOINT_IDLE_MS / 1000;
+        if (at.tv_nsec >= 1000000000L) {
+            at.tv_sec++;
+            at.tv_nsec -= 1000000000L;
+        }
+        (void)pthread_cond_timedwait(&g->ck_wake, &g->ck_lock, &at);
+        if (g->ck_stop || db == NULL) continue;
+        pthread_mutex_unlock(&g->ck_lock);
+        int wal_frames = -1;
+        (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &wal_frames, NULL);
+        /* opened before the first connection switched the file to WAL: a
+         * read makes this connection notice */
+        if (wal_frames < 0) (void)sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+        pthread_mutex_lock(&g->ck_lock);
+    }
+    pthread_mutex_unlock(&g->ck_lock);
+    if (db != NULL) {
+        /* the last connection is closing: leave the WAL copied back */
+        (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        sqlite3_close(db);
+    }
+    return NULL;
+}
+
+/* Runs on the committing connection, after its commit: only a wake-up. */
+static int sp_wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
+    (void)db;
+    (void)name;
+    sp_sqlite_gate *g = arg;
+    if (frames >= SP_SQLITE_CHECKPOINT_FRAMES) {
+        pthread_mutex_lock(&g->ck_lock);
+        pthread_cond_signal(&g->ck_wake);
+        pthread_mutex_unlock(&g->ck_lock);
+    }
+    return SQLITE_OK;
+}
+
+static void sp_checkpointer_start(sp_sqlite_gate *g) {
+    g->ck_stop = false;
+    if (pthread_mutex_init(&g->ck_lock, NULL) != 0) goto fail;
+    if (pthread_cond_init(&g->ck_wake, NULL) != 0) {
+        pthread_mutex_destroy(&g->ck_lock);
+        goto fail;
+    }
+    if (pthread_create(&g->thread, NULL, sp_checkpointer, g) != 0) {
+        pthread_cond_destroy(&g->ck_wake);
+        pthread_mutex_destroy(&g->ck_lock);
+        goto fail;
+    }
+    g->checkpointer = true;
+    return;
+fail:
+    return;
+}
+
+static void sp_checkpointer_stop(sp_sqlite_gate *g) {
+    if (!g->checkpointer) return;
+    pthread_mutex_lock(&g->ck_lock);
+    g->ck_stop = true;
+    pthread_cond_signal(&g->ck_wake);
+    pthread_mutex_unlock(&g->ck_lock);
+    pthread_join(g->thread, NULL);
+    pthread_cond_destroy(&g->ck_wake);
+    pthread_mutex_destroy(&g->ck_lock);
+    g->checkpointer = false;
+}
+
+static void sp_conn_close(sp_sqlite_conn *c) {
+    for (size_t i = 0; i < SP_Q__COUNT; i++) {
+        sqlite3_finalize(c->stmts[i]);
+        c->stmts[i] = NULL;
+    }
+    sqlite3_close(c->db);
+    c->db = NULL;
+}
+
+static sp_sqlite_gate *sp_gate_acquire_ref(const struct stat *st, const char *path) {
+    sp_sqlite_gate *found = NULL, *free_slot = NULL;
+    pthread_mutex_lock(&sp_gates_lock);
+    for (size_t i = 0; i < SP_SQLITE_MAX_GATES && found == NULL; i++) {
+        sp_sqlite_gate *g = &sp_gates[i];
+        if (g->users > 0 && g->dev == st->st_dev && g->ino == st->st_ino) found = g;
+        else if (g->users == 0 && free_slot == NULL) free_slot = g;
+    }
+    size_t n = strlen(path) + 1;
+    if (found == NULL && free_slot != NULL && (free_slot->path = sp_malloc(n)) != NULL) {
+        if (pthread_mutex_init(&free_slot->lock, NULL) == 0) {
+            memcpy(free_slot->path, path, n);
+            free_slot->dev = st->st_dev;
+            free_slot->ino = st->st_ino;
+            free_slot->writer = NULL;
+            found = free_slot;
+            sp_checkpointer_start(found);
+        } else {
+            sp_free(free_slot->path);
+            free_slot->path = NULL;
+        }
+    }
+    if (found != NULL) found->users++;
+    pthread_mutex_unlock(&sp_gates_lock);
+    return found;
+}
+
+static void sp_gate_release_ref(sp_sqlite_gate *g) {
+    if (g == NULL) return;
+    pthread_mutex_lock(&sp_gates_lock);
+    if (--g->users == 0) {
+        if (g->writer != NULL) {
+            sp_conn_close(g->writer);
+            sp_free(g->writer);
+            g->writer = NULL;
+        }
+        sp_checkpointer_stop(g);
+        pthread_mutex_destroy(&g->lock);
+        sp_free(g->path);
+        g->path = NULL;
+    }
+    pthread_mutex_unlock(&sp_gates_lock);
+}
+
+typedef struct {
+    sp_sqlite_conn own;
+    sp_sqlite_conn *conn; /* own, or the gate's writer while a write transaction is open */
+    bool durable;         /* the keyring's: synchronous=FULL, so never the shared writer */
+    sp_sqlite_gate *gate; /* NULL past SP_SQLITE_MAX_GATES files: the busy handler alone */
+    bool gate_held;
     sqlite3_stmt *cur;   /* the statement in flight */
     bool first_pending;  /* run stepped onto a row step has not handed out yet */
     bool done;
@@ -294,50 +491,122 @@ static void sp_sqlite_merge(sqlite3_context *ctx, int argc, sqlite3_value **argv
 
 /* ---- the driver ---- */
 
+static void sp_gate_leave(sp_sqlite *d) {
+    if (!d->gate_held) return;
+    d->gate_held = false;
+    d->conn = &d->own;
+    pthread_mutex_unlock(&d->gate->lock);
+}
+
 static void sp_sqlite_disconnect(void *vd) {
     sp_sqlite *d = vd;
     if (d == NULL) return;
-    for (size_t i = 0; i < SP_Q__COUNT; i++) sqlite3_finalize(d->stmts[i]);
-    sqlite3_close(d->db);
+    if (d->gate_held && d->conn != &d->own) (void)sqlite3_exec(d->conn->db, "ROLLBACK", NULL, NULL, NULL);
+    sp_gate_leave(d);
+    sp_conn_close(&d->own);
+    sp_gate_release_ref(d->gate);
     sp_free(d);
+}
+
+/* Waits for this process's other writers as long as SQLite would wait for
+ * another process's: then it is the same SP_ERR_CONFLICT. */
+static sp_error sp_gate_enter(sp_sqlite *d) {
+    if (d->gate == NULL || d->gate_held) return SP_OK;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += SP_SQLITE_BUSY_MS / 1000;
+    int rc = pthread_mutex_timedlock(&d->gate->lock, &deadline);
+    if (rc == ETIMEDOUT) return SP_ERR_CONFLICT;
+    SP_ENSURE(rc == 0, SP_ERR_STORE);
+    d->gate_held = true;
+    return SP_OK;
+}
+
+static sp_error sp_conn_open(const char *path, bool durable, sp_sqlite_gate *gate, sp_sqlite_conn *c);
+
+/* Under the gate: the shared writer, opened by the first write. */
+static sp_error sp_gate_writer(sp_sqlite *d) {
+    sp_sqlite_gate *g = d->gate;
+    if (g->writer == NULL) {
+        sp_sqlite_conn *w = sp_calloc(1, sizeof *w);
+        SP_ENSURE(w != NULL, SP_ERR_NO_MEMORY);
+        sp_error rc = sp_conn_open(g->path, false, g, w);
+        if (rc != SP_OK) {
+            sp_free(w);
+            return rc;
+        }
+        g->writer = w;
+    }
+    d->conn = g->writer;
+    return SP_OK;
 }
 
 static sp_error sp_sqlite_script(void *vd, const char *sql) {
     sp_sqlite *d = vd;
-    int rc = sqlite3_exec(d->db, sql, NULL, NULL, NULL);
-    return rc == SQLITE_OK ? SP_OK : sp_sqlite_err(sqlite3_extended_errcode(d->db));
+    bool write_begin = sql == sp_sqlite_sql[SP_Q_BEGIN] || sql == sp_sqlite_sql[SP_Q_MIGRATE_BEGIN];
+    if (write_begin && d->gate != NULL && !d->gate_held) {
+        SP_GUARD(sp_gate_enter(d));
+        sp_error rc = d->durable ? SP_OK : sp_gate_writer(d);
+        if (rc != SP_OK) {
+            sp_gate_leave(d);
+            return rc;
+        }
+    }
+    sqlite3 *db = d->conn->db;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sp_error err = rc == SQLITE_OK ? SP_OK : sp_sqlite_err(sqlite3_extended_errcode(db));
+    /* the gate (and the shared writer) is held exactly while a write
+     * transaction is open */
+    if (sqlite3_get_autocommit(db)) sp_gate_leave(d);
+    return err;
 }
 
 /* The database file, made private before SQLite touches it. */
-static sp_error sp_sqlite_prepare_file(const char *path) {
+static sp_error sp_sqlite_prepare_file(const char *path, struct stat *st) {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     SP_ENSURE(fd >= 0, errno == ENOENT || errno == ENOTDIR ? SP_ERR_BAD_CONFIG : SP_ERR_IO);
-    struct stat st;
-    sp_error rc = fstat(fd, &st) == 0 ? SP_OK : SP_ERR_IO;
-    if (rc == SP_OK && !S_ISREG(st.st_mode)) rc = SP_ERR_IO;
-    if (rc == SP_OK && (st.st_mode & 077) != 0) rc = SP_ERR_INSECURE_PERMISSIONS;
+    sp_error rc = fstat(fd, st) == 0 ? SP_OK : SP_ERR_IO;
+    if (rc == SP_OK && !S_ISREG(st->st_mode)) rc = SP_ERR_IO;
+    if (rc == SP_OK && (st->st_mode & 077) != 0) rc = SP_ERR_INSECURE_PERMISSIONS;
     close(fd);
     return rc;
 }
 
-static sp_error sp_sqlite_connect(const char *path, bool durable, void **out) {
-    SP_GUARD(sp_sqlite_prepare_file(path));
-    sp_sqlite *d = sp_calloc(1, sizeof *d);
-    SP_ENSURE(d != NULL, SP_ERR_NO_MEMORY);
-    int rc = sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL);
+static sp_error sp_exec(sqlite3 *db, const char *sql) {
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? SP_OK : sp_sqlite_err(sqlite3_extended_errcode(db));
+}
+
+static sp_error sp_conn_open(const char *path, bool durable, sp_sqlite_gate *gate, sp_sqlite_conn *c) {
+    int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL);
     sp_error err = rc == SQLITE_OK ? SP_OK : (rc == SQLITE_NOMEM ? SP_ERR_NO_MEMORY : SP_ERR_STORE);
     if (err == SP_OK) {
-        sqlite3_extended_result_codes(d->db, 1);
-        sqlite3_busy_timeout(d->db, SP_SQLITE_BUSY_MS);
-        err = sp_sqlite_script(d, "PRAGMA journal_mode = WAL");
+        sqlite3_extended_result_codes(c->db, 1);
+        sqlite3_busy_timeout(c->db, SP_SQLITE_BUSY_MS);
+        err = sp_exec(c->db, "PRAGMA journal_mode = WAL");
     }
     if (err == SP_OK)
-        err = sp_sqlite_script(d, durable ? "PRAGMA synchronous = FULL; " SP_SQLITE_PRAGMAS
-                                          : "PRAGMA synchronous = NORMAL; " SP_SQLITE_PRAGMAS);
+        err = sp_exec(c->db, durable ? "PRAGMA synchronous = FULL; " SP_SQLITE_PRAGMAS
+                                     : "PRAGMA synchronous = NORMAL; " SP_SQLITE_PRAGMAS);
+    /* the hook replaces SQLite's automatic checkpoint on this connection */
+    if (err == SP_OK && gate != NULL && gate->checkpointer) (void)sqlite3_wal_hook(c->db, sp_wal_hook, gate);
     if (err == SP_OK &&
-        sqlite3_create_function_v2(d->db, "sp_json_merge", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+        sqlite3_create_function_v2(c->db, "sp_json_merge", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                                    sp_sqlite_merge, NULL, NULL, NULL) != SQLITE_OK)
         err = SP_ERR_STORE;
+    if (err != SP_OK) sp_conn_close(c);
+    return err;
+}
+
+static sp_error sp_sqlite_connect(const char *path, bool durable, void **out) {
+    struct stat st;
+    SP_GUARD(sp_sqlite_prepare_file(path, &st));
+    sp_sqlite *d = sp_calloc(1, sizeof *d);
+    SP_ENSURE(d != NULL, SP_ERR_NO_MEMORY);
+    d->conn = &d->own;
+    d->durable = durable;
+    d->gate = sp_gate_acquire_ref(&st, path);
+    sp_error err = sp_conn_open(path, durable, d->gate, &d->own);
     if (err != SP_OK) {
         sp_sqlite_disconnect(d);
         return err;
@@ -349,11 +618,11 @@ static sp_error sp_sqlite_connect(const char *path, bool durable, void **out) {
 static sp_error sp_sqlite_run(void *vd, sp_store_q q, const sp_store_param *p, size_t n, uint64_t *changes) {
     sp_sqlite *d = vd;
     SP_ENSURE(q >= SP_Q__SCRIPTS && q < SP_Q__COUNT && n <= SP_STORE_MAX_PARAMS, SP_ERR_INVALID_ARGUMENT);
-    sqlite3_stmt *st = d->stmts[q];
+    sqlite3_stmt *st = d->conn->stmts[q];
     if (st == NULL) {
-        int rc = sqlite3_prepare_v3(d->db, sp_sqlite_sql[q], -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+        int rc = sqlite3_prepare_v3(d->conn->db, sp_sqlite_sql[q], -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
         if (rc != SQLITE_OK) return sp_sqlite_err(rc);
-        d->stmts[q] = st;
+        d->conn->stmts[q] = st;
     }
     d->cur = st;
     d->first_pending = false;
@@ -373,7 +642,7 @@ static sp_error sp_sqlite_run(void *vd, sp_store_q q, const sp_store_param *p, s
         return SP_OK;
     }
     if (rc != SQLITE_DONE) return sp_sqlite_err(rc);
-    if (changes) *changes = (uint64_t)sqlite3_changes64(d->db);
+    if (changes) *changes = (uint64_t)sqlite3_changes64(d->conn->db);
     return SP_OK;
 }
 

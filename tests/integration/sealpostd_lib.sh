@@ -111,7 +111,7 @@ dir = $dir
 
 [log]
 path = $dir/sealpostd.log
-level = info
+level = ${SP_CFG_LOG_LEVEL:-info}
 
 [audit]
 path = $dir/audit.log

@@ -54,8 +54,12 @@ so=$(ls "$(pkg-config --variable=libdir sealpost)"/libsealpost.so.* | head -n1)
 exports=$(nm -D --defined-only "$so" | awk '$2 == "T" {print $3}')
 check test -n "$exports"
 check bash -c '! grep -v "^sp_" <<<"$1"' _ "$exports"
-for internal in sp_malloc sp_b64_decode sp_cipher_run sp_hmac_new sp_sig_header_parse sp_seal_with_iv; do
+for internal in sp_malloc sp_b64_decode sp_b64_encode sp_cipher_run sp_hmac_new sp_sig_header_parse sp_seal_with_iv; do
   check bash -c '! grep -qx "$1" <<<"$2"' _ "$internal" "$exports"
+done
+# the keyed hashes, key derivation and base64 that applications use
+for public in sp_hmac_sha256 sp_key_hmac_sha256 sp_hkdf_sha256 sp_key_derive sp_base64_encode sp_base64url_encode; do
+  check bash -c 'grep -qx "$1" <<<"$2"' _ "$public" "$exports"
 done
 check test -f "$tmp/prefix/include/sealpost/sealpost.h"
 check test -x "$tmp/prefix/bin/sealpost"

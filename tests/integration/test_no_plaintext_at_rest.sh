@@ -138,9 +138,12 @@ sys.exit(0 if json.load(open(sys.argv[1]))["attributes"]["nickname"].startswith(
 }
 
 # ---- SQLite ------------------------------------------------------------------------
-if sp_start sqlite; then
+# At debug level, so the access log (one line per request) is searched too.
+if SP_CFG_LOG_LEVEL=debug sp_start sqlite; then
   ok "sqlite: sealpostd starts"
   ingest sqlite
+  grep -q '"event":"http.request"' "$SP_DIR/sealpostd.log" && ok "sqlite: the debug access log is written" \
+    || bad "sqlite: the debug access log is written" "$(tail -c 300 "$SP_DIR/sealpostd.log")"
   ls "$SP_DIR"/sealpost.db* >/dev/null 2>&1 || bad "sqlite: the store file exists"
   search "sqlite, daemon running: the database, its -wal, logs, audit, data dir" need "$SP_DIR"
   if [ -s "$SP_DIR/sealpost.db-wal" ]; then

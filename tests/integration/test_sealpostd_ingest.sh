@@ -269,5 +269,21 @@ want405 PATCH /v1/events POST
 want405 POST /v1/profiles/x GET DELETE
 want405 PUT /v1/profiles/x GET DELETE
 
+# /metrics: the ingestion counters and the tenants' KMS calls moved (the
+# vault generated and unwrapped data keys for what was ingested above)
+sp_curl GET /metrics
+expect_status "/metrics after ingestion" 200
+metric() { awk -v n="$1" '$1 == n { print $2 }' "$RESP_BODY"; }
+for m in sealpost_kms_calls_total sealpost_profiles_ingested_total 'sealpost_http_requests_total{route="/v1/profiles",code="200"}'; do
+  v=$(metric "$m")
+  case $v in
+    '' | 0) bad "/metrics: $m is counted" "got '${v}'" ;;
+    *) ok "/metrics: $m = $v" ;;
+  esac
+done
+[ "$(metric 'sealpost_kms_failures_total{kind="any"}')" = 0 ] && ok "/metrics: no KMS failures" \
+  || bad "/metrics: KMS failures" "$(grep kms_failures "$RESP_BODY")"
+[ "$(metric sealpost_kms_breakers_open)" = 0 ] && ok "/metrics: no KMS breaker open" || bad "/metrics: breakers open"
+
 sp_stop main && ok "sealpostd stops on SIGTERM with status 0" || bad "sealpostd exit status on SIGTERM"
 finish "$label"

@@ -1513,11 +1513,6 @@ static void test_open_verify_allocation_failures(void **state) {
     expect_ok(s->path, 3);
 }
 
-static int group_setup(void **state) {
-    (void)state;
-    return sp_init() == SP_OK ? 0 : -1;
-}
-
 #define SCRATCH_TEST(t) cmocka_unit_test_setup_teardown(t, scratch_setup, scratch_teardown)
 
 int main(void) {
@@ -1560,5 +1555,5 @@ int main(void) {
         SCRATCH_TEST(test_record_allocation_failures),
         SCRATCH_TEST(test_open_verify_allocation_failures),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, sp_test_group_init, NULL);
 }

@@ -1,6 +1,7 @@
 /*
- * The symmetric API as an application sees it (sealpost/crypto.h), plus the
- * internal HKDF, HMAC and key-wrap entry points the KMS layer uses.
+ * The symmetric API as an application sees it (sealpost/crypto.h), with its
+ * HMAC and HKDF (RFC 4231 and RFC 5869 answers), plus the internal reusable
+ * HMAC and key-wrap entry points the KMS layer uses.
  *
  * Beyond round trips and published known answers, this file pins down the
  * promises the header makes: every way of tampering with a message is
@@ -602,6 +603,122 @@ static void test_hmac_empty(void **state) {
     assert_memory_equal(mac, expect, sizeof expect);
 }
 
+/* ---- the public keyed hashes and derivation (sealpost/crypto.h) ---- */
+
+/* RFC 4231 section 4, test cases 1-4, 6 and 7 (5 truncates, which the API
+ * does not offer). */
+static void test_hmac_rfc4231(void **state) {
+    (void)state;
+    static const char big_data[] = "This is a test using a larger than block-size key and a larger than block-size "
+                                   "data. The key needs to be hashed before being used by the HMAC algorithm.";
+    uint8_t k20[20], kaa20[20], k25[25], kaa131[131], dd50[50], cd50[50];
+    memset(k20, 0x0b, sizeof k20);
+    memset(kaa20, 0xaa, sizeof kaa20);
+    for (size_t i = 0; i < sizeof k25; i++) k25[i] = (uint8_t)(i + 1);
+    memset(kaa131, 0xaa, sizeof kaa131);
+    memset(dd50, 0xdd, sizeof dd50);
+    memset(cd50, 0xcd, sizeof cd50);
+    const struct {
+        const uint8_t *key;
+        size_t key_len;
+        const void *msg;
+        size_t msg_len;
+        const char *mac;
+    } v[] = {
+        {k20, sizeof k20, "Hi There", 8, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+        {(const uint8_t *)"Jefe", 4, "what do ya want for nothing?", 28,
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+        {kaa20, sizeof kaa20, dd50, sizeof dd50, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"},
+        {k25, sizeof k25, cd50, sizeof cd50, "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"},
+        {kaa131, sizeof kaa131, "Test Using Larger Than Block-Size Key - Hash Key First", 54,
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+        {kaa131, sizeof kaa131, big_data, sizeof big_data - 1,
+         "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"},
+    };
+    for (size_t i = 0; i < SP_ARRAY_LEN(v); i++) {
+        uint8_t expect[SP_HMAC_SHA256_BYTES], mac[SP_HMAC_SHA256_BYTES];
+        sp_test_unhex(v[i].mac, expect, sizeof expect);
+        assert_ok(sp_hmac_sha256(v[i].key, v[i].key_len, v[i].msg, v[i].msg_len, mac));
+        assert_memory_equal(mac, expect, sizeof expect);
+    }
+    uint8_t mac[SP_HMAC_SHA256_BYTES];
+    assert_rc(sp_hmac_sha256(NULL, 4, (const uint8_t *)"x", 1, mac), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_hmac_sha256(k20, sizeof k20, NULL, 1, mac), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_hmac_sha256(k20, sizeof k20, (const uint8_t *)"x", 1, NULL), SP_ERR_INVALID_ARGUMENT);
+}
+
+/* The sp_key form is HMAC(key, label || 0x00 || msg); labels keep apart. */
+static void test_key_hmac_labelled(void **state) {
+    (void)state;
+    uint8_t raw[SP_KEY_BYTES], joined[64], expect[SP_HMAC_SHA256_BYTES], mac[SP_HMAC_SHA256_BYTES],
+        other[SP_HMAC_SHA256_BYTES];
+    fill_pattern(raw, sizeof raw, 3);
+    sp_key *key = NULL;
+    assert_ok(sp_key_new(raw, sizeof raw, &key));
+    static const char label[] = "client key";
+    static const char msg[] = "spk_value";
+    memcpy(joined, label, sizeof label); /* with its NUL */
+    memcpy(joined + sizeof label, msg, sizeof msg - 1);
+    assert_ok(sp_hmac_sha256(raw, sizeof raw, joined, sizeof label + sizeof msg - 1, expect));
+    assert_ok(sp_key_hmac_sha256(key, label, (const uint8_t *)msg, sizeof msg - 1, mac));
+    assert_memory_equal(mac, expect, sizeof expect);
+    assert_ok(sp_key_hmac_sha256(key, "api secret", (const uint8_t *)msg, sizeof msg - 1, other));
+    assert_memory_not_equal(mac, other, sizeof mac);
+    /* the boundary is part of the input: "ab" + "c" differs from "a" + "bc" */
+    assert_ok(sp_key_hmac_sha256(key, "ab", (const uint8_t *)"c", 1, mac));
+    assert_ok(sp_key_hmac_sha256(key, "a", (const uint8_t *)"bc", 2, other));
+    assert_memory_not_equal(mac, other, sizeof mac);
+    assert_ok(sp_key_hmac_sha256(key, label, NULL, 0, mac)); /* empty message */
+
+    assert_rc(sp_key_hmac_sha256(NULL, label, (const uint8_t *)msg, 1, mac), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_key_hmac_sha256(key, NULL, (const uint8_t *)msg, 1, mac), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_key_hmac_sha256(key, "", (const uint8_t *)msg, 1, mac), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_key_hmac_sha256(key, label, NULL, 1, mac), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_key_hmac_sha256(key, label, (const uint8_t *)msg, 1, NULL), SP_ERR_INVALID_ARGUMENT);
+
+    /* its one allocation (the keyed state) failing is reported, not a crash */
+    sp_test_fault fault = sp_test_fault_arm(1);
+    sp_error rc = sp_key_hmac_sha256(key, label, (const uint8_t *)msg, 1, mac);
+    bool reached = sp_test_fault_disarm(fault);
+    assert_true(reached);
+    assert_rc(rc, SP_ERR_NO_MEMORY);
+    sp_key_free(key);
+}
+
+/* RFC 5869 A.3 (no salt, no info) through the public function, and the
+ * sp_key form agreeing with it on the exported key bytes. */
+static void test_key_derive(void **state) {
+    (void)state;
+    uint8_t ikm[22], expect[42], out[42];
+    memset(ikm, 0x0b, sizeof ikm);
+    sp_test_unhex("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8", expect,
+                  sizeof expect);
+    assert_ok(sp_hkdf_sha256(ikm, sizeof ikm, NULL, 0, NULL, 0, out, sizeof out));
+    assert_memory_equal(out, expect, sizeof expect);
+
+    uint8_t raw[SP_KEY_BYTES], want[SP_KEY_BYTES], got[SP_KEY_BYTES];
+    fill_pattern(raw, sizeof raw, 9);
+    sp_key *master = NULL, *derived = NULL, *again = NULL;
+    assert_ok(sp_key_new(raw, sizeof raw, &master));
+    static const uint8_t salt[] = "salt", info[] = "purpose v1";
+    assert_ok(sp_hkdf_sha256(raw, sizeof raw, salt, sizeof salt - 1, info, sizeof info - 1, want, sizeof want));
+    assert_ok(sp_key_derive(master, salt, sizeof salt - 1, info, sizeof info - 1, &derived));
+    assert_ok(sp_key_export(derived, got));
+    assert_memory_equal(got, want, sizeof want);
+    assert_ok(sp_key_derive(master, salt, sizeof salt - 1, (const uint8_t *)"other", 5, &again));
+    assert_ok(sp_key_export(again, got));
+    assert_memory_not_equal(got, want, sizeof want);
+    sp_key_free(again);
+    sp_key_free(derived);
+
+    derived = NULL;
+    assert_rc(sp_key_derive(NULL, salt, 4, info, 4, &derived), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_key_derive(master, salt, 4, info, 4, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_key_derive(master, NULL, 4, info, 4, &derived), SP_ERR_INVALID_ARGUMENT);
+    assert_null(derived);
+    sp_key_free(master);
+}
+
 static void test_key_wrap_rfc3394(void **state) {
     (void)state;
     /* RFC 3394 4.6: 256 bits of key data with a 256-bit KEK */
@@ -746,6 +863,9 @@ int main(void) {
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_hkdf_rfc5869),
         cmocka_unit_test(test_hmac_empty),
+        cmocka_unit_test(test_hmac_rfc4231),
+        cmocka_unit_test(test_key_hmac_labelled),
+        cmocka_unit_test(test_key_derive),
         cmocka_unit_test(test_key_wrap_rfc3394),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_no_allocation_per_message),

@@ -10,6 +10,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sp_test_util.h"
@@ -65,6 +66,69 @@ static void test_b64_rfc4648(void **state) {
             assert_string_equal(text, want); /* NUL-terminated too */
             expect_decode(want, url, v->raw, raw_len);
         }
+    }
+}
+
+/* The public encoders: the same RFC 4648 answers, sizes from the header's
+ * macros (exactly enough is enough, one less is refused and untouched), and
+ * bad arguments. */
+static void test_base64_public(void **state) {
+    (void)state;
+    for (size_t i = 0; i < SP_ARRAY_LEN(rfc4648); i++) {
+        const b64_vector *v = &rfc4648[i];
+        size_t raw_len = strlen(v->raw);
+        const uint8_t *raw = (const uint8_t *)v->raw;
+        char text[32];
+        size_t n = 99;
+        assert_int_equal(SP_BASE64_CHARS(raw_len), strlen(v->std));
+        assert_int_equal(SP_BASE64URL_CHARS(raw_len), strlen(v->url));
+        assert_ok(sp_base64_encode(raw, raw_len, text, SP_BASE64_CHARS(raw_len) + 1, &n));
+        assert_int_equal(n, strlen(v->std));
+        assert_string_equal(text, v->std);
+        assert_ok(sp_base64url_encode(raw, raw_len, text, SP_BASE64URL_CHARS(raw_len) + 1, &n));
+        assert_int_equal(n, strlen(v->url));
+        assert_string_equal(text, v->url);
+
+        memset(text, '#', sizeof text);
+        assert_rc(sp_base64_encode(raw, raw_len, text, SP_BASE64_CHARS(raw_len), &n), SP_ERR_BUFFER_TOO_SMALL);
+        assert_rc(sp_base64url_encode(raw, raw_len, text, SP_BASE64URL_CHARS(raw_len), &n),
+                  SP_ERR_BUFFER_TOO_SMALL);
+        assert_int_equal(text[0], '#');
+    }
+    /* the url alphabet: 0xfb 0xff encodes to "+/8=" and "-_8" */
+    static const uint8_t high[] = {0xfb, 0xff};
+    char text[8];
+    size_t n = 0;
+    assert_ok(sp_base64_encode(high, sizeof high, text, sizeof text, &n));
+    assert_string_equal(text, "+/8=");
+    assert_ok(sp_base64url_encode(high, sizeof high, text, sizeof text, &n));
+    assert_string_equal(text, "-_8");
+
+    assert_rc(sp_base64_encode(NULL, 1, text, sizeof text, &n), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_base64_encode(high, 1, NULL, sizeof text, &n), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_base64_encode(high, 1, text, sizeof text, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_base64url_encode(NULL, 1, text, sizeof text, &n), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_base64url_encode(high, 1, text, 0, &n), SP_ERR_BUFFER_TOO_SMALL);
+    assert_ok(sp_base64_encode(NULL, 0, text, 1, &n)); /* nothing encodes to "" */
+    assert_int_equal(n, 0);
+    assert_string_equal(text, "");
+}
+
+/* Shared by the log (JSON) and the metrics (Prometheus) renderers. */
+static void test_format_double(void **state) {
+    (void)state;
+    const struct {
+        double v;
+        const char *text;
+    } v[] = {
+        {0, "0"},          {400000, "400000"}, {-3, "-3"},       {0.1, "0.1"},
+        {-2.5, "-2.5"},    {1e20, "1e+20"},    {1.0 / 3, "0.3333333333333333"},
+    };
+    for (size_t i = 0; i < SP_ARRAY_LEN(v); i++) {
+        char out[32];
+        sp_format_double(v[i].v, out);
+        assert_string_equal(out, v[i].text);
+        assert_true(strtod(out, NULL) == v[i].v);
     }
 }
 
@@ -573,9 +637,43 @@ static void test_wipe(void **state) {
     assert_int_equal(buf[0], 0xA5);
 }
 
+/* Both kinds are canonical; v7 carries the clock in its first 48 bits, so
+ * ids made later sort after earlier ones (at millisecond granularity) and
+ * the rest is random. */
+static void test_uuid_versions(void **state) {
+    (void)state;
+    char a[37], b[37], c[37];
+    assert_ok(sp_uuid_v4(a));
+    assert_true(sp_uuid_is_valid(a, strlen(a)));
+    assert_int_equal(a[14], '4');
+    assert_true(strchr("89ab", a[19]) != NULL);
+
+    struct timespec t0;
+    clock_gettime(CLOCK_REALTIME, &t0);
+    assert_ok(sp_uuid_v7(b));
+    assert_true(sp_uuid_is_valid(b, strlen(b)));
+    assert_int_equal(b[14], '7');
+    assert_true(strchr("89ab", b[19]) != NULL);
+    char hex[13] = {0};
+    memcpy(hex, b, 8);
+    memcpy(hex + 8, b + 9, 4);
+    unsigned long long ms = strtoull(hex, NULL, 16);
+    unsigned long long now = (unsigned long long)t0.tv_sec * 1000ull + (unsigned long long)t0.tv_nsec / 1000000ull;
+    assert_true(ms >= now && ms <= now + 1000);
+    struct timespec pause = {0, 3 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    assert_ok(sp_uuid_v7(c));
+    assert_true(strcmp(b, c) < 0);
+    assert_ok(sp_uuid_v7(c));
+    assert_true(strcmp(b + 14, c + 14) != 0 || strcmp(b, c) != 0);
+    assert_rc(sp_uuid_v7(NULL), SP_ERR_INVALID_ARGUMENT);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_b64_rfc4648),
+        cmocka_unit_test(test_base64_public),
+        cmocka_unit_test(test_format_double),
         cmocka_unit_test(test_b64_refuses),
         cmocka_unit_test(test_b64_canonical_bits),
         cmocka_unit_test(test_b64_url_alphabet),
@@ -597,6 +695,7 @@ int main(void) {
         cmocka_unit_test(test_parse_u64_small_max),
         cmocka_unit_test(test_random_empty),
         cmocka_unit_test(test_cursor_empty_null),
+        cmocka_unit_test(test_uuid_versions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

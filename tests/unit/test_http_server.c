@@ -751,15 +751,23 @@ static void *bg_stopper(void *p) {
     return NULL;
 }
 
+/* A client whose connection to url ("/") is open and kept alive, having
+ * been served once. */
+static CURL *kept_alive(http_fixture *f, char *url, size_t cap) {
+    CURL *h = client(f);
+    url_of(url, cap, "https", "127.0.0.1", f->port, "/");
+    reply r = perform(h, url, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    return h;
+}
+
 static void test_graceful_stop(void **state) {
     http_fixture *f = *state;
     /* a keep-alive connection, open before the stop */
-    CURL *idle = client(f);
     char url[256];
-    url_of(url, sizeof url, "https", "127.0.0.1", f->port, "/");
-    reply r = perform(idle, url, NULL, 0, NULL);
-    assert_int_equal(r.status, 200);
-    reply_free(&r);
+    CURL *idle = kept_alive(f, url, sizeof url);
+    reply r;
 
     bg_request slow = {f, client(f), "/slow", {0}};
     pthread_t t_slow, t_stop;
@@ -795,12 +803,9 @@ static void test_graceful_stop(void **state) {
 
 static void test_quiesce(void **state) {
     http_fixture *f = *state;
-    CURL *kept = client(f);
     char url[256];
-    url_of(url, sizeof url, "https", "127.0.0.1", f->port, "/");
-    reply r = perform(kept, url, NULL, 0, NULL);
-    assert_int_equal(r.status, 200);
-    reply_free(&r);
+    CURL *kept = kept_alive(f, url, sizeof url);
+    reply r;
     sp_http_server_quiesce(f->server);
     sp_http_server_quiesce(f->server); /* twice is harmless */
     /* a new connection is not accepted; the kept one is still served */

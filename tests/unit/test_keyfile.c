@@ -553,11 +553,6 @@ static void test_generate_allocation_failures(void **state) {
     assert_true(failures > 0);
 }
 
-static int group_setup(void **state) {
-    (void)state;
-    return sp_init() == SP_OK ? 0 : -1;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_generate_creates_and_rotates, scratch_setup, scratch_teardown),
@@ -573,5 +568,5 @@ int main(void) {
         cmocka_unit_test(test_parse_allocation_failure_is_not_bad_file),
         cmocka_unit_test_setup_teardown(test_generate_allocation_failures, scratch_setup, scratch_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, sp_test_group_init, NULL);
 }

@@ -74,12 +74,6 @@ static int fixture_teardown(void **state) {
     return sp_test_fixture_free(f, f->dir);
 }
 
-static int group_setup(void **state) {
-    (void)state;
-    /* before any jansson call of ours: the library swaps jansson's allocator */
-    return sp_init() == SP_OK ? 0 : -1;
-}
-
 /* ---- helpers ---- */
 
 static size_t secure_used(void) { return CRYPTO_secure_used(); }
@@ -1247,5 +1241,5 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_rotate_alloc_failures, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rewrap_alloc_failures, fixture_setup, fixture_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, sp_test_group_init, NULL);
 }

@@ -223,11 +223,6 @@ static void test_allocation_failures(void **state) {
     assert_true(failures > 0);
 }
 
-static int group_setup(void **state) {
-    (void)state;
-    return sp_init() == SP_OK ? 0 : -1;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_life_cycle_on_a_row, fixture_setup, fixture_teardown),
@@ -237,5 +232,5 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_bad_document, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_allocation_failures, fixture_setup, fixture_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, sp_test_group_init, NULL);
 }

@@ -70,12 +70,6 @@ static size_t secure_used(void) { return CRYPTO_secure_used(); }
 
 static void export_key(const sp_key *k, uint8_t out[SP_KEY_BYTES]) { assert_ok(sp_key_export(k, out)); }
 
-static int group_setup(void **state) {
-    (void)state;
-    /* before any jansson call of ours: the library swaps jansson's allocator */
-    return sp_init() == SP_OK ? 0 : -1;
-}
-
 /* ---- configuration parser ---- */
 
 static void test_config_valid(void **state) {
@@ -1473,5 +1467,5 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_alloc_failures_existing, scratch_setup, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failures_create, scratch_setup, scratch_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, sp_test_group_init, NULL);
 }

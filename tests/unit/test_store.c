@@ -1,10 +1,12 @@
 /*
  * The store on SQLite: the shared suite (tests/store_suite.h) on a fresh
  * database file in a scratch directory per test, and what only SQLite has:
- * the file's mode, the refusal of a file others can read, and a writer that
- * waits out the busy timeout getting SP_ERR_CONFLICT.
+ * the file's mode, the refusal of a file others can read, a writer that
+ * waits out the busy timeout getting SP_ERR_CONFLICT, and the background
+ * checkpoint.
  */
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include "store_suite.h"
 
@@ -74,16 +76,39 @@ static void test_sqlite_busy_is_conflict(void **state) {
     sp_store_close(other);
 }
 
-static int group_setup(void **state) {
-    (void)state;
-    return sp_init() == SP_OK ? 0 : -1;
+/* Commits only append to the WAL; the checkpointer thread copies them into
+ * the database file while the connection stays open, without anyone
+ * writing again. */
+static void test_sqlite_background_checkpoint(void **state) {
+    suite_fixture *f = *state;
+    char path[600];
+    snprintf(path, sizeof path, "%s", f->url + strlen("sqlite:"));
+    struct stat before, after;
+    assert_int_equal(stat(path, &before), 0);
+    assert_ok(sp_store_begin(f->s));
+    for (int i = 0; i < 2000; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "ck-%d", i);
+        suite_upsert(f->s, "acme", id, "{\"n\":\"some attribute text\"}", NULL, 0, T0);
+    }
+    assert_ok(sp_store_commit(f->s));
+    bool grew = false;
+    for (int i = 0; i < 100 && !grew; i++) {
+        assert_int_equal(stat(path, &after), 0);
+        grew = after.st_size > before.st_size + 64 * 1024;
+        if (!grew) sp_test_sleep_ms(50);
+    }
+    assert_true(grew);
+    assert_int_equal(suite_profiles(f->s, "acme"), 2000);
 }
+
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         SUITE_TESTS,
         SUITE_TEST(test_sqlite_file),
         SUITE_TEST(test_sqlite_busy_is_conflict),
+        SUITE_TEST(test_sqlite_background_checkpoint),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, sp_test_group_init, NULL);
 }
