@@ -572,7 +572,7 @@ void spd_admin_route(spd_app *app, sp_http_request *req, const spd_auth *auth, c
     spd_route_match m;
     spd_route_match_path(method, sp_http_path(req), &m);
     if (!auth || !auth->admin) {
-        spd_reply_error(req, 401, "unauthorized", "authentication failed");
+        spd_reply_status(req, 401);
         return;
     }
     if (m.route != SPD_ROUTE_TENANTS && m.route != SPD_ROUTE_NONE && !spd_tenant_id_valid(m.id)) {

@@ -150,13 +150,13 @@ static void spd_fail(sp_http_request *req, sp_error rc, const char *what) {
  * disabled since on_headers gets the same 401 as any failed authentication. */
 static bool spd_tenant_or_reply(spd_app *app, sp_http_request *req, const spd_auth *auth, spd_tenant **t) {
     if (auth == NULL || auth->admin || auth->tenant[0] == 0) {
-        spd_reply_error(req, 401, "unauthorized", "authentication failed");
+        spd_reply_status(req, 401);
         return false;
     }
     sp_error rc = spd_tenant_get(app, auth->tenant, t);
     if (rc == SP_OK) return true;
     if (rc == SP_ERR_NOT_FOUND) {
-        spd_reply_error(req, 401, "unauthorized", "authentication failed");
+        spd_reply_status(req, 401);
     } else {
         spd_fail(req, rc, "tenant");
     }
@@ -501,7 +501,7 @@ done:
     if (rc != SP_OK) {
         if (rc == SP_ERR_NOT_FOUND && store != NULL && strcmp(step, "write") == 0) {
             /* the tenant was deleted under the request */
-            spd_reply_error(req, 401, "unauthorized", "authentication failed");
+            spd_reply_status(req, 401);
         } else {
             spd_fail(req, rc, step);
         }

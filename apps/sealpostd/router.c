@@ -527,7 +527,7 @@ static sp_http_verdict authenticate(spd_app *app, sp_http_request *req, bool adm
 
 unauthorized:
     audit_failure(app, req, &fail);
-    spd_reply_error(req, 401, "unauthorized", "authentication failed");
+    spd_reply_status(req, 401);
     return SP_HTTP_ANSWERED;
 }
 

@@ -29,11 +29,9 @@ struct sp_hmac {
 
 void sp_hmac_free(sp_hmac *h) { sp_free_wiped(h, h ? sizeof *h : 0); }
 
-sp_error sp_hmac_new(const uint8_t *key, size_t key_len, sp_hmac **out) {
-    SP_ENSURE(out != NULL && (key != NULL || key_len == 0), SP_ERR_INVALID_ARGUMENT);
-    SP_GUARD(sp_init());
-    sp_hmac *h = sp_calloc(1, sizeof *h);
-    SP_ENSURE(h != NULL, SP_ERR_NO_MEMORY);
+/* Keys a state where it lies (the heap for sp_hmac_new, the stack for a
+ * one-shot), so a one-shot HMAC allocates nothing. */
+static sp_error sp_hmac_init(sp_hmac *h, const uint8_t *key, size_t key_len) {
     uint8_t block[SP_SHA256_BLOCK] = {0}, pad[SP_SHA256_BLOCK];
     if (key_len > SP_SHA256_BLOCK) {
         (void)SHA256(key, key_len, block);
@@ -47,11 +45,20 @@ sp_error sp_hmac_new(const uint8_t *key, size_t key_len, sp_hmac **out) {
     ok &= SHA256_Init(&h->outer_start) == 1 && SHA256_Update(&h->outer_start, pad, sizeof pad) == 1;
     sp_wipe(block, sizeof block);
     sp_wipe(pad, sizeof pad);
-    if (!ok) {
-        sp_hmac_free(h);
-        return SP_ERR_CRYPTO_BACKEND;
-    }
     h->inner = h->inner_start;
+    return ok ? SP_OK : SP_ERR_CRYPTO_BACKEND;
+}
+
+sp_error sp_hmac_new(const uint8_t *key, size_t key_len, sp_hmac **out) {
+    SP_ENSURE(out != NULL && (key != NULL || key_len == 0), SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_init());
+    sp_hmac *h = sp_calloc(1, sizeof *h);
+    SP_ENSURE(h != NULL, SP_ERR_NO_MEMORY);
+    sp_error rc = sp_hmac_init(h, key, key_len);
+    if (rc != SP_OK) {
+        sp_hmac_free(h);
+        return rc;
+    }
     *out = h;
     return SP_OK;
 }
@@ -134,13 +141,14 @@ sp_error sp_key_hmac_sha256(const sp_key *key, const char *label, const uint8_t 
                             uint8_t out[SP_HMAC_SHA256_BYTES]) {
     SP_ENSURE(key != NULL && label != NULL && label[0] != '\0' && out != NULL && (msg != NULL || msg_len == 0),
               SP_ERR_INVALID_ARGUMENT);
-    sp_hmac *h = NULL;
-    SP_GUARD(sp_hmac_new(sp_key_bytes(key), SP_KEY_BYTES, &h));
+    SP_GUARD(sp_init());
+    sp_hmac h;
+    sp_error rc = sp_hmac_init(&h, sp_key_bytes(key), SP_KEY_BYTES);
     /* the label's NUL separates it from the message */
-    sp_error rc = sp_hmac_update(h, label, strlen(label) + 1);
-    if (rc == SP_OK) rc = sp_hmac_update(h, msg, msg_len);
-    if (rc == SP_OK) rc = sp_hmac_final(h, out);
-    sp_hmac_free(h);
+    if (rc == SP_OK) rc = sp_hmac_update(&h, label, strlen(label) + 1);
+    if (rc == SP_OK) rc = sp_hmac_update(&h, msg, msg_len);
+    if (rc == SP_OK) rc = sp_hmac_final(&h, out);
+    sp_wipe(&h, sizeof h);
     return rc;
 }
 
