@@ -144,6 +144,10 @@ typedef struct {
 typedef struct {
     dev_t dev;
     ino_t ino;
+    /* The process that made the gate. A forked child inherits the table but
+     * not the checkpointer thread, and must never touch a connection opened
+     * before the fork (SQLite forbids it): it opens gates of its own. */
+    pid_t owner;
     unsigned users;
     pthread_mutex_t lock;
     char *path;
@@ -169,6 +173,39 @@ typedef struct {
 static pthread_mutex_t sp_gates_lock = PTHREAD_MUTEX_INITIALIZER;
 static sp_sqlite_gate sp_gates[SP_SQLITE_MAX_GATES];
 
+/* Around fork(): the table's lock and every checkpointer's ck_lock are held,
+ * so no checkpointer is inside SQLite (it drops ck_lock only to checkpoint)
+ * and the child does not inherit one of SQLite's own mutexes locked by a
+ * thread it does not have. */
+static void sp_gates_before_fork(void) {
+    pthread_mutex_lock(&sp_gates_lock);
+    for (size_t i = 0; i < SP_SQLITE_MAX_GATES; i++)
+        if (sp_gates[i].users > 0 && sp_gates[i].checkpointer) pthread_mutex_lock(&sp_gates[i].ck_lock);
+}
+
+static void sp_gates_after_fork_parent(void) {
+    for (size_t i = 0; i < SP_SQLITE_MAX_GATES; i++)
+        if (sp_gates[i].users > 0 && sp_gates[i].checkpointer) pthread_mutex_unlock(&sp_gates[i].ck_lock);
+    pthread_mutex_unlock(&sp_gates_lock);
+}
+
+/* The child keeps its inherited gates' slots (their stores may still be
+ * closed here) but marks them as having no checkpointer to wake or join. */
+static void sp_gates_after_fork_child(void) {
+    for (size_t i = 0; i < SP_SQLITE_MAX_GATES; i++) {
+        sp_sqlite_gate *g = &sp_gates[i];
+        if (g->users == 0 || !g->checkpointer) continue;
+        pthread_mutex_unlock(&g->ck_lock);
+        g->checkpointer = false;
+    }
+    pthread_mutex_unlock(&sp_gates_lock);
+}
+
+static pthread_once_t sp_gates_once = PTHREAD_ONCE_INIT;
+static void sp_gates_register_fork(void) {
+    (void)pthread_atfork(sp_gates_before_fork, sp_gates_after_fork_parent, sp_gates_after_fork_child);
+}
+
 /* Woken by a commit that left the WAL long (sp_wal_hook), or idle: a
  * PASSIVE checkpoint copies what no reader still needs and waits for
  * nobody. SQLite restarts the WAL from its beginning once all of it is
@@ -176,6 +213,9 @@ static sp_sqlite_gate sp_gates[SP_SQLITE_MAX_GATES];
 static void *sp_checkpointer(void *arg) {
     sp_sqlite_gate *g = arg;
     sqlite3 *db = NULL;
+    /* ck_lock is held whenever this thread is inside SQLite (it is released
+     * only while waiting), so sp_gates_before_fork can keep it out */
+    pthread_mutex_lock(&g->ck_lock);
     if (sqlite3_open_v2(g->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL) ==
         SQLITE_OK) {
         sqlite3_busy_timeout(db, 50);
@@ -183,7 +223,6 @@ static void *sp_checkpointer(void *arg) {
          * has not is not in WAL mode yet, and its checkpoints do nothing */
         (void)sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
     }
-    pthread_mutex_lock(&g->ck_lock);
     while (!g->ck_stop) {
         struct timespec at;
         clock_gettime(CLOCK_REALTIME, &at);
@@ -194,30 +233,29 @@ static void *sp_checkpointer(void *arg) {
         }
         (void)pthread_cond_timedwait(&g->ck_wake, &g->ck_lock, &at);
         if (g->ck_stop || db == NULL) continue;
-        pthread_mutex_unlock(&g->ck_lock);
         int wal_frames = -1;
         (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &wal_frames, NULL);
         /* opened before the first connection switched the file to WAL: a
          * read makes this connection notice */
         if (wal_frames < 0) (void)sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
-        pthread_mutex_lock(&g->ck_lock);
     }
-    pthread_mutex_unlock(&g->ck_lock);
     if (db != NULL) {
         /* the last connection is closing: leave the WAL copied back */
         (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         sqlite3_close(db);
     }
+    pthread_mutex_unlock(&g->ck_lock);
     return NULL;
 }
 
-/* Runs on the committing connection, after its commit: only a wake-up. */
+/* Runs on the committing connection, after its commit: only a wake-up,
+ * and never a wait. When the lock is taken the checkpointer is at work
+ * already (or a fork is being prepared); the next commit wakes it again. */
 static int sp_wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
     (void)db;
     (void)name;
     sp_sqlite_gate *g = arg;
-    if (frames >= SP_SQLITE_CHECKPOINT_FRAMES) {
-        pthread_mutex_lock(&g->ck_lock);
+    if (frames >= SP_SQLITE_CHECKPOINT_FRAMES && pthread_mutex_trylock(&g->ck_lock) == 0) {
         pthread_cond_signal(&g->ck_wake);
         pthread_mutex_unlock(&g->ck_lock);
     }
@@ -264,11 +302,13 @@ static void sp_conn_close(sp_sqlite_conn *c) {
 }
 
 static sp_sqlite_gate *sp_gate_acquire_ref(const struct stat *st, const char *path) {
+    (void)pthread_once(&sp_gates_once, sp_gates_register_fork);
     sp_sqlite_gate *found = NULL, *free_slot = NULL;
+    pid_t self = getpid();
     pthread_mutex_lock(&sp_gates_lock);
     for (size_t i = 0; i < SP_SQLITE_MAX_GATES && found == NULL; i++) {
         sp_sqlite_gate *g = &sp_gates[i];
-        if (g->users > 0 && g->dev == st->st_dev && g->ino == st->st_ino) found = g;
+        if (g->users > 0 && g->owner == self && g->dev == st->st_dev && g->ino == st->st_ino) found = g;
         else if (g->users == 0 && free_slot == NULL) free_slot = g;
     }
     size_t n = strlen(path) + 1;
@@ -277,6 +317,7 @@ static sp_sqlite_gate *sp_gate_acquire_ref(const struct stat *st, const char *pa
             memcpy(free_slot->path, path, n);
             free_slot->dev = st->st_dev;
             free_slot->ino = st->st_ino;
+            free_slot->owner = self;
             free_slot->writer = NULL;
             found = free_slot;
             sp_checkpointer_start(found);
@@ -293,7 +334,12 @@ static sp_sqlite_gate *sp_gate_acquire_ref(const struct stat *st, const char *pa
 static void sp_gate_release_ref(sp_sqlite_gate *g) {
     if (g == NULL) return;
     pthread_mutex_lock(&sp_gates_lock);
-    if (--g->users == 0) {
+    if (--g->users == 0 && g->owner != getpid()) {
+        /* inherited across fork: the parent's writer is not ours to close */
+        g->writer = NULL;
+        sp_free(g->path);
+        g->path = NULL;
+    } else if (g->users == 0) {
         if (g->writer != NULL) {
             sp_conn_close(g->writer);
             sp_free(g->writer);

@@ -102,6 +102,40 @@ static void test_sqlite_background_checkpoint(void **state) {
     assert_int_equal(suite_profiles(f->s, "acme"), 2000);
 }
 
+/* A child forked while the parent's checkpointer thread is inside SQLite
+ * (here: just starting, as after every first open of a file) must still
+ * get a working store of its own; the alarm turns a deadlock into a
+ * failure instead of a hung suite. */
+static void test_sqlite_fork_while_checkpointing(void **state) {
+    suite_fixture *f = *state;
+    enum { ROUNDS = 100 };
+    for (int round = 0; round < ROUNDS; round++) {
+        sp_store_close(f->s);
+        f->s = NULL;
+        assert_ok(sp_store_open(f->url, &f->s));
+        char id[32];
+        pid_t child = sp_test_fork();
+        if (child == 0) {
+            alarm(20);
+            sp_store *s = NULL;
+            if (sp_store_open(f->url, &s) != SP_OK) _exit(10);
+            snprintf(id, sizeof id, "child-%d", round);
+            sp_store_profile p = {"acme", id, "{}", 2, NULL, 0};
+            if (sp_store_begin(s) != SP_OK) _exit(11);
+            if (sp_store_profile_upsert(s, &p, T0, NULL) != SP_OK) _exit(12);
+            if (sp_store_commit(s) != SP_OK) _exit(13);
+            sp_store_close(s);
+            _exit(0);
+        }
+        assert_int_equal(sp_test_wait(child), 0);
+        /* and the parent's own writer, opened after the fork, still works */
+        snprintf(id, sizeof id, "parent-%d", round);
+        assert_ok(sp_store_begin(f->s));
+        suite_upsert(f->s, "acme", id, "{}", NULL, 0, T0);
+        assert_ok(sp_store_commit(f->s));
+    }
+    assert_int_equal(suite_profiles(f->s, "acme"), 2 * ROUNDS);
+}
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -109,6 +143,7 @@ int main(void) {
         SUITE_TEST(test_sqlite_file),
         SUITE_TEST(test_sqlite_busy_is_conflict),
         SUITE_TEST(test_sqlite_background_checkpoint),
+        SUITE_TEST(test_sqlite_fork_while_checkpointing),
     };
     return cmocka_run_group_tests(tests, sp_test_group_init, NULL);
 }
