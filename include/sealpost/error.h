@@ -59,6 +59,10 @@ typedef enum sp_error {
     SP_ERR_CONFLICT = 41,             /* a concurrent change won: retry the whole transaction */
     SP_ERR_SCHEMA = 42,               /* the database schema is newer than this build */
     SP_ERR_UNAVAILABLE = 43,          /* the service is shutting down or overloaded */
+    SP_ERR_TEMPLATE = 44,             /* a template that does not parse, or a placeholder with no value */
+    SP_ERR_PROVIDER_REJECTED = 45,    /* the provider refused the message for good (4xx other than 408/429) */
+    SP_ERR_PROVIDER_UNAVAILABLE = 46, /* the provider failed or asked to wait (5xx, 408, 429): retry later */
+    SP_ERR_NETWORK = 47,              /* no connection, TLS failure or timeout on the way to a peer: retry later */
     /* append new codes here; never renumber */
     SP_ERR__COUNT
 } sp_error;

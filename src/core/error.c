@@ -54,6 +54,10 @@ static const sp_error_entry sp_errors[SP_ERR__COUNT] = {
     [SP_ERR_CONFLICT] = {"SP_ERR_CONFLICT", "concurrent change; retry"},
     [SP_ERR_SCHEMA] = {"SP_ERR_SCHEMA", "database schema is newer than this build"},
     [SP_ERR_UNAVAILABLE] = {"SP_ERR_UNAVAILABLE", "service unavailable"},
+    [SP_ERR_TEMPLATE] = {"SP_ERR_TEMPLATE", "template error"},
+    [SP_ERR_PROVIDER_REJECTED] = {"SP_ERR_PROVIDER_REJECTED", "the provider rejected the message"},
+    [SP_ERR_PROVIDER_UNAVAILABLE] = {"SP_ERR_PROVIDER_UNAVAILABLE", "the provider is unavailable"},
+    [SP_ERR_NETWORK] = {"SP_ERR_NETWORK", "network error"},
 };
 
 static const sp_error_entry *sp_error_lookup(sp_error err) {
