@@ -162,6 +162,7 @@ typedef struct {
     pthread_mutex_t ck_lock;
     pthread_cond_t ck_wake;
     bool ck_stop;
+    bool ck_started;
 } sp_sqlite_gate;
 
 /* A checkpoint once the WAL holds this many frames (64 MiB of 4 KiB pages):
@@ -223,6 +224,8 @@ static void *sp_checkpointer(void *arg) {
          * has not is not in WAL mode yet, and its checkpoints do nothing */
         (void)sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
     }
+    g->ck_started = true;
+    pthread_cond_broadcast(&g->ck_wake);
     while (!g->ck_stop) {
         struct timespec at;
         clock_gettime(CLOCK_REALTIME, &at);
@@ -264,6 +267,7 @@ static int sp_wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
 
 static void sp_checkpointer_start(sp_sqlite_gate *g) {
     g->ck_stop = false;
+    g->ck_started = false;
     if (pthread_mutex_init(&g->ck_lock, NULL) != 0) goto fail;
     if (pthread_cond_init(&g->ck_wake, NULL) != 0) {
         pthread_mutex_destroy(&g->ck_lock);
@@ -274,6 +278,13 @@ static void sp_checkpointer_start(sp_sqlite_gate *g) {
         pthread_mutex_destroy(&g->ck_lock);
         goto fail;
     }
+    /* Returns once the thread is up and has opened its connection: a fork
+     * from now on finds it either waiting or holding ck_lock, never in the
+     * middle of starting (where a sanitizer's allocator, unlike glibc's,
+     * may hold a lock the child would inherit locked). */
+    pthread_mutex_lock(&g->ck_lock);
+    while (!g->ck_started) pthread_cond_wait(&g->ck_wake, &g->ck_lock);
+    pthread_mutex_unlock(&g->ck_lock);
     g->checkpointer = true;
     return;
 fail:
