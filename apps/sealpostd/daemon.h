@@ -16,6 +16,9 @@
  *   ingest.c    /v1/profiles and /v1/events
  *   body.c      request-body parsers for ingestion (fuzzed)
  *   mask.c      masking of decrypted PII for reads
+ *   channels.c  /v1/channels: provider channels, secrets sealed at rest
+ *   campaigns.c /v1/campaigns: campaigns, audiences, test sends, counts
+ *   sender.c    the send pipeline: workers over the outbox, scheduler
  *
  * Apps use only the public headers of libsealpost (and jansson).
  */
@@ -77,6 +80,17 @@ typedef struct spd_config {
     /* [vault] */
     int64_t dek_lifetime_s;
     int64_t dek_cache_ttl_s;
+    /* [sender] */
+    unsigned sender_threads;       /* 0: this process sends nothing */
+    size_t sender_batch;           /* messages claimed at once, 1..1000 */
+    unsigned sender_in_flight;     /* requests under way per worker */
+    unsigned sender_max_attempts;  /* then dead-lettered */
+    unsigned sender_backoff_base_ms;
+    unsigned sender_backoff_max_ms;
+    unsigned sender_lease_ms;      /* a crashed worker's messages are taken over after this */
+    unsigned sender_timeout_ms;    /* one provider request, connect included */
+    unsigned sender_poll_ms;       /* idle wait between looks at the outbox */
+    char sender_ca_file[SPD_MAX_PATH]; /* "" : the system's CAs */
 } spd_config;
 
 /* Loads and validates the file; on failure writes one clear line
@@ -180,6 +194,14 @@ typedef struct spd_app {
     sp_metric *kms_denied;
     sp_metric *kms_breakers_open;
     struct spd_router_state *router; /* tenant settings cache (spd_router_init) */
+    /* sending (sender.c; main.c sets up the key and the series) */
+    sp_key *secrets_key;           /* seals channel secrets at rest (derived from the server key) */
+    struct spd_sender *sender;
+    sp_metric *messages_sent;
+    sp_metric *messages_retried;
+    sp_metric *messages_failed;
+    sp_metric *messages_dead;
+    sp_metric *outbox_depth;
 } spd_app;
 
 /* Keyed hash of a client access key or an API secret (HMAC-SHA256 under the
@@ -255,6 +277,11 @@ typedef enum spd_route_id {
     SPD_ROUTE_PROFILES,      /* /v1/profiles */
     SPD_ROUTE_PROFILE,       /* /v1/profiles/{id} */
     SPD_ROUTE_EVENTS,        /* /v1/events */
+    SPD_ROUTE_CHANNELS,      /* /v1/channels */
+    SPD_ROUTE_CHANNEL,       /* /v1/channels/{id} */
+    SPD_ROUTE_CAMPAIGNS,     /* /v1/campaigns */
+    SPD_ROUTE_CAMPAIGN,      /* /v1/campaigns/{id} */
+    SPD_ROUTE_CAMPAIGN_ACTION, /* /v1/campaigns/{id}/{action}: test, cancel, replay */
 } spd_route_id;
 
 typedef struct spd_route_match {
@@ -292,10 +319,81 @@ void spd_reply_empty(sp_http_request *req);
 void spd_reply_sp_error(sp_http_request *req, sp_error err);
 
 /* ---- routes (ingest.c) ---- */
+/* The answer to a failure of the library or the store (503 with
+ * Retry-After for KMS and storage trouble, 500 otherwise), logged with the
+ * step that failed. */
+void spd_fail(sp_http_request *req, sp_error rc, const char *what);
+/* The caller's tenant context, or an answer (401 for a tenant gone or
+ * disabled since on_headers) and false. */
+bool spd_tenant_or_reply(spd_app *app, sp_http_request *req, const spd_auth *auth, spd_tenant **t);
+
 void spd_profiles_post(spd_app *app, sp_http_request *req, const spd_auth *auth);
 void spd_profile_get(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *profile_id);
 void spd_profile_delete(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *profile_id);
 void spd_events_post(spd_app *app, sp_http_request *req, const spd_auth *auth);
+
+/* ---- channels (channels.c) ---- */
+
+/* Routes under /v1/channels (path_after_prefix is what follows "/v1"). */
+void spd_channels_route(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *channel_id);
+/* The tenant's channel as stored, secrets unsealed into it: the caller
+ * frees with sp_channel_free. updated (may be NULL) gets the row's time.
+ * SP_ERR_NOT_FOUND when absent; SP_ERR_AUTH when its secrets do not open. */
+sp_error spd_channel_load(spd_app *app, sp_store *store, const char *tenant, const char *id, sp_channel **out,
+                          int64_t *updated);
+/* Sealing of a channel's secrets document at rest (AES-256-GCM under the
+ * app's secrets key, bound to tenant and channel id). */
+sp_error spd_secrets_seal(spd_app *app, const char *tenant, const char *channel, const char *json, size_t len,
+                          uint8_t **blob, size_t *blob_len);
+sp_error spd_secrets_open(spd_app *app, const char *tenant, const char *channel, const uint8_t *blob, size_t len,
+                          char **json, size_t *json_len);
+
+/* ---- campaigns (campaigns.c) ---- */
+
+void spd_campaigns_route(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *campaign_id,
+                         const char *action);
+
+/* ---- sending (sender.c) ---- */
+
+typedef struct spd_sender spd_sender;
+/* Starts config.sender_threads workers and the scheduler (nothing when 0). */
+sp_error spd_sender_start(spd_app *app);
+/* Stops claiming, lets requests in flight finish (up to grace_ms), puts
+ * what is left back in the queue, joins the threads. */
+void spd_sender_stop(spd_app *app, unsigned grace_ms);
+/* Wakes idle workers: something was queued. */
+void spd_sender_wake(spd_app *app);
+
+/* A campaign's compiled spec: what a worker renders each message with. */
+typedef struct spd_campaign_spec spd_campaign_spec;
+/* Parses and checks a spec document (templates compile, audience well
+ * formed, placeholders known PII fields or attribute names); a message
+ * naming the field in err. */
+sp_error spd_campaign_spec_parse(const json_t *spec, const spd_settings *settings, sp_channel_kind kind,
+                                 spd_campaign_spec **out, char *err, size_t cap);
+void spd_campaign_spec_free(spd_campaign_spec *spec);
+/* The audience the spec names, pointing into spec (valid while it lives). */
+void spd_campaign_spec_audience(const spd_campaign_spec *spec, sp_store_audience *out);
+
+/* One message prepared for the wire: the request body (sealed when the
+ * channel encrypts), its headers, and what the validation report says. */
+typedef struct spd_send_report {
+    unsigned provider_status;
+    sp_error result;
+    bool encrypted;
+    bool plaintext_absent;   /* none of the personal values appear in the bytes sent */
+    char key_version[SP_KEY_VERSION_CHARS + 1];
+    char message_id[SP_STORE_MAX_MESSAGE_ID + 1];
+    char missing[SP_TEMPLATE_MAX_NAME + 1]; /* a placeholder with no value, "" when none */
+    uint64_t total_us;
+} spd_send_report;
+/* Expands a queued or scheduled campaign's audience into the outbox and
+ * marks it sending, in one transaction. */
+sp_error spd_campaign_start(spd_app *app, sp_store *store, const char *tenant, const char *id);
+/* A test send: renders the campaign's message for one profile and sends it
+ * now, on this thread, reporting what happened. */
+sp_error spd_send_test(spd_app *app, const char *tenant, const char *campaign, const char *profile_id,
+                       spd_send_report *report);
 
 /* ---- routes (admin.c) ---- */
 void spd_admin_route(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *path_after_prefix);

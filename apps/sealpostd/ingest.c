@@ -123,7 +123,7 @@ static void spd_with_retry_after(sp_http_request *req) {
 }
 
 /* The answer to a failure of the library or the store. */
-static void spd_fail(sp_http_request *req, sp_error rc, const char *what) {
+void spd_fail(sp_http_request *req, sp_error rc, const char *what) {
     switch (rc) {
     case SP_ERR_KMS_UNAVAILABLE:
     case SP_ERR_KMS_ACCESS_DENIED:
@@ -139,6 +139,10 @@ static void spd_fail(sp_http_request *req, sp_error rc, const char *what) {
         spd_with_retry_after(req);
         spd_reply_error(req, 503, "unavailable", "service unavailable; retry later");
         break;
+    case SP_ERR_EXISTS:
+    case SP_ERR_ILLEGAL_TRANSITION:
+        spd_reply_error(req, 409, "conflict", "conflicts with the current state");
+        break;
     default: spd_reply_error(req, 500, "internal", "internal error"); break;
     }
     sp_log_field f[] = {SP_LOG_S("step", what), SP_LOG_S("error", sp_error_name(rc))};
@@ -148,7 +152,7 @@ static void spd_fail(sp_http_request *req, sp_error rc, const char *what) {
 
 /* The tenant's context, or an answer: a tenant that vanished or was
  * disabled since on_headers gets the same 401 as any failed authentication. */
-static bool spd_tenant_or_reply(spd_app *app, sp_http_request *req, const spd_auth *auth, spd_tenant **t) {
+bool spd_tenant_or_reply(spd_app *app, sp_http_request *req, const spd_auth *auth, spd_tenant **t) {
     if (auth == NULL || auth->admin || auth->tenant[0] == 0) {
         spd_reply_status(req, 401);
         return false;

@@ -68,7 +68,7 @@ static int make_dirs(const char *path) {
 
 /* Loads DATA/server.key (a sealpost key file, created on first start) and
  * derives the pepper from its active key. */
-static sp_error load_pepper(const char *data_dir, sp_key **out) {
+static sp_error load_pepper(const char *data_dir, sp_key **out, sp_key **secrets_key) {
     char path[SPD_MAX_PATH + 16];
     int n = snprintf(path, sizeof path, "%s/server.key", data_dir);
     if (n < 0 || (size_t)n >= sizeof path) return SP_ERR_TOO_LARGE;
@@ -89,9 +89,13 @@ static sp_error load_pepper(const char *data_dir, sp_key **out) {
     }
     static const char salt[] = "sealpostd";
     static const char info[] = "sealpostd credential pepper v1";
+    static const char secrets_info[] = "sealpostd channel secrets v1";
     rc = active ? sp_key_derive(active, (const uint8_t *)salt, sizeof salt - 1, (const uint8_t *)info, sizeof info - 1,
                                 out)
                 : SP_ERR_BAD_KEYFILE;
+    if (rc == SP_OK)
+        rc = sp_key_derive(active, (const uint8_t *)salt, sizeof salt - 1, (const uint8_t *)secrets_info,
+                           sizeof secrets_info - 1, secrets_key);
     sp_keyfile_free(kf);
     return rc;
 }
@@ -191,7 +195,7 @@ static int prepare(const options *o, spd_app *app) {
         fprintf(stderr, "sealpostd: %s: %s\n", kms_dir, strerror(errno));
         return EXIT_FAIL;
     }
-    rc = load_pepper(cfg->data_dir, &app->pepper);
+    rc = load_pepper(cfg->data_dir, &app->pepper, &app->secrets_key);
     if (rc != SP_OK) {
         fprintf(stderr, "sealpostd: server key %s/server.key: %s\n", cfg->data_dir, sp_strerror(rc));
         return EXIT_FAIL;
@@ -284,6 +288,14 @@ static sp_error make_metrics(spd_app *app) {
         (rc = sp_metrics_get(app->metrics, SP_METRIC_GAUGE, "sealpost_kms_breakers_open",
                              "Tenants' KMSs whose circuit breaker is open now", NULL, NULL, 0,
                              &app->kms_breakers_open)) ||
+        (rc = counter(app, "sealpost_messages_total", "Messages by outcome of a send attempt", "outcome=\"sent\"",
+                      &app->messages_sent)) ||
+        (rc = counter(app, "sealpost_messages_total", "Messages by outcome of a send attempt", "outcome=\"retried\"",
+                      &app->messages_retried)) ||
+        (rc = counter(app, "sealpost_messages_total", "Messages by outcome of a send attempt", "outcome=\"failed\"",
+                      &app->messages_failed)) ||
+        (rc = counter(app, "sealpost_messages_total", "Messages by outcome of a send attempt", "outcome=\"dead\"",
+                      &app->messages_dead)) ||
         (rc = sp_metrics_get(app->metrics, SP_METRIC_GAUGE, "sealpost_queue_depth", "Messages waiting per queue",
                              "queue=\"outbox\"", NULL, 0, &queue)))
         return rc;
@@ -360,6 +372,12 @@ static int run(spd_app *app) {
         log_error("start.http_failed", rc);
         goto out;
     }
+    rc = spd_sender_start(app);
+    if (rc != SP_OK) {
+        fprintf(stderr, "sealpostd: cannot start the send workers: %s\n", sp_strerror(rc));
+        log_error("start.sender_failed", rc);
+        goto out;
+    }
     sp_log_field started[] = {
         SP_LOG_S("version", SEALPOST_VERSION_STRING), SP_LOG_S("address", cfg->listen_address),
         SP_LOG_I("port", sp_http_server_port(server)),   SP_LOG_B("tls", !cfg->plain_http),
@@ -384,11 +402,13 @@ static int run(spd_app *app) {
     }
     atomic_store(&app->shutting_down, true);
     sp_http_server_stop(server, cfg->shutdown_grace_ms);
+    spd_sender_stop(app, cfg->shutdown_grace_ms);
     server = NULL;
     status = 0;
     sp_log(SP_LOG_INFO, "stopped", NULL, 0);
 out:
     if (server) sp_http_server_stop(server, 0);
+    spd_sender_stop(app, 0);
     spd_context_shutdown(app);
     spd_router_free(app);
     spd_ratelimit_free(app->ratelimit);
@@ -418,6 +438,7 @@ int main(int argc, char **argv) {
         }
     }
     sp_key_free(app->pepper);
+    sp_key_free(app->secrets_key);
     free(app);
     return status;
 }

@@ -58,6 +58,11 @@ static const route_def routes[] = {
     {SPD_ROUTE_PROFILES, "/v1/profiles", "/v1/profiles", "POST"},
     {SPD_ROUTE_PROFILE, "/v1/profiles/*", "/v1/profiles/{id}", "GET, DELETE"},
     {SPD_ROUTE_EVENTS, "/v1/events", "/v1/events", "POST"},
+    {SPD_ROUTE_CHANNELS, "/v1/channels", "/v1/channels", "GET"},
+    {SPD_ROUTE_CHANNEL, "/v1/channels/*", "/v1/channels/{id}", "GET, PUT, DELETE"},
+    {SPD_ROUTE_CAMPAIGNS, "/v1/campaigns", "/v1/campaigns", "GET, POST"},
+    {SPD_ROUTE_CAMPAIGN, "/v1/campaigns/*", "/v1/campaigns/{id}", "GET, DELETE"},
+    {SPD_ROUTE_CAMPAIGN_ACTION, "/v1/campaigns/*/*", "/v1/campaigns/{id}/{action}", "POST"},
 };
 
 static int hex_value(char c) {
@@ -233,6 +238,10 @@ void spd_reply_sp_error(sp_http_request *req, sp_error err) {
         return;
     case SP_ERR_NOT_FOUND:
         spd_reply_error(req, 404, "not_found", "not found");
+        return;
+    case SP_ERR_EXISTS:             /* an id taken, or a resource still in use */
+    case SP_ERR_ILLEGAL_TRANSITION: /* a state move the life cycle forbids */
+        spd_reply_error(req, 409, "conflict", "conflicts with the current state");
         return;
     default:
         break;
@@ -628,7 +637,8 @@ sp_http_verdict spd_on_headers(void *arg, sp_http_request *req) {
         healthz(app, req);
         return SP_HTTP_ANSWERED;
     }
-    bool admin_api = m.route != SPD_ROUTE_PROFILES && m.route != SPD_ROUTE_PROFILE && m.route != SPD_ROUTE_EVENTS;
+    bool admin_api = m.route == SPD_ROUTE_METRICS || m.route == SPD_ROUTE_TENANTS || m.route == SPD_ROUTE_TENANT ||
+                     m.route == SPD_ROUTE_CREDENTIALS || m.route == SPD_ROUTE_CREDENTIAL;
     if (admin_api && !peer_is_admin(app, req)) {
         if (m.route != SPD_ROUTE_METRICS) {
             auth_failure f = {"admin", "address_not_allowed", "", ""};
@@ -662,7 +672,8 @@ sp_http_verdict spd_on_headers(void *arg, sp_http_request *req) {
      * media type; anything with a body does. */
     const char *cl = sp_http_header(req, "Content-Length", NULL);
     bool body_announced = (cl && strcmp(cl, "0") != 0) || sp_http_header(req, "Transfer-Encoding", NULL) != NULL;
-    bool has_body = (strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0) && body_announced;
+    bool has_body =
+        (strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0 || strcmp(method, "PUT") == 0) && body_announced;
     size_t ct_count = 0;
     const char *ct = sp_http_header(req, "Content-Type", &ct_count);
     if (has_body && (ct_count != 1 || !is_json_type(ct))) {
@@ -708,6 +719,21 @@ void spd_on_request(void *arg, sp_http_request *req) {
         return;
     case SPD_ROUTE_EVENTS:
         spd_events_post(app, req, auth);
+        return;
+    case SPD_ROUTE_CHANNELS:
+        spd_channels_route(app, req, auth, NULL);
+        return;
+    case SPD_ROUTE_CHANNEL:
+        spd_channels_route(app, req, auth, m->id);
+        return;
+    case SPD_ROUTE_CAMPAIGNS:
+        spd_campaigns_route(app, req, auth, NULL, NULL);
+        return;
+    case SPD_ROUTE_CAMPAIGN:
+        spd_campaigns_route(app, req, auth, m->id, NULL);
+        return;
+    case SPD_ROUTE_CAMPAIGN_ACTION:
+        spd_campaigns_route(app, req, auth, m->id, m->sub);
         return;
     case SPD_ROUTE_NONE:
     case SPD_ROUTE_HEALTHZ:

@@ -18,5 +18,8 @@
 #include "sealpost/log.h"
 #include "sealpost/metrics.h"
 #include "sealpost/http.h"
+#include "sealpost/http_client.h"
+#include "sealpost/template.h"
+#include "sealpost/channel.h"
 
 #endif

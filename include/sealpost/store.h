@@ -22,8 +22,9 @@
  * Without an open transaction, each write call is atomic on its own (a
  * profile with its PII rows, a tenant with everything it owns).
  *
- * Callbacks (sp_store_tenant_fn, sp_store_credential_fn) must not use the
- * sp_store that calls them; the row they get is valid during the call only.
+ * Callbacks (sp_store_tenant_fn, sp_store_credential_fn, and those of
+ * channels, campaigns and the outbox) must not use the sp_store that calls
+ * them; the row they get is valid during the call only.
  *
  * Only ciphertext reaches the store: PII fields arrive as vault blobs and
  * blind indexes, keys as KMS-wrapped documents, secrets as keyed hashes.
@@ -231,6 +232,300 @@ SP_API SP_MUST_CHECK sp_error sp_store_keyring_storage(const char *url, const ch
 /* Moves a keyring file's tenants into the database (each tenant's document
  * once; tenants already stored are left alone) and reports how many. */
 SP_API SP_MUST_CHECK sp_error sp_store_import_keyring_file(const char *url, const char *path, size_t *imported);
+
+/* ---- channels ----
+ * A channel is a tenant's way to a provider: a kind, the public JSON
+ * configuration (endpoint, body template, batching, encryption choices),
+ * and the secrets (provider credentials) sealed by the caller with the
+ * vault: opaque bytes to the store. Ids are [a-z0-9_-]{1,64}. Channel and
+ * campaign times (created, updated) are Unix seconds, like tenants'. */
+
+#define SP_STORE_MAX_NAME 64                     /* channel and campaign ids */
+#define SP_STORE_MAX_CHANNEL_CONFIG (64u << 10)
+#define SP_STORE_MAX_CHANNEL_SECRETS (64u << 10)
+#define SP_STORE_MAX_CAMPAIGN_SPEC (256u << 10)
+
+typedef enum { SP_STORE_CHANNEL_EMAIL = 1, SP_STORE_CHANNEL_SMS = 2 } sp_store_channel_kind;
+
+/* "email", "sms"; "" for anything else. */
+SP_API const char *sp_store_channel_kind_name(sp_store_channel_kind kind);
+/* SP_ERR_INVALID_ARGUMENT for a name that is not one of those. */
+SP_API SP_MUST_CHECK sp_error sp_store_channel_kind_parse(const char *name, sp_store_channel_kind *out);
+
+typedef struct sp_store_channel {
+    const char *tenant;
+    const char *id;
+    sp_store_channel_kind kind;
+    const char *config;                 /* JSON text, 1..SP_STORE_MAX_CHANNEL_CONFIG bytes */
+    size_t config_len;
+    const uint8_t *secrets;             /* sealed blob, ≤ SP_STORE_MAX_CHANNEL_SECRETS; NULL: none */
+    size_t secrets_len;
+} sp_store_channel;
+
+typedef struct sp_store_channel_row {
+    char id[SP_STORE_MAX_NAME + 1];
+    sp_store_channel_kind kind;
+    char *config;                       /* NUL-terminated JSON */
+    size_t config_len;
+    uint8_t *secrets;                   /* NULL when none */
+    size_t secrets_len;
+    int64_t created;
+    int64_t updated;
+} sp_store_channel_row;
+
+/* Insert, or replace everything but `created` (kind included); created
+ * tells which. The tenant must exist: SP_ERR_NOT_FOUND. */
+SP_API SP_MUST_CHECK sp_error sp_store_channel_put(sp_store *store, const sp_store_channel *channel, int64_t now,
+                                                   bool *created);
+/* A copy the row owns (sp_store_channel_row_clear); SP_ERR_NOT_FOUND when
+ * absent, and out untouched. */
+SP_API SP_MUST_CHECK sp_error sp_store_channel_get(sp_store *store, const char *tenant, const char *id,
+                                                   sp_store_channel_row *out);
+/* Frees what the row owns, wiping the secrets. */
+SP_API void sp_store_channel_row_clear(sp_store_channel_row *row);
+/* A tenant's channels in id order after `after` ("" for the start), at
+ * most limit (1..SP_STORE_MAX_LIST); the row's pointers are valid during
+ * the call only (its config and secrets are not NUL-terminated copies: use
+ * the lengths). A non-OK return from fn stops and is returned. */
+typedef sp_error (*sp_store_channel_fn)(void *arg, const sp_store_channel_row *channel);
+SP_API SP_MUST_CHECK sp_error sp_store_channel_list(sp_store *store, const char *tenant, const char *after,
+                                                    size_t limit, sp_store_channel_fn fn, void *arg);
+/* SP_ERR_NOT_FOUND when absent. A channel in use is refused with
+ * SP_ERR_EXISTS (dependents exist; retrying will not help, unlike
+ * SP_ERR_CONFLICT): any campaign names it (delete those first), or a test
+ * send through it is still queued or sending. Its finished test sends go
+ * with it. */
+SP_API SP_MUST_CHECK sp_error sp_store_channel_delete(sp_store *store, const char *tenant, const char *id);
+
+/* ---- campaigns ----
+ * A campaign sends one spec (template and audience, JSON) through one
+ * channel of its tenant. Its life cycle, every other move being
+ * SP_ERR_ILLEGAL_TRANSITION:
+ *
+ *   draft ⇄ scheduled;  draft, scheduled → queued → sending → done;
+ *   draft, scheduled, queued, sending → cancelled;  done, cancelled: final.
+ *
+ * Setting the state it already has is allowed and changes nothing (two
+ * schedulers moving the same campaign both succeed; `was` tells the second
+ * it was already done). Cancelling fails its still-queued messages
+ * (state 'failed', last_error "cancelled"); messages being sent finish their
+ * attempt, and a retry of one becomes 'failed' instead of 'queued'. */
+
+typedef enum {
+    SP_STORE_CAMPAIGN_DRAFT = 1,
+    SP_STORE_CAMPAIGN_SCHEDULED,
+    SP_STORE_CAMPAIGN_QUEUED,
+    SP_STORE_CAMPAIGN_SENDING,
+    SP_STORE_CAMPAIGN_DONE,
+    SP_STORE_CAMPAIGN_CANCELLED
+} sp_store_campaign_state;
+
+/* "draft", "scheduled", "queued", "sending", "done", "cancelled"; "" else. */
+SP_API const char *sp_store_campaign_state_name(sp_store_campaign_state state);
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_state_parse(const char *name, sp_store_campaign_state *out);
+
+typedef struct sp_store_campaign {
+    const char *tenant;
+    const char *id;
+    const char *channel;                /* must exist: SP_ERR_NOT_FOUND otherwise */
+    const char *spec;                   /* JSON text, 1..SP_STORE_MAX_CAMPAIGN_SPEC bytes */
+    size_t spec_len;
+    sp_store_campaign_state state;      /* the first: draft, scheduled or queued */
+    int64_t send_at_ms;                 /* Unix milliseconds; 0: none (required when scheduled) */
+} sp_store_campaign;
+
+typedef struct sp_store_campaign_row {
+    char id[SP_STORE_MAX_NAME + 1];
+    char channel[SP_STORE_MAX_NAME + 1];
+    char *spec;                         /* NUL-terminated JSON; in a list callback, not terminated: use spec_len */
+    size_t spec_len;
+    sp_store_campaign_state state;
+    int64_t send_at_ms;                 /* 0: none */
+    uint64_t total;                     /* messages expanded into the outbox */
+    int64_t created;
+    int64_t updated;
+} sp_store_campaign_row;
+
+/* SP_ERR_EXISTS when the id is taken; SP_ERR_NOT_FOUND for an unknown
+ * tenant or channel. */
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_create(sp_store *store, const sp_store_campaign *campaign,
+                                                       int64_t now);
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_get(sp_store *store, const char *tenant, const char *id,
+                                                    sp_store_campaign_row *out);
+SP_API void sp_store_campaign_row_clear(sp_store_campaign_row *row);
+typedef sp_error (*sp_store_campaign_fn)(void *arg, const sp_store_campaign_row *campaign);
+/* As sp_store_channel_list. */
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_list(sp_store *store, const char *tenant, const char *after,
+                                                     size_t limit, sp_store_campaign_fn fn, void *arg);
+/* Scheduled campaigns of every tenant whose send_at_ms ≤ now_ms, earliest
+ * first, at most limit (1..SP_STORE_MAX_LIST): fn gets tenant and id. */
+typedef sp_error (*sp_store_campaign_due_fn)(void *arg, const char *tenant, const char *id);
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_due(sp_store *store, int64_t now_ms, size_t limit,
+                                                    sp_store_campaign_due_fn fn, void *arg);
+/* Moves the campaign to `to` (see the life cycle above); was (may be NULL)
+ * gets the state before. SP_ERR_NOT_FOUND when absent. */
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_set_state(sp_store *store, const char *tenant, const char *id,
+                                                          sp_store_campaign_state to, int64_t now,
+                                                          sp_store_campaign_state *was);
+/* Removes a campaign and its messages. A campaign queued or sending is
+ * SP_ERR_ILLEGAL_TRANSITION (cancel it first); SP_ERR_NOT_FOUND when absent. */
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_delete(sp_store *store, const char *tenant, const char *id);
+
+/* ---- the outbox ----
+ * One row per message, written before anything is sent, and moved by the
+ * workers that send:
+ *
+ *   queued --claim--> sending --done--> sent
+ *                       |  |--retry--> queued (attempts < max) | dead (attempts ≥ max)
+ *                       |  |--fail---> failed | dead
+ *                       |  '--release (shutdown)--> queued, the attempt not counted
+ *                       '--lease expired (a crashed worker)--> claimable again
+ *   dead --replay--> queued (attempts reset)
+ *
+ * A claim hands a row to one owner (a process or worker id,
+ * [A-Za-z0-9_.:-]{1,64}) for lease_ms; done, retry and fail change only
+ * rows still 'sending' under that owner, so a worker whose lease ran out and
+ * was taken over changes nothing (and learns it from the count). On
+ * PostgreSQL, processes claim with FOR UPDATE SKIP LOCKED: each row goes to
+ * one of them. Every message has a message_id ("msg_" and a UUIDv7), the
+ * webhook-id a provider uses to drop the repeat of a message sent again
+ * after a crash. All outbox times are Unix milliseconds. Batches are at
+ * most SP_STORE_MAX_BATCH rows. Calls without an open transaction are
+ * atomic on their own; inside one, they are part of it. */
+
+#define SP_STORE_MAX_BATCH 1000
+#define SP_STORE_MAX_OWNER 64
+#define SP_STORE_MAX_MESSAGE_ID 64        /* [A-Za-z0-9_.:-]{1,64}; ours are 40 */
+#define SP_STORE_MAX_ERROR 128            /* last_error: printable ASCII, an error name and status, no PII */
+#define SP_STORE_MAX_AUDIENCE_IDS 1000
+#define SP_STORE_MAX_LEASE_MS (24 * 3600 * 1000)
+
+typedef enum {
+    SP_STORE_OUTBOX_QUEUED = 1,
+    SP_STORE_OUTBOX_SENDING,
+    SP_STORE_OUTBOX_SENT,
+    SP_STORE_OUTBOX_FAILED,
+    SP_STORE_OUTBOX_DEAD
+} sp_store_outbox_state;
+
+/* "queued", "sending", "sent", "failed", "dead"; "" else. */
+SP_API const char *sp_store_outbox_state_name(sp_store_outbox_state state);
+
+typedef enum {
+    SP_STORE_AUDIENCE_ALL = 1,        /* every profile of the tenant */
+    SP_STORE_AUDIENCE_IDS,            /* these profile ids (unknown ones are skipped) */
+    SP_STORE_AUDIENCE_ATTRIBUTE       /* profiles whose top-level attribute equals a string or a number */
+} sp_store_audience_kind;
+
+typedef struct sp_store_audience {
+    sp_store_audience_kind kind;
+    const char *const *ids;           /* IDS: 1..SP_STORE_MAX_AUDIENCE_IDS profile ids */
+    size_t n_ids;
+    const char *attribute;            /* ATTRIBUTE: a key, [A-Za-z0-9_.-]{1,64} */
+    const char *text;                 /* ATTRIBUTE: the string it must equal ... */
+    const char *number;               /* ... or a JSON number (as text) it must equal; exactly one of the two */
+} sp_store_audience;
+
+/* Adds one 'queued' message (next attempt now) per profile of the audience
+ * to the campaign, through the campaign's channel, in one statement per
+ * call (one per id for IDS); a profile already in the campaign is skipped,
+ * so expanding again adds only profiles that are new. added (may be NULL)
+ * gets how many rows were added; the campaign's total grows by as many.
+ * SP_ERR_NOT_FOUND for an unknown campaign; a done or cancelled one is
+ * SP_ERR_ILLEGAL_TRANSITION. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_expand(sp_store *store, const char *tenant, const char *campaign,
+                                                     const sp_store_audience *audience, int64_t now_ms,
+                                                     uint64_t *added);
+
+/* One message without a campaign (a test send) to a stored profile through
+ * a stored channel (SP_ERR_NOT_FOUND for either). message_id: NULL makes
+ * one; the id used is copied to message_id_out (may be NULL), the row's
+ * seq to seq (may be NULL). A message id already used is SP_ERR_EXISTS. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_enqueue(sp_store *store, const char *tenant, const char *channel,
+                                                      const char *profile_id, const char *message_id, int64_t now_ms,
+                                                      char message_id_out[SP_STORE_MAX_MESSAGE_ID + 1],
+                                                      uint64_t *seq);
+
+/* A claimed message; the texts are copies, NUL-terminated. */
+typedef struct sp_store_outbox_msg {
+    uint64_t seq;
+    char tenant[SP_STORE_MAX_TENANT + 1];
+    char campaign[SP_STORE_MAX_NAME + 1]; /* "" for a test send */
+    char channel[SP_STORE_MAX_NAME + 1];
+    char profile_id[SP_STORE_MAX_ID + 1];
+    char message_id[SP_STORE_MAX_MESSAGE_ID + 1];
+    uint32_t attempts;                    /* this one included */
+} sp_store_outbox_msg;
+
+typedef sp_error (*sp_store_outbox_fn)(void *arg, const sp_store_outbox_msg *msg);
+
+/* Claims up to max (1..SP_STORE_MAX_BATCH) claimable messages, earliest
+ * next attempt first: 'queued' ones due by now_ms, and 'sending' ones whose
+ * lease has run out. Each becomes 'sending' under owner until now_ms +
+ * lease_ms (1..SP_STORE_MAX_LEASE_MS) with one more attempt, and is handed
+ * to fn, in no particular order, before the claim commits; n (may be NULL)
+ * gets how many. fn must not use the store. When the call fails (fn's
+ * error included, which stops it), nothing was claimed: drop what fn got. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_claim(sp_store *store, const char *owner, int64_t now_ms,
+                                                    int64_t lease_ms, size_t max, sp_store_outbox_fn fn, void *arg,
+                                                    size_t *n);
+/* The messages were delivered: 'sent' at now_ms. Only rows 'sending' under
+ * owner change; changed (may be NULL) gets how many did. n is
+ * 1..SP_STORE_MAX_BATCH. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_done(sp_store *store, const char *owner, const uint64_t *seqs,
+                                                   size_t n, int64_t now_ms, uint64_t *changed);
+/* A failed attempt to try again at next_attempt_ms, or 'dead' when the
+ * row's attempts have reached max_attempts (≥ 1). error: what went wrong,
+ * for operators (e.g. "SP_ERR_PROVIDER_UNAVAILABLE 503"), never a payload
+ * or PII; provider_status: the provider's HTTP status, 0 when none. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_retry(sp_store *store, const char *owner, const uint64_t *seqs,
+                                                    size_t n, int64_t next_attempt_ms, const char *error,
+                                                    int provider_status, uint32_t max_attempts, int64_t now_ms,
+                                                    uint64_t *changed);
+/* A final failure: state is SP_STORE_OUTBOX_FAILED (refused for good: not
+ * replayed) or SP_STORE_OUTBOX_DEAD (dead-lettered: replayable). */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_fail(sp_store *store, const char *owner, const uint64_t *seqs,
+                                                   size_t n, sp_store_outbox_state state, const char *error,
+                                                   int provider_status, int64_t now_ms, uint64_t *changed);
+/* Graceful shutdown: every row 'sending' under owner back to 'queued', due
+ * now_ms, the attempt it was claimed for not counted. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_release(sp_store *store, const char *owner, int64_t now_ms,
+                                                      uint64_t *changed);
+/* Dead messages of the tenant (of one campaign, or every one when campaign
+ * is NULL, test sends included) back to 'queued', due now_ms, attempts 0. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_replay(sp_store *store, const char *tenant, const char *campaign,
+                                                     int64_t now_ms, uint64_t *changed);
+
+typedef struct sp_store_outbox_counts {
+    uint64_t queued, sending, sent, failed, dead;
+} sp_store_outbox_counts;
+
+/* Messages per state, of one campaign or (campaign NULL) of the tenant. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_counts_get(sp_store *store, const char *tenant, const char *campaign,
+                                                         sp_store_outbox_counts *out);
+
+typedef struct sp_store_outbox_row {
+    uint64_t seq;
+    char tenant[SP_STORE_MAX_TENANT + 1];
+    char campaign[SP_STORE_MAX_NAME + 1]; /* "" for a test send */
+    char channel[SP_STORE_MAX_NAME + 1];
+    char profile_id[SP_STORE_MAX_ID + 1];
+    char message_id[SP_STORE_MAX_MESSAGE_ID + 1];
+    sp_store_outbox_state state;
+    uint32_t attempts;
+    int64_t next_attempt;
+    char lease_owner[SP_STORE_MAX_OWNER + 1]; /* the last claimer; "" when never claimed */
+    int64_t lease_until;                       /* 0 when never claimed */
+    char last_error[SP_STORE_MAX_ERROR + 1];   /* "" when none */
+    int provider_status;
+    int64_t created;
+    int64_t updated;
+    int64_t sent_at;                           /* 0 until sent */
+} sp_store_outbox_row;
+
+/* One message by its id (a provider's callback names it); SP_ERR_NOT_FOUND
+ * when none, out untouched. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_get(sp_store *store, const char *message_id, sp_store_outbox_row *out);
 
 SP_END_DECLS
 

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "keyring/keyring_internal.h"
+#include "sealpost/crypto.h"
 #include "store/store_internal.h"
 
 /* ---- argument checks ---- */
@@ -640,6 +641,797 @@ sp_error sp_store_event_count(sp_store *store, const char *tenant, const char *p
     sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(profile_id ? profile_id : "")};
     if (profile_id == NULL) return sp_q_count(store, SP_Q_EVENT_COUNT, p, 1, count);
     return sp_q_count(store, SP_Q_EVENT_COUNT_PROFILE, p, 2, count);
+}
+
+/* ---- names of states and kinds ---- */
+
+static const char *const sp_kind_names[] = {[SP_STORE_CHANNEL_EMAIL] = "email", [SP_STORE_CHANNEL_SMS] = "sms"};
+static const char *const sp_campaign_names[] = {
+    [SP_STORE_CAMPAIGN_DRAFT] = "draft",     [SP_STORE_CAMPAIGN_SCHEDULED] = "scheduled",
+    [SP_STORE_CAMPAIGN_QUEUED] = "queued",   [SP_STORE_CAMPAIGN_SENDING] = "sending",
+    [SP_STORE_CAMPAIGN_DONE] = "done",       [SP_STORE_CAMPAIGN_CANCELLED] = "cancelled"};
+static const char *const sp_outbox_names[] = {
+    [SP_STORE_OUTBOX_QUEUED] = "queued", [SP_STORE_OUTBOX_SENDING] = "sending", [SP_STORE_OUTBOX_SENT] = "sent",
+    [SP_STORE_OUTBOX_FAILED] = "failed", [SP_STORE_OUTBOX_DEAD] = "dead"};
+
+static const char *sp_name_of(const char *const *names, size_t n, int v) {
+    return v > 0 && (size_t)v < n ? names[v] : "";
+}
+
+/* The index of a name of the table, from bytes that need not be
+ * NUL-terminated; 0 when none. */
+static int sp_index_of(const char *const *names, size_t n, const uint8_t *b, size_t len) {
+    for (size_t i = 1; b != NULL && i < n; i++) {
+        if (strlen(names[i]) == len && memcmp(names[i], b, len) == 0) return (int)i;
+    }
+    return 0;
+}
+
+const char *sp_store_channel_kind_name(sp_store_channel_kind kind) {
+    return sp_name_of(sp_kind_names, SP_ARRAY_LEN(sp_kind_names), (int)kind);
+}
+
+sp_error sp_store_channel_kind_parse(const char *name, sp_store_channel_kind *out) {
+    SP_ENSURE(name != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    int v = sp_index_of(sp_kind_names, SP_ARRAY_LEN(sp_kind_names), (const uint8_t *)name, strnlen(name, 16));
+    SP_ENSURE(v != 0, SP_ERR_INVALID_ARGUMENT);
+    *out = (sp_store_channel_kind)v;
+    return SP_OK;
+}
+
+const char *sp_store_campaign_state_name(sp_store_campaign_state state) {
+    return sp_name_of(sp_campaign_names, SP_ARRAY_LEN(sp_campaign_names), (int)state);
+}
+
+sp_error sp_store_campaign_state_parse(const char *name, sp_store_campaign_state *out) {
+    SP_ENSURE(name != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    int v = sp_index_of(sp_campaign_names, SP_ARRAY_LEN(sp_campaign_names), (const uint8_t *)name, strnlen(name, 16));
+    SP_ENSURE(v != 0, SP_ERR_INVALID_ARGUMENT);
+    *out = (sp_store_campaign_state)v;
+    return SP_OK;
+}
+
+const char *sp_store_outbox_state_name(sp_store_outbox_state state) {
+    return sp_name_of(sp_outbox_names, SP_ARRAY_LEN(sp_outbox_names), (int)state);
+}
+
+/* ---- checks for channels, campaigns and the outbox ---- */
+
+/* Channel and campaign ids share the tenant id's charset. */
+static bool sp_name_ok(const char *s) { return sp_chars_ok(s, 1, SP_STORE_MAX_NAME, "_-", false); }
+static bool sp_owner_ok(const char *s) { return sp_chars_ok(s, 1, SP_STORE_MAX_OWNER, "_.:-", true); }
+static bool sp_message_id_ok(const char *s) { return sp_chars_ok(s, 1, SP_STORE_MAX_MESSAGE_ID, "_.:-", true); }
+static bool sp_attribute_ok(const char *s) { return sp_chars_ok(s, 1, SP_STORE_MAX_NAME, "_.-", true); }
+
+/* An operator's note: printable ASCII, 1..SP_STORE_MAX_ERROR. */
+static bool sp_error_text_ok(const char *s) {
+    if (s == NULL) return false;
+    size_t n = strnlen(s, SP_STORE_MAX_ERROR + 1);
+    if (n < 1 || n > SP_STORE_MAX_ERROR) return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < 0x20 || s[i] > 0x7e) return false;
+    }
+    return true;
+}
+
+static bool sp_digits(const char *s, size_t *i) {
+    size_t start = *i;
+    while (s[*i] >= '0' && s[*i] <= '9') (*i)++;
+    return *i > start;
+}
+
+/* A JSON number, as RFC 8259 spells one, of at most 64 characters: both
+ * databases parse it, so anything else is refused before they see it. */
+static bool sp_json_number_ok(const char *s) {
+    if (s == NULL || strnlen(s, 65) > 64) return false;
+    size_t i = 0;
+    if (s[i] == '-') i++;
+    if (s[i] == '0') i++;
+    else if (!sp_digits(s, &i)) return false;
+    if (s[i] == '.') {
+        i++;
+        if (!sp_digits(s, &i)) return false;
+    }
+    if (s[i] == 'e' || s[i] == 'E') {
+        i++;
+        if (s[i] == '+' || s[i] == '-') i++;
+        if (!sp_digits(s, &i)) return false;
+    }
+    return s[i] == 0;
+}
+
+/* Bytes of a column (NULL: "") copied into a NUL-terminated buffer. */
+static sp_error sp_col_opt_name(sp_store *s, int col, char *out, size_t cap) {
+    size_t len = 0;
+    const uint8_t *b = s->drv->col_bytes(s->db, col, &len);
+    if (b == NULL) {
+        out[0] = 0;
+        return SP_OK;
+    }
+    SP_ENSURE(len < cap, SP_ERR_STORE);
+    memcpy(out, b, len);
+    out[len] = 0;
+    return SP_OK;
+}
+
+/* Statements that write and return rows come through here, as sp_q_exec's
+ * writes do: a read-only transaction refuses them. */
+static sp_error sp_q_write_rows(sp_store *s, sp_store_q q, const sp_store_param *p, size_t n) {
+    SP_ENSURE(!(s->in_tx && s->read_only), SP_ERR_INVALID_ARGUMENT);
+    return s->drv->run(s->db, q, p, n, NULL);
+}
+
+/* A copy of a column's bytes, NUL-terminated; NULL stays NULL. */
+static sp_error sp_col_dup(sp_store *s, int col, bool required, uint8_t **out, size_t *out_len) {
+    size_t len = 0;
+    const uint8_t *b = s->drv->col_bytes(s->db, col, &len);
+    *out = NULL;
+    *out_len = 0;
+    if (b == NULL) return required ? SP_ERR_STORE : SP_OK;
+    uint8_t *copy = sp_malloc(len + 1);
+    SP_ENSURE(copy != NULL, SP_ERR_NO_MEMORY);
+    memcpy(copy, b, len);
+    copy[len] = 0;
+    *out = copy;
+    *out_len = len;
+    return SP_OK;
+}
+
+/* ---- channels ---- */
+
+typedef struct {
+    const sp_store_channel *c;
+    int64_t now;
+    bool created;
+} sp_channel_put_args;
+
+static sp_error sp_channel_put_op(sp_store *s, void *arg) {
+    sp_channel_put_args *a = arg;
+    const sp_store_channel *c = a->c;
+    sp_store_param p[6] = {sp_p_text(c->tenant),
+                           sp_p_text(c->id),
+                           sp_p_text(sp_store_channel_kind_name(c->kind)),
+                           sp_p_textn(c->config, c->config_len),
+                           sp_p_blob(c->secrets, c->secrets ? c->secrets_len : 0),
+                           sp_p_int(a->now)};
+    uint64_t changes = 0;
+    SP_GUARD(sp_q_exec(s, SP_Q_CHANNEL_INSERT, p, 6, &changes));
+    a->created = changes > 0;
+    if (a->created) return SP_OK;
+    SP_GUARD(sp_q_exec(s, SP_Q_CHANNEL_UPDATE, p, 6, &changes));
+    return changes ? SP_OK : SP_ERR_STORE;
+}
+
+sp_error sp_store_channel_put(sp_store *store, const sp_store_channel *channel, int64_t now, bool *created) {
+    SP_ENSURE(store != NULL && channel != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(sp_tenant_ok(channel->tenant) && sp_name_ok(channel->id), SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(*sp_store_channel_kind_name(channel->kind) != 0, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_doc_ok(channel->config, channel->config_len, SP_STORE_MAX_CHANNEL_CONFIG));
+    SP_ENSURE(channel->secrets == NULL || channel->secrets_len > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(channel->secrets == NULL || channel->secrets_len <= SP_STORE_MAX_CHANNEL_SECRETS, SP_ERR_TOO_LARGE);
+    sp_channel_put_args a = {channel, now, false};
+    SP_GUARD(sp_store_atomic(store, sp_channel_put_op, &a));
+    if (created) *created = a.created;
+    return SP_OK;
+}
+
+/* The current row as a channel whose config and secrets point into it. */
+static sp_error sp_channel_row(sp_store *s, sp_store_channel_row *c) {
+    memset(c, 0, sizeof *c);
+    SP_GUARD(sp_col_name(s, 0, c->id, sizeof c->id));
+    size_t len = 0;
+    const uint8_t *kind = s->drv->col_bytes(s->db, 1, &len);
+    c->kind = (sp_store_channel_kind)sp_index_of(sp_kind_names, SP_ARRAY_LEN(sp_kind_names), kind, len);
+    SP_ENSURE(c->kind != 0, SP_ERR_STORE);
+    const uint8_t *config = s->drv->col_bytes(s->db, 2, &c->config_len);
+    SP_ENSURE(config != NULL, SP_ERR_STORE);
+    c->config = (char *)(uintptr_t)config;
+    c->secrets = (uint8_t *)(uintptr_t)s->drv->col_bytes(s->db, 3, &c->secrets_len);
+    c->created = s->drv->col_int(s->db, 4);
+    c->updated = s->drv->col_int(s->db, 5);
+    return SP_OK;
+}
+
+void sp_store_channel_row_clear(sp_store_channel_row *row) {
+    if (row == NULL) return;
+    if (row->config != NULL) sp_free_wiped(row->config, row->config_len + 1);
+    if (row->secrets != NULL) sp_free_wiped(row->secrets, row->secrets_len + 1);
+    memset(row, 0, sizeof *row);
+}
+
+sp_error sp_store_channel_get(sp_store *store, const char *tenant, const char *id, sp_store_channel_row *out) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_name_ok(id) && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(id)};
+    sp_store_channel_row c;
+    memset(&c, 0, sizeof c);
+    bool row = false;
+    sp_error rc = store->drv->run(store->db, SP_Q_CHANNEL_GET, p, 2, NULL);
+    if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+    if (rc == SP_OK && !row) rc = SP_ERR_NOT_FOUND;
+    if (rc == SP_OK) rc = sp_channel_row(store, &c);
+    if (rc == SP_OK) {
+        uint8_t *config = NULL, *secrets = NULL;
+        size_t config_len = 0, secrets_len = 0;
+        rc = sp_col_dup(store, 2, true, &config, &config_len);
+        if (rc == SP_OK) rc = sp_col_dup(store, 3, false, &secrets, &secrets_len);
+        c.config = (char *)config;
+        c.secrets = secrets;
+        if (rc != SP_OK) {
+            /* nothing of the row's own may stay behind in the copy */
+            c.config = NULL;
+            c.secrets = NULL;
+            if (config) sp_free_wiped(config, config_len + 1);
+        }
+    }
+    store->drv->finish(store->db);
+    if (rc == SP_OK) *out = c;
+    return rc;
+}
+
+sp_error sp_store_channel_list(sp_store *store, const char *tenant, const char *after, size_t limit,
+                               sp_store_channel_fn fn, void *arg) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && after != NULL && fn != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(*after == 0 || sp_name_ok(after), SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(limit >= 1 && limit <= SP_STORE_MAX_LIST, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[3] = {sp_p_text(tenant), sp_p_text(after), sp_p_int((int64_t)limit)};
+    sp_error rc = store->drv->run(store->db, SP_Q_CHANNEL_LIST, p, 3, NULL);
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+        if (rc != SP_OK || !row) break;
+        sp_store_channel_row c;
+        rc = sp_channel_row(store, &c);
+        if (rc == SP_OK) rc = fn(arg, &c);
+    }
+    store->drv->finish(store->db);
+    return rc;
+}
+
+static sp_error sp_channel_delete_op(sp_store *s, void *arg) {
+    const sp_store_param *p = arg;
+    int64_t one = 0;
+    bool found = false;
+    uint64_t users = 0, live = 0, changes = 0;
+    SP_GUARD(sp_q_int(s, SP_Q_CHANNEL_LOCK, p, 2, &one, &found));
+    SP_ENSURE(found, SP_ERR_NOT_FOUND);
+    SP_GUARD(sp_q_count(s, SP_Q_CHANNEL_USERS, p, 2, &users));
+    SP_ENSURE(users == 0, SP_ERR_EXISTS);
+    SP_GUARD(sp_q_count(s, SP_Q_CHANNEL_LIVE, p, 2, &live));
+    SP_ENSURE(live == 0, SP_ERR_EXISTS);
+    SP_GUARD(sp_q_exec(s, SP_Q_CHANNEL_DELETE_SENDS, p, 2, NULL));
+    SP_GUARD(sp_q_exec(s, SP_Q_CHANNEL_DELETE, p, 2, &changes));
+    return changes ? SP_OK : SP_ERR_NOT_FOUND;
+}
+
+sp_error sp_store_channel_delete(sp_store *store, const char *tenant, const char *id) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_name_ok(id), SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(id)};
+    return sp_store_atomic(store, sp_channel_delete_op, p);
+}
+
+/* ---- campaigns ---- */
+
+sp_error sp_store_campaign_create(sp_store *store, const sp_store_campaign *c, int64_t now) {
+    SP_ENSURE(store != NULL && c != NULL && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(sp_tenant_ok(c->tenant) && sp_name_ok(c->id) && sp_name_ok(c->channel), SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_doc_ok(c->spec, c->spec_len, SP_STORE_MAX_CAMPAIGN_SPEC));
+    SP_ENSURE(c->state == SP_STORE_CAMPAIGN_DRAFT || c->state == SP_STORE_CAMPAIGN_SCHEDULED ||
+                  c->state == SP_STORE_CAMPAIGN_QUEUED,
+              SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(c->send_at_ms >= 0 && (c->state != SP_STORE_CAMPAIGN_SCHEDULED || c->send_at_ms > 0),
+              SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[7] = {sp_p_text(c->tenant),
+                           sp_p_text(c->id),
+                           sp_p_text(c->channel),
+                           sp_p_textn(c->spec, c->spec_len),
+                           sp_p_text(sp_store_campaign_state_name(c->state)),
+                           sp_p_int(c->send_at_ms), /* 0: NULL */
+                           sp_p_int(now)};
+    return sp_q_exec(store, SP_Q_CAMPAIGN_INSERT, p, 7, NULL);
+}
+
+/* The current row as a campaign whose spec points into it. */
+static sp_error sp_campaign_row(sp_store *s, sp_store_campaign_row *c) {
+    memset(c, 0, sizeof *c);
+    SP_GUARD(sp_col_name(s, 0, c->id, sizeof c->id));
+    SP_GUARD(sp_col_name(s, 1, c->channel, sizeof c->channel));
+    const uint8_t *spec = s->drv->col_bytes(s->db, 2, &c->spec_len);
+    SP_ENSURE(spec != NULL, SP_ERR_STORE);
+    c->spec = (char *)(uintptr_t)spec;
+    size_t len = 0;
+    const uint8_t *state = s->drv->col_bytes(s->db, 3, &len);
+    c->state = (sp_store_campaign_state)sp_index_of(sp_campaign_names, SP_ARRAY_LEN(sp_campaign_names), state, len);
+    SP_ENSURE(c->state != 0, SP_ERR_STORE);
+    c->send_at_ms = s->drv->col_int(s->db, 4); /* NULL reads as 0 */
+    int64_t total = s->drv->col_int(s->db, 5);
+    c->total = total > 0 ? (uint64_t)total : 0;
+    c->created = s->drv->col_int(s->db, 6);
+    c->updated = s->drv->col_int(s->db, 7);
+    return SP_OK;
+}
+
+void sp_store_campaign_row_clear(sp_store_campaign_row *row) {
+    if (row == NULL) return;
+    if (row->spec != NULL) sp_free_wiped(row->spec, row->spec_len + 1);
+    memset(row, 0, sizeof *row);
+}
+
+sp_error sp_store_campaign_get(sp_store *store, const char *tenant, const char *id, sp_store_campaign_row *out) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_name_ok(id) && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(id)};
+    sp_store_campaign_row c;
+    bool row = false;
+    sp_error rc = store->drv->run(store->db, SP_Q_CAMPAIGN_GET, p, 2, NULL);
+    if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+    if (rc == SP_OK && !row) rc = SP_ERR_NOT_FOUND;
+    if (rc == SP_OK) rc = sp_campaign_row(store, &c);
+    if (rc == SP_OK) {
+        uint8_t *spec = NULL;
+        rc = sp_col_dup(store, 2, true, &spec, &c.spec_len);
+        c.spec = (char *)spec;
+    }
+    store->drv->finish(store->db);
+    if (rc == SP_OK) *out = c;
+    return rc;
+}
+
+sp_error sp_store_campaign_list(sp_store *store, const char *tenant, const char *after, size_t limit,
+                                sp_store_campaign_fn fn, void *arg) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && after != NULL && fn != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(*after == 0 || sp_name_ok(after), SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(limit >= 1 && limit <= SP_STORE_MAX_LIST, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[3] = {sp_p_text(tenant), sp_p_text(after), sp_p_int((int64_t)limit)};
+    sp_error rc = store->drv->run(store->db, SP_Q_CAMPAIGN_LIST, p, 3, NULL);
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+        if (rc != SP_OK || !row) break;
+        sp_store_campaign_row c;
+        rc = sp_campaign_row(store, &c);
+        if (rc == SP_OK) rc = fn(arg, &c);
+    }
+    store->drv->finish(store->db);
+    return rc;
+}
+
+sp_error sp_store_campaign_due(sp_store *store, int64_t now_ms, size_t limit, sp_store_campaign_due_fn fn,
+                               void *arg) {
+    SP_ENSURE(store != NULL && now_ms > 0 && fn != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(limit >= 1 && limit <= SP_STORE_MAX_LIST, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_int(now_ms), sp_p_int((int64_t)limit)};
+    sp_error rc = store->drv->run(store->db, SP_Q_CAMPAIGN_DUE, p, 2, NULL);
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+        if (rc != SP_OK || !row) break;
+        char tenant[SP_STORE_MAX_TENANT + 1], id[SP_STORE_MAX_NAME + 1];
+        rc = sp_col_name(store, 0, tenant, sizeof tenant);
+        if (rc == SP_OK) rc = sp_col_name(store, 1, id, sizeof id);
+        if (rc == SP_OK) rc = fn(arg, tenant, id);
+    }
+    store->drv->finish(store->db);
+    return rc;
+}
+
+/* What a campaign's row lock (SP_Q_CAMPAIGN_LOCK) reads. */
+typedef struct {
+    sp_store_campaign_state state;
+    char channel[SP_STORE_MAX_NAME + 1];
+    int64_t send_at_ms;
+} sp_campaign_locked;
+
+static sp_error sp_campaign_lock(sp_store *s, const sp_store_param *p, sp_campaign_locked *out) {
+    bool row = false;
+    sp_error rc = s->drv->run(s->db, SP_Q_CAMPAIGN_LOCK, p, 2, NULL);
+    if (rc == SP_OK) rc = s->drv->step(s->db, &row);
+    if (rc == SP_OK && !row) rc = SP_ERR_NOT_FOUND;
+    if (rc == SP_OK) {
+        size_t len = 0;
+        const uint8_t *state = s->drv->col_bytes(s->db, 0, &len);
+        out->state = (sp_store_campaign_state)sp_index_of(sp_campaign_names, SP_ARRAY_LEN(sp_campaign_names), state,
+                                                          len);
+        if (out->state == 0) rc = SP_ERR_STORE;
+        if (rc == SP_OK) rc = sp_col_name(s, 1, out->channel, sizeof out->channel);
+        out->send_at_ms = s->drv->col_int(s->db, 2);
+    }
+    s->drv->finish(s->db);
+    return rc;
+}
+
+/* The campaign's life cycle (store.h); staying put is always allowed. */
+static bool sp_campaign_move_ok(sp_store_campaign_state from, sp_store_campaign_state to) {
+    if (from == to) return true;
+    switch (from) {
+    case SP_STORE_CAMPAIGN_DRAFT:
+        return to == SP_STORE_CAMPAIGN_SCHEDULED || to == SP_STORE_CAMPAIGN_QUEUED || to == SP_STORE_CAMPAIGN_CANCELLED;
+    case SP_STORE_CAMPAIGN_SCHEDULED:
+        return to == SP_STORE_CAMPAIGN_DRAFT || to == SP_STORE_CAMPAIGN_QUEUED || to == SP_STORE_CAMPAIGN_CANCELLED;
+    case SP_STORE_CAMPAIGN_QUEUED:
+        return to == SP_STORE_CAMPAIGN_SENDING || to == SP_STORE_CAMPAIGN_CANCELLED;
+    case SP_STORE_CAMPAIGN_SENDING:
+        return to == SP_STORE_CAMPAIGN_DONE || to == SP_STORE_CAMPAIGN_CANCELLED;
+    default:
+        return false;
+    }
+}
+
+typedef struct {
+    const sp_store_param *key; /* tenant, id */
+    sp_store_campaign_state to;
+    int64_t now;
+    sp_store_campaign_state was;
+} sp_campaign_move_args;
+
+static sp_error sp_campaign_move_op(sp_store *s, void *arg) {
+    sp_campaign_move_args *a = arg;
+    sp_campaign_locked c;
+    SP_GUARD(sp_campaign_lock(s, a->key, &c));
+    a->was = c.state;
+    SP_ENSURE(sp_campaign_move_ok(c.state, a->to), SP_ERR_ILLEGAL_TRANSITION);
+    if (c.state == a->to) return SP_OK;
+    /* a scheduled campaign without a time would never come due */
+    SP_ENSURE(a->to != SP_STORE_CAMPAIGN_SCHEDULED || c.send_at_ms > 0, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[4] = {a->key[0], a->key[1], sp_p_text(sp_store_campaign_state_name(a->to)), sp_p_int(a->now)};
+    SP_GUARD(sp_q_exec(s, SP_Q_CAMPAIGN_SET_STATE, p, 4, NULL));
+    if (a->to != SP_STORE_CAMPAIGN_CANCELLED) return SP_OK;
+    p[2] = sp_p_int(a->now * 1000); /* the outbox keeps milliseconds */
+    return sp_q_exec(s, SP_Q_CAMPAIGN_CANCEL_SENDS, p, 3, NULL);
+}
+
+sp_error sp_store_campaign_set_state(sp_store *store, const char *tenant, const char *id, sp_store_campaign_state to,
+                                     int64_t now, sp_store_campaign_state *was) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_name_ok(id) && now > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(*sp_store_campaign_state_name(to) != 0, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param key[2] = {sp_p_text(tenant), sp_p_text(id)};
+    sp_campaign_move_args a = {key, to, now, 0};
+    SP_GUARD(sp_store_atomic(store, sp_campaign_move_op, &a));
+    if (was) *was = a.was;
+    return SP_OK;
+}
+
+static sp_error sp_campaign_delete_op(sp_store *s, void *arg) {
+    const sp_store_param *p = arg;
+    sp_campaign_locked c;
+    SP_GUARD(sp_campaign_lock(s, p, &c));
+    SP_ENSURE(c.state != SP_STORE_CAMPAIGN_QUEUED && c.state != SP_STORE_CAMPAIGN_SENDING,
+              SP_ERR_ILLEGAL_TRANSITION);
+    uint64_t changes = 0;
+    SP_GUARD(sp_q_exec(s, SP_Q_CAMPAIGN_DELETE, p, 2, &changes));
+    return changes ? SP_OK : SP_ERR_NOT_FOUND;
+}
+
+sp_error sp_store_campaign_delete(sp_store *store, const char *tenant, const char *id) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_name_ok(id), SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(id)};
+    return sp_store_atomic(store, sp_campaign_delete_op, p);
+}
+
+/* ---- the outbox ---- */
+
+typedef struct {
+    const char *tenant, *campaign;
+    const sp_store_audience *audience;
+    int64_t now;
+    uint64_t added;
+} sp_expand_args;
+
+static sp_error sp_expand_op(sp_store *s, void *arg) {
+    sp_expand_args *a = arg;
+    const sp_store_audience *au = a->audience;
+    sp_store_param key[2] = {sp_p_text(a->tenant), sp_p_text(a->campaign)};
+    sp_campaign_locked c;
+    SP_GUARD(sp_campaign_lock(s, key, &c));
+    SP_ENSURE(c.state != SP_STORE_CAMPAIGN_DONE && c.state != SP_STORE_CAMPAIGN_CANCELLED, SP_ERR_ILLEGAL_TRANSITION);
+    sp_store_param p[6] = {key[0], key[1], sp_p_text(c.channel), sp_p_int(a->now)};
+    uint64_t changes = 0;
+    a->added = 0;
+    switch (au->kind) {
+    case SP_STORE_AUDIENCE_ALL:
+        SP_GUARD(sp_q_exec(s, SP_Q_OUTBOX_EXPAND_ALL, p, 4, &changes));
+        a->added = changes;
+        break;
+    case SP_STORE_AUDIENCE_IDS:
+        for (size_t i = 0; i < au->n_ids; i++) {
+            p[4] = sp_p_text(au->ids[i]);
+            SP_GUARD(sp_q_exec(s, SP_Q_OUTBOX_EXPAND_ID, p, 5, &changes));
+            a->added += changes;
+        }
+        break;
+    default:
+        p[4] = sp_p_text(au->attribute);
+        p[5] = sp_p_text(au->text ? au->text : au->number);
+        SP_GUARD(sp_q_exec(s, au->text ? SP_Q_OUTBOX_EXPAND_TEXT : SP_Q_OUTBOX_EXPAND_NUMBER, p, 6, &changes));
+        a->added = changes;
+        break;
+    }
+    if (a->added == 0) return SP_OK;
+    sp_store_param t[4] = {key[0], key[1], sp_p_int((int64_t)a->added), sp_p_int(a->now / 1000)};
+    return sp_q_exec(s, SP_Q_CAMPAIGN_ADD_TOTAL, t, 4, NULL);
+}
+
+static sp_error sp_audience_check(const sp_store_audience *au) {
+    SP_ENSURE(au != NULL, SP_ERR_INVALID_ARGUMENT);
+    switch (au->kind) {
+    case SP_STORE_AUDIENCE_ALL:
+        return SP_OK;
+    case SP_STORE_AUDIENCE_IDS:
+        SP_ENSURE(au->ids != NULL && au->n_ids > 0, SP_ERR_INVALID_ARGUMENT);
+        SP_ENSURE(au->n_ids <= SP_STORE_MAX_AUDIENCE_IDS, SP_ERR_TOO_LARGE);
+        for (size_t i = 0; i < au->n_ids; i++) SP_ENSURE(sp_id_ok(au->ids[i]), SP_ERR_INVALID_ARGUMENT);
+        return SP_OK;
+    case SP_STORE_AUDIENCE_ATTRIBUTE:
+        SP_ENSURE(sp_attribute_ok(au->attribute), SP_ERR_INVALID_ARGUMENT);
+        SP_ENSURE((au->text == NULL) != (au->number == NULL), SP_ERR_INVALID_ARGUMENT);
+        if (au->number != NULL) SP_ENSURE(sp_json_number_ok(au->number), SP_ERR_INVALID_ARGUMENT);
+        else SP_GUARD(sp_doc_ok(au->text, strnlen(au->text, SP_STORE_MAX_ATTRIBUTES + 1), SP_STORE_MAX_ATTRIBUTES));
+        return SP_OK;
+    default:
+        return SP_ERR_INVALID_ARGUMENT;
+    }
+}
+
+sp_error sp_store_outbox_expand(sp_store *store, const char *tenant, const char *campaign,
+                                const sp_store_audience *audience, int64_t now_ms, uint64_t *added) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_name_ok(campaign) && now_ms > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_audience_check(audience));
+    sp_expand_args a = {tenant, campaign, audience, now_ms, 0};
+    SP_GUARD(sp_store_atomic(store, sp_expand_op, &a));
+    if (added) *added = a.added;
+    return SP_OK;
+}
+
+typedef struct {
+    const sp_store_param *p; /* tenant, channel, profile, message id, now */
+    uint64_t seq;
+} sp_enqueue_args;
+
+static sp_error sp_enqueue_op(sp_store *s, void *arg) {
+    sp_enqueue_args *a = arg;
+    bool row = false;
+    sp_error rc = sp_q_write_rows(s, SP_Q_OUTBOX_ENQUEUE, a->p, 5);
+    if (rc == SP_OK) rc = s->drv->step(s->db, &row);
+    if (rc == SP_OK && !row) rc = SP_ERR_NOT_FOUND; /* no such channel or profile */
+    if (rc == SP_OK) {
+        int64_t seq = s->drv->col_int(s->db, 0);
+        if (seq <= 0) rc = SP_ERR_STORE;
+        a->seq = (uint64_t)seq;
+    }
+    /* the rest of the rows: SQLite's RETURNING finishes its insert there */
+    while (rc == SP_OK && row) rc = s->drv->step(s->db, &row);
+    s->drv->finish(s->db);
+    return rc;
+}
+
+sp_error sp_store_outbox_enqueue(sp_store *store, const char *tenant, const char *channel, const char *profile_id,
+                                 const char *message_id, int64_t now_ms,
+                                 char message_id_out[SP_STORE_MAX_MESSAGE_ID + 1], uint64_t *seq) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_name_ok(channel) && sp_id_ok(profile_id) && now_ms > 0,
+              SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(message_id == NULL || sp_message_id_ok(message_id), SP_ERR_INVALID_ARGUMENT);
+    char id[SP_STORE_MAX_MESSAGE_ID + 1];
+    if (message_id != NULL) {
+        memcpy(id, message_id, strlen(message_id) + 1);
+    } else {
+        memcpy(id, "msg_", 4);
+        SP_GUARD(sp_uuid_v7(id + 4));
+    }
+    sp_store_param p[5] = {sp_p_text(tenant), sp_p_text(channel), sp_p_text(profile_id), sp_p_text(id),
+                           sp_p_int(now_ms)};
+    sp_enqueue_args a = {p, 0};
+    SP_GUARD(sp_store_atomic(store, sp_enqueue_op, &a));
+    if (message_id_out) memcpy(message_id_out, id, strlen(id) + 1);
+    if (seq) *seq = a.seq;
+    return SP_OK;
+}
+
+typedef struct {
+    const sp_store_param *p; /* owner, now, until, max */
+    sp_store_outbox_fn fn;
+    void *arg;
+    size_t n;
+} sp_claim_args;
+
+static sp_error sp_claim_op(sp_store *s, void *arg) {
+    sp_claim_args *a = arg;
+    sp_store_outbox_msg m;
+    a->n = 0;
+    sp_error rc = sp_q_write_rows(s, SP_Q_OUTBOX_CLAIM, a->p, 4);
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = s->drv->step(s->db, &row);
+        if (rc != SP_OK || !row) break;
+        int64_t seq = s->drv->col_int(s->db, 0), attempts = s->drv->col_int(s->db, 6);
+        m.seq = seq > 0 ? (uint64_t)seq : 0;
+        m.attempts = attempts > 0 && attempts <= UINT32_MAX ? (uint32_t)attempts : 0;
+        rc = m.seq && m.attempts ? SP_OK : SP_ERR_STORE;
+        if (rc == SP_OK) rc = sp_col_name(s, 1, m.tenant, sizeof m.tenant);
+        if (rc == SP_OK) rc = sp_col_opt_name(s, 2, m.campaign, sizeof m.campaign);
+        if (rc == SP_OK) rc = sp_col_name(s, 3, m.channel, sizeof m.channel);
+        if (rc == SP_OK) rc = sp_col_name(s, 4, m.profile_id, sizeof m.profile_id);
+        if (rc == SP_OK) rc = sp_col_name(s, 5, m.message_id, sizeof m.message_id);
+        if (rc == SP_OK) rc = a->fn(a->arg, &m);
+        if (rc == SP_OK) a->n++;
+    }
+    s->drv->finish(s->db);
+    return rc;
+}
+
+sp_error sp_store_outbox_claim(sp_store *store, const char *owner, int64_t now_ms, int64_t lease_ms, size_t max,
+                               sp_store_outbox_fn fn, void *arg, size_t *n) {
+    SP_ENSURE(store != NULL && sp_owner_ok(owner) && now_ms > 0 && fn != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(lease_ms >= 1 && lease_ms <= SP_STORE_MAX_LEASE_MS && now_ms <= INT64_MAX - lease_ms,
+              SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(max >= 1 && max <= SP_STORE_MAX_BATCH, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[4] = {sp_p_text(owner), sp_p_int(now_ms), sp_p_int(now_ms + lease_ms), sp_p_int((int64_t)max)};
+    sp_claim_args a = {p, fn, arg, 0};
+    if (n) *n = 0;
+    SP_GUARD(sp_store_atomic(store, sp_claim_op, &a));
+    if (n) *n = a.n;
+    return SP_OK;
+}
+
+/* done, retry and fail: one statement over an array of seqs where the
+ * dialect has one (*_MANY), else the single-row form once per seq, all in
+ * one transaction. p[1] is the seq's place. */
+typedef struct {
+    sp_store_q one, many;
+    sp_store_param *p;
+    size_t np;
+    const uint64_t *seqs;
+    size_t n;
+    uint64_t changed;
+} sp_settle_args;
+
+static sp_error sp_settle_op(sp_store *s, void *arg) {
+    sp_settle_args *a = arg;
+    uint64_t changes = 0;
+    a->changed = 0;
+    if (s->drv->sql[a->many] != NULL) {
+        a->p[1] = (sp_store_param){SP_STORE_INT_ARRAY, a->seqs, a->n, 0};
+        SP_GUARD(sp_q_exec(s, a->many, a->p, a->np, &changes));
+        a->changed = changes;
+        return SP_OK;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        a->p[1] = sp_p_int((int64_t)a->seqs[i]);
+        SP_GUARD(sp_q_exec(s, a->one, a->p, a->np, &changes));
+        a->changed += changes;
+    }
+    return SP_OK;
+}
+
+static sp_error sp_settle(sp_store *s, sp_settle_args *a, uint64_t *changed) {
+    for (size_t i = 0; i < a->n; i++) SP_ENSURE(a->seqs[i] >= 1 && a->seqs[i] <= INT64_MAX, SP_ERR_INVALID_ARGUMENT);
+    if (changed) *changed = 0;
+    SP_GUARD(sp_store_atomic(s, sp_settle_op, a));
+    if (changed) *changed = a->changed;
+    return SP_OK;
+}
+
+static bool sp_settle_ok(sp_store *store, const char *owner, const uint64_t *seqs, size_t n, int64_t now_ms) {
+    return store != NULL && sp_owner_ok(owner) && seqs != NULL && n >= 1 && n <= SP_STORE_MAX_BATCH && now_ms > 0;
+}
+
+sp_error sp_store_outbox_done(sp_store *store, const char *owner, const uint64_t *seqs, size_t n, int64_t now_ms,
+                              uint64_t *changed) {
+    SP_ENSURE(sp_settle_ok(store, owner, seqs, n, now_ms), SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[3] = {sp_p_text(owner), sp_p_int(0), sp_p_int(now_ms)};
+    sp_settle_args a = {SP_Q_OUTBOX_DONE_ONE, SP_Q_OUTBOX_DONE_MANY, p, 3, seqs, n, 0};
+    return sp_settle(store, &a, changed);
+}
+
+sp_error sp_store_outbox_retry(sp_store *store, const char *owner, const uint64_t *seqs, size_t n,
+                               int64_t next_attempt_ms, const char *error, int provider_status,
+                               uint32_t max_attempts, int64_t now_ms, uint64_t *changed) {
+    SP_ENSURE(sp_settle_ok(store, owner, seqs, n, now_ms), SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(next_attempt_ms > 0 && sp_error_text_ok(error) && max_attempts >= 1, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(provider_status >= 0 && provider_status <= 999, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[7] = {sp_p_text(owner),       sp_p_int(0),
+                           sp_p_int(next_attempt_ms), sp_p_text(error),
+                           sp_p_int(provider_status), sp_p_int((int64_t)max_attempts),
+                           sp_p_int(now_ms)};
+    sp_settle_args a = {SP_Q_OUTBOX_RETRY_ONE, SP_Q_OUTBOX_RETRY_MANY, p, 7, seqs, n, 0};
+    return sp_settle(store, &a, changed);
+}
+
+sp_error sp_store_outbox_fail(sp_store *store, const char *owner, const uint64_t *seqs, size_t n,
+                              sp_store_outbox_state state, const char *error, int provider_status, int64_t now_ms,
+                              uint64_t *changed) {
+    SP_ENSURE(sp_settle_ok(store, owner, seqs, n, now_ms), SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(state == SP_STORE_OUTBOX_FAILED || state == SP_STORE_OUTBOX_DEAD, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(sp_error_text_ok(error) && provider_status >= 0 && provider_status <= 999, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[6] = {sp_p_text(owner), sp_p_int(0),
+                           sp_p_text(sp_store_outbox_state_name(state)), sp_p_text(error),
+                           sp_p_int(provider_status), sp_p_int(now_ms)};
+    sp_settle_args a = {SP_Q_OUTBOX_FAIL_ONE, SP_Q_OUTBOX_FAIL_MANY, p, 6, seqs, n, 0};
+    return sp_settle(store, &a, changed);
+}
+
+sp_error sp_store_outbox_release(sp_store *store, const char *owner, int64_t now_ms, uint64_t *changed) {
+    SP_ENSURE(store != NULL && sp_owner_ok(owner) && now_ms > 0, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(owner), sp_p_int(now_ms)};
+    uint64_t changes = 0;
+    SP_GUARD(sp_q_exec(store, SP_Q_OUTBOX_RELEASE, p, 2, &changes));
+    if (changed) *changed = changes;
+    return SP_OK;
+}
+
+sp_error sp_store_outbox_replay(sp_store *store, const char *tenant, const char *campaign, int64_t now_ms,
+                                uint64_t *changed) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && now_ms > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(campaign == NULL || sp_name_ok(campaign), SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[3] = {sp_p_text(tenant), sp_p_int(now_ms), sp_p_text(campaign ? campaign : "")};
+    uint64_t changes = 0;
+    if (campaign) SP_GUARD(sp_q_exec(store, SP_Q_OUTBOX_REPLAY_CAMPAIGN, p, 3, &changes));
+    else SP_GUARD(sp_q_exec(store, SP_Q_OUTBOX_REPLAY, p, 2, &changes));
+    if (changed) *changed = changes;
+    return SP_OK;
+}
+
+sp_error sp_store_outbox_counts_get(sp_store *store, const char *tenant, const char *campaign,
+                                    sp_store_outbox_counts *out) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(campaign == NULL || sp_name_ok(campaign), SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(campaign ? campaign : "")};
+    sp_store_outbox_counts c;
+    memset(&c, 0, sizeof c);
+    uint64_t *slot[] = {[SP_STORE_OUTBOX_QUEUED] = &c.queued, [SP_STORE_OUTBOX_SENDING] = &c.sending,
+                        [SP_STORE_OUTBOX_SENT] = &c.sent,     [SP_STORE_OUTBOX_FAILED] = &c.failed,
+                        [SP_STORE_OUTBOX_DEAD] = &c.dead};
+    sp_error rc = store->drv->run(store->db, campaign ? SP_Q_OUTBOX_COUNTS_CAMPAIGN : SP_Q_OUTBOX_COUNTS, p,
+                                  campaign ? 2 : 1, NULL);
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+        if (rc != SP_OK || !row) break;
+        size_t len = 0;
+        const uint8_t *state = store->drv->col_bytes(store->db, 0, &len);
+        int v = sp_index_of(sp_outbox_names, SP_ARRAY_LEN(sp_outbox_names), state, len);
+        int64_t count = store->drv->col_int(store->db, 1);
+        if (v == 0 || count < 0) rc = SP_ERR_STORE;
+        else *slot[v] = (uint64_t)count;
+    }
+    store->drv->finish(store->db);
+    if (rc == SP_OK) *out = c;
+    return rc;
+}
+
+sp_error sp_store_outbox_get(sp_store *store, const char *message_id, sp_store_outbox_row *out) {
+    SP_ENSURE(store != NULL && sp_message_id_ok(message_id) && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[1] = {sp_p_text(message_id)};
+    sp_store_outbox_row r;
+    memset(&r, 0, sizeof r);
+    bool row = false;
+    sp_error rc = store->drv->run(store->db, SP_Q_OUTBOX_GET, p, 1, NULL);
+    if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+    if (rc == SP_OK && !row) rc = SP_ERR_NOT_FOUND;
+    if (rc == SP_OK) {
+        sp_store *s = store;
+        int64_t seq = s->drv->col_int(s->db, 0), attempts = s->drv->col_int(s->db, 7);
+        int64_t status = s->drv->col_int(s->db, 12);
+        r.seq = seq > 0 ? (uint64_t)seq : 0;
+        r.attempts = attempts >= 0 && attempts <= UINT32_MAX ? (uint32_t)attempts : 0;
+        r.provider_status = status >= 0 && status <= 999 ? (int)status : 0;
+        size_t len = 0;
+        const uint8_t *state = s->drv->col_bytes(s->db, 6, &len);
+        r.state = (sp_store_outbox_state)sp_index_of(sp_outbox_names, SP_ARRAY_LEN(sp_outbox_names), state, len);
+        if (r.seq == 0 || r.state == 0) rc = SP_ERR_STORE;
+        if (rc == SP_OK) rc = sp_col_name(s, 1, r.tenant, sizeof r.tenant);
+        if (rc == SP_OK) rc = sp_col_opt_name(s, 2, r.campaign, sizeof r.campaign);
+        if (rc == SP_OK) rc = sp_col_name(s, 3, r.channel, sizeof r.channel);
+        if (rc == SP_OK) rc = sp_col_name(s, 4, r.profile_id, sizeof r.profile_id);
+        if (rc == SP_OK) rc = sp_col_name(s, 5, r.message_id, sizeof r.message_id);
+        if (rc == SP_OK) rc = sp_col_opt_name(s, 9, r.lease_owner, sizeof r.lease_owner);
+        if (rc == SP_OK) rc = sp_col_opt_name(s, 11, r.last_error, sizeof r.last_error);
+        r.next_attempt = s->drv->col_int(s->db, 8);
+        r.lease_until = s->drv->col_int(s->db, 10);
+        r.created = s->drv->col_int(s->db, 13);
+        r.updated = s->drv->col_int(s->db, 14);
+        r.sent_at = s->drv->col_int(s->db, 15);
+    }
+    store->drv->finish(store->db);
+    if (rc == SP_OK) *out = r;
+    return rc;
 }
 
 /* ---- the keyring's storage: one row of `keyrings` ---- */

@@ -66,12 +66,54 @@ typedef enum sp_store_q {
     SP_Q_KEYRING_READ,         /* tenant -> generation, doc */
     SP_Q_KEYRING_GENERATION,   /* tenant -> generation */
     SP_Q_KEYRING_WRITE,        /* tenant, doc */
+    /* migration 2: channels, campaigns, the outbox */
+    SP_Q_CHANNEL_INSERT,       /* tenant, id, kind, config, secrets or NULL, now (DO NOTHING on a taken id) */
+    SP_Q_CHANNEL_UPDATE,       /* tenant, id, kind, config, secrets or NULL, now */
+    SP_Q_CHANNEL_GET,          /* tenant, id -> id, kind, config, secrets, created, updated */
+    SP_Q_CHANNEL_LIST,         /* tenant, after, limit -> as get */
+    SP_Q_CHANNEL_LOCK,         /* tenant, id -> 1 (row-locked where the dialect can) */
+    SP_Q_CHANNEL_USERS,        /* tenant, id -> campaigns using it */
+    SP_Q_CHANNEL_LIVE,         /* tenant, id -> its queued or sending test sends */
+    SP_Q_CHANNEL_DELETE_SENDS, /* tenant, id: its finished test sends */
+    SP_Q_CHANNEL_DELETE,       /* tenant, id */
+    SP_Q_CAMPAIGN_INSERT,      /* tenant, id, channel, spec, state, send_at (0: NULL), now */
+    SP_Q_CAMPAIGN_GET,         /* tenant, id -> id, channel, spec, state, send_at, total, created, updated */
+    SP_Q_CAMPAIGN_LIST,        /* tenant, after, limit -> as get */
+    SP_Q_CAMPAIGN_DUE,         /* now, limit -> tenant, id (scheduled, send_at <= now) */
+    SP_Q_CAMPAIGN_LOCK,        /* tenant, id -> state, channel, send_at (row-locked where the dialect can) */
+    SP_Q_CAMPAIGN_SET_STATE,   /* tenant, id, state, now */
+    SP_Q_CAMPAIGN_ADD_TOTAL,   /* tenant, id, added, now */
+    SP_Q_CAMPAIGN_CANCEL_SENDS,/* tenant, id, now: its queued messages -> failed */
+    SP_Q_CAMPAIGN_DELETE,      /* tenant, id (its messages cascade) */
+    SP_Q_OUTBOX_EXPAND_ALL,    /* tenant, campaign, channel, now */
+    SP_Q_OUTBOX_EXPAND_ID,     /* tenant, campaign, channel, now, profile id */
+    SP_Q_OUTBOX_EXPAND_TEXT,   /* tenant, campaign, channel, now, JSON path/key, text */
+    SP_Q_OUTBOX_EXPAND_NUMBER, /* tenant, campaign, channel, now, JSON path/key, number as text */
+    SP_Q_OUTBOX_ENQUEUE,       /* tenant, channel, profile, message id, now -> seq */
+    SP_Q_OUTBOX_CLAIM,         /* owner, now, lease until, max -> seq, tenant, campaign, channel, profile,
+                                  message id, attempts */
+    SP_Q_OUTBOX_DONE_ONE,      /* owner, seq, now */
+    SP_Q_OUTBOX_DONE_MANY,     /* owner, seqs (array), now; NULL in dialects without arrays */
+    SP_Q_OUTBOX_RETRY_ONE,     /* owner, seq, next attempt, error, status, max attempts, now */
+    SP_Q_OUTBOX_RETRY_MANY,    /* as one, seqs (array) */
+    SP_Q_OUTBOX_FAIL_ONE,      /* owner, seq, state, error, status, now */
+    SP_Q_OUTBOX_FAIL_MANY,     /* as one, seqs (array) */
+    SP_Q_OUTBOX_RELEASE,       /* owner, now */
+    SP_Q_OUTBOX_REPLAY,        /* tenant, now */
+    SP_Q_OUTBOX_REPLAY_CAMPAIGN, /* tenant, now, campaign */
+    SP_Q_OUTBOX_COUNTS,        /* tenant -> state, count */
+    SP_Q_OUTBOX_COUNTS_CAMPAIGN, /* tenant, campaign -> state, count */
+    SP_Q_OUTBOX_GET,           /* message id -> seq, tenant, campaign, channel, profile, message id, state,
+                                  attempts, next attempt, lease owner, lease until, error, status, created,
+                                  updated, sent at */
     SP_Q__COUNT
 } sp_store_q;
 
 #define SP_STORE_MAX_PARAMS 8
 
-typedef enum { SP_STORE_TEXT, SP_STORE_BLOB, SP_STORE_INT } sp_store_ptype;
+/* SP_STORE_INT_ARRAY: data points at len int64_t values, bound as one
+ * bigint[] (only statements a dialect has an array form of: *_MANY). */
+typedef enum { SP_STORE_TEXT, SP_STORE_BLOB, SP_STORE_INT, SP_STORE_INT_ARRAY } sp_store_ptype;
 
 /* One bound parameter; data NULL (text or blob) binds SQL NULL. */
 typedef struct sp_store_param {
@@ -83,7 +125,7 @@ typedef struct sp_store_param {
 
 typedef struct sp_store_driver {
     const char *name;                     /* "sqlite", "postgresql" */
-    const char *const *sql;               /* SP_Q__COUNT texts */
+    const char *const *sql;               /* SP_Q__COUNT texts; a *_MANY may be NULL (no array parameters) */
     const char *const *migrations;        /* migrations[i] takes the schema to version i + 1 */
     size_t n_migrations;
     /* conninfo: the URL without the driver's scheme where it has one.

@@ -6,7 +6,11 @@
  * parameter types of its first use) and run with PQexecPrepared, values
  * travelling separately from the SQL and in binary: bytes as bytea, numbers
  * as int8, text as its bytes. Results come back in binary too, so nothing is
- * parsed or unescaped. No SQL is ever built from values.
+ * parsed or unescaped. No SQL is ever built from values. The outbox's batch
+ * updates take their seqs as one int8[] parameter, encoded in binary into a
+ * buffer of the connection, so a batch of 1,000 is one statement and no
+ * allocation of ours. Claims lock with FOR UPDATE SKIP LOCKED: processes
+ * sharing the outbox pass over each other's rows instead of waiting.
  *
  * Migrations hold a transaction-scoped advisory lock, so processes starting
  * together migrate once. Text keys are COLLATE "C": ids compare and sort as
@@ -26,6 +30,11 @@
 #define SP_PG_OID_BYTEA 17
 #define SP_PG_OID_INT8 20
 #define SP_PG_OID_TEXT 25
+#define SP_PG_OID_INT8_ARRAY 1016
+/* int8[] in binary: ndim, has-nulls, element type, length, lower bound, then
+ * each element as its length (8) and value */
+#define SP_PG_ARRAY_HEADER 20
+#define SP_PG_ARRAY_BYTES (SP_PG_ARRAY_HEADER + 12 * SP_STORE_MAX_BATCH)
 
 static const char *const sp_pg_sql[SP_Q__COUNT] = {
     [SP_Q_BEGIN] = "BEGIN",
@@ -81,6 +90,89 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
     [SP_Q_KEYRING_READ] = "SELECT generation, doc FROM keyrings WHERE tenant = $1",
     [SP_Q_KEYRING_GENERATION] = "SELECT generation FROM keyrings WHERE tenant = $1",
     [SP_Q_KEYRING_WRITE] = "UPDATE keyrings SET doc = $2, generation = generation + 1 WHERE tenant = $1",
+    [SP_Q_CHANNEL_INSERT] = "INSERT INTO channels (tenant, id, kind, config, secrets, created, updated) "
+                            "VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (tenant, id) DO NOTHING",
+    [SP_Q_CHANNEL_UPDATE] = "UPDATE channels SET kind = $3, config = $4, secrets = $5, updated = $6 "
+                            "WHERE tenant = $1 AND id = $2",
+    [SP_Q_CHANNEL_GET] = "SELECT id, kind, config, secrets, created, updated FROM channels WHERE tenant = $1 AND id = $2",
+    [SP_Q_CHANNEL_LIST] = "SELECT id, kind, config, secrets, created, updated FROM channels WHERE tenant = $1 "
+                          "AND id > $2 ORDER BY id LIMIT $3",
+    /* a campaign made meanwhile waits for this delete (its foreign key
+     * check shares the row), then finds the channel gone */
+    [SP_Q_CHANNEL_LOCK] = "SELECT 1::BIGINT FROM channels WHERE tenant = $1 AND id = $2 FOR UPDATE",
+    [SP_Q_CHANNEL_USERS] = "SELECT COUNT(*) FROM campaigns WHERE tenant = $1 AND channel = $2",
+    [SP_Q_CHANNEL_LIVE] = "SELECT COUNT(*) FROM outbox WHERE tenant = $1 AND channel = $2 AND campaign IS NULL "
+                          "AND state IN ('queued', 'sending')",
+    [SP_Q_CHANNEL_DELETE_SENDS] = "DELETE FROM outbox WHERE tenant = $1 AND channel = $2 AND campaign IS NULL",
+    [SP_Q_CHANNEL_DELETE] = "DELETE FROM channels WHERE tenant = $1 AND id = $2",
+    [SP_Q_CAMPAIGN_INSERT] = "INSERT INTO campaigns (tenant, id, channel, spec, state, send_at, total, created, updated) "
+                             "VALUES ($1, $2, $3, $4, $5, NULLIF($6, 0), 0, $7, $7)",
+    [SP_Q_CAMPAIGN_GET] = "SELECT id, channel, spec, state, send_at, total, created, updated FROM campaigns "
+                          "WHERE tenant = $1 AND id = $2",
+    [SP_Q_CAMPAIGN_LIST] = "SELECT id, channel, spec, state, send_at, total, created, updated FROM campaigns "
+                           "WHERE tenant = $1 AND id > $2 ORDER BY id LIMIT $3",
+    [SP_Q_CAMPAIGN_DUE] = "SELECT tenant, id FROM campaigns WHERE state = 'scheduled' AND send_at <= $1 "
+                          "ORDER BY send_at, tenant, id LIMIT $2",
+    [SP_Q_CAMPAIGN_LOCK] = "SELECT state, channel, send_at FROM campaigns WHERE tenant = $1 AND id = $2 FOR UPDATE",
+    [SP_Q_CAMPAIGN_SET_STATE] = "UPDATE campaigns SET state = $3, updated = $4 WHERE tenant = $1 AND id = $2",
+    [SP_Q_CAMPAIGN_ADD_TOTAL] = "UPDATE campaigns SET total = total + $3, updated = $4 WHERE tenant = $1 AND id = $2",
+    [SP_Q_CAMPAIGN_CANCEL_SENDS] = "UPDATE outbox SET state = 'failed', last_error = 'cancelled', updated = $3 "
+                                   "WHERE tenant = $1 AND campaign = $2 AND state = 'queued'",
+    [SP_Q_CAMPAIGN_DELETE] = "DELETE FROM campaigns WHERE tenant = $1 AND id = $2",
+#define SP_PG_EXPAND                                                                                                 \
+    "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, next_attempt, created, " \
+    "updated) SELECT $1, $2, $3, p.id, 'msg_' || sp_uuid_v7()::text, 'queued', 0, $4, $4, $4 FROM profiles p "     \
+    "WHERE p.tenant = $1 "
+#define SP_PG_EXPAND_END " ON CONFLICT (tenant, campaign, profile_id) DO NOTHING"
+    [SP_Q_OUTBOX_EXPAND_ALL] = SP_PG_EXPAND SP_PG_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_ID] = SP_PG_EXPAND "AND p.id = $5" SP_PG_EXPAND_END,
+    /* jsonb equality: a string never equals a number, 42 equals 42.0 */
+    [SP_Q_OUTBOX_EXPAND_TEXT] = SP_PG_EXPAND "AND p.attributes::jsonb -> $5 = to_jsonb($6::text)" SP_PG_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_NUMBER] = SP_PG_EXPAND "AND p.attributes::jsonb -> $5 = to_jsonb($6::numeric)" SP_PG_EXPAND_END,
+#undef SP_PG_EXPAND
+#undef SP_PG_EXPAND_END
+    [SP_Q_OUTBOX_ENQUEUE] = "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, "
+                            "next_attempt, created, updated) SELECT $1, NULL, c.id, p.id, $4, 'queued', 0, $5, $5, $5 "
+                            "FROM channels c, profiles p WHERE c.tenant = $1 AND c.id = $2 AND p.tenant = $1 "
+                            "AND p.id = $3 RETURNING seq",
+    /* The inner select locks the rows it picks and passes over rows other
+     * claimers hold (SKIP LOCKED); ARRAY(…) runs it once, before the update.
+     * A claimed row's next_attempt is its lease's end, so a crashed
+     * worker's rows come back through the same index range. */
+    [SP_Q_OUTBOX_CLAIM] = "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $3, next_attempt = $3, "
+                          "attempts = attempts + 1, updated = $2 WHERE seq = ANY(ARRAY(SELECT seq FROM outbox "
+                          "WHERE state IN ('queued', 'sending') AND next_attempt <= $2 ORDER BY next_attempt, seq "
+                          "LIMIT $4 FOR UPDATE SKIP LOCKED)) "
+                          "RETURNING seq, tenant, campaign, channel, profile_id, message_id, attempts",
+    [SP_Q_OUTBOX_DONE_ONE] = "UPDATE outbox SET state = 'sent', sent_at = $3, updated = $3 "
+                             "WHERE seq = $2 AND state = 'sending' AND lease_owner = $1",
+    [SP_Q_OUTBOX_DONE_MANY] = "UPDATE outbox SET state = 'sent', sent_at = $3, updated = $3 "
+                              "WHERE seq = ANY($2) AND state = 'sending' AND lease_owner = $1",
+#define SP_PG_RETRY                                                                                                 \
+    "UPDATE outbox SET state = CASE WHEN attempts >= $6 THEN 'dead' WHEN campaign IS NOT NULL AND EXISTS (SELECT 1 " \
+    "FROM campaigns c WHERE c.tenant = outbox.tenant AND c.id = outbox.campaign AND c.state = 'cancelled') "       \
+    "THEN 'failed' ELSE 'queued' END, next_attempt = $3, last_error = $4, provider_status = $5, updated = $7 "     \
+    "WHERE state = 'sending' AND lease_owner = $1 AND seq "
+    [SP_Q_OUTBOX_RETRY_ONE] = SP_PG_RETRY "= $2",
+    [SP_Q_OUTBOX_RETRY_MANY] = SP_PG_RETRY "= ANY($2)",
+#undef SP_PG_RETRY
+    [SP_Q_OUTBOX_FAIL_ONE] = "UPDATE outbox SET state = $3, last_error = $4, provider_status = $5, updated = $6 "
+                             "WHERE seq = $2 AND state = 'sending' AND lease_owner = $1",
+    [SP_Q_OUTBOX_FAIL_MANY] = "UPDATE outbox SET state = $3, last_error = $4, provider_status = $5, updated = $6 "
+                              "WHERE seq = ANY($2) AND state = 'sending' AND lease_owner = $1",
+    [SP_Q_OUTBOX_RELEASE] = "UPDATE outbox SET state = 'queued', attempts = GREATEST(attempts - 1, 0), "
+                            "next_attempt = $2, updated = $2 WHERE state IN ('queued', 'sending') "
+                            "AND state = 'sending' AND lease_owner = $1",
+    [SP_Q_OUTBOX_REPLAY] = "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt = $2, updated = $2 "
+                           "WHERE tenant = $1 AND state = 'dead'",
+    [SP_Q_OUTBOX_REPLAY_CAMPAIGN] = "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt = $2, "
+                                    "updated = $2 WHERE tenant = $1 AND campaign = $3 AND state = 'dead'",
+    [SP_Q_OUTBOX_COUNTS] = "SELECT state, COUNT(*) FROM outbox WHERE tenant = $1 GROUP BY state",
+    [SP_Q_OUTBOX_COUNTS_CAMPAIGN] = "SELECT state, COUNT(*) FROM outbox WHERE tenant = $1 AND campaign = $2 "
+                                    "GROUP BY state",
+    [SP_Q_OUTBOX_GET] = "SELECT seq, tenant, campaign, channel, profile_id, message_id, state, attempts, "
+                        "next_attempt, lease_owner, lease_until, last_error, provider_status, created, updated, "
+                        "sent_at FROM outbox WHERE message_id = $1",
 };
 
 /* Version 1: the whole schema. Later versions append here; a shipped entry
@@ -107,6 +199,40 @@ static const char *const sp_pg_migrations[] = {
     "  FOREIGN KEY (tenant, profile_id) REFERENCES profiles (tenant, id) ON DELETE CASCADE);"
     "CREATE INDEX events_profile ON events (tenant, profile_id);"
     "CREATE TABLE keyrings (tenant TEXT COLLATE \"C\" PRIMARY KEY, generation BIGINT NOT NULL, doc BYTEA);",
+
+    /* Version 2: channels, campaigns and the outbox. A campaign's channel
+     * is NO ACTION rather than RESTRICT: checked after the cascades, so a
+     * tenant's delete may go through both; the store refuses deleting a
+     * channel in use before the database would. sp_uuid_v7() makes the
+     * message ids of an expanded campaign: a random (v4) UUID whose first
+     * 48 bits become Unix milliseconds and whose version nibble becomes 7
+     * (bits 52 and 53 of the bytea are the 0x10 and 0x20 of byte 6). */
+    "CREATE FUNCTION sp_uuid_v7() RETURNS uuid LANGUAGE sql VOLATILE AS $$ "
+    "  SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING "
+    "    substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) FROM 1 FOR 6), "
+    "    52, 1), 53, 1), 'hex')::uuid $$;"
+    "CREATE TABLE channels (tenant TEXT COLLATE \"C\" NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, "
+    "  id TEXT COLLATE \"C\" NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('email', 'sms')), config TEXT NOT NULL, "
+    "  secrets BYTEA, created BIGINT NOT NULL, updated BIGINT NOT NULL, PRIMARY KEY (tenant, id));"
+    "CREATE TABLE campaigns (tenant TEXT COLLATE \"C\" NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, "
+    "  id TEXT COLLATE \"C\" NOT NULL, channel TEXT COLLATE \"C\" NOT NULL, spec TEXT NOT NULL, "
+    "  state TEXT NOT NULL CHECK (state IN ('draft', 'scheduled', 'queued', 'sending', 'done', 'cancelled')), "
+    "  send_at BIGINT, total BIGINT NOT NULL DEFAULT 0, created BIGINT NOT NULL, updated BIGINT NOT NULL, "
+    "  PRIMARY KEY (tenant, id), FOREIGN KEY (tenant, channel) REFERENCES channels (tenant, id));"
+    "CREATE INDEX campaigns_channel ON campaigns (tenant, channel);"
+    "CREATE INDEX campaigns_due ON campaigns (send_at) WHERE state = 'scheduled';"
+    "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, "
+    "  tenant TEXT COLLATE \"C\" NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, campaign TEXT COLLATE \"C\", "
+    "  channel TEXT COLLATE \"C\" NOT NULL, profile_id TEXT COLLATE \"C\" NOT NULL, "
+    "  message_id TEXT COLLATE \"C\" NOT NULL UNIQUE, "
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'failed', 'dead')), "
+    "  attempts BIGINT NOT NULL DEFAULT 0, next_attempt BIGINT NOT NULL, lease_owner TEXT, lease_until BIGINT, "
+    "  last_error TEXT, provider_status BIGINT NOT NULL DEFAULT 0, created BIGINT NOT NULL, "
+    "  updated BIGINT NOT NULL, sent_at BIGINT, "
+    "  FOREIGN KEY (tenant, campaign) REFERENCES campaigns (tenant, id) ON DELETE CASCADE);"
+    "CREATE UNIQUE INDEX outbox_campaign ON outbox (tenant, campaign, profile_id);"
+    "CREATE INDEX outbox_claim ON outbox (next_attempt, seq) WHERE state IN ('queued', 'sending');"
+    "CREATE INDEX outbox_sends ON outbox (tenant, channel, state) WHERE campaign IS NULL;",
 };
 
 typedef struct {
@@ -114,6 +240,7 @@ typedef struct {
     bool prepared[SP_Q__COUNT];
     PGresult *res; /* of the statement in flight */
     int row, rows;
+    uint8_t array[SP_PG_ARRAY_BYTES]; /* the one array parameter a statement may have, encoded */
 } sp_pg;
 
 static sp_error sp_pg_err(sp_pg *d, const PGresult *res) {
@@ -172,6 +299,26 @@ static sp_error sp_pg_script(void *vd, const char *sql) {
     return rc;
 }
 
+static void sp_pg_put32(uint8_t *out, uint32_t v) {
+    for (int b = 0; b < 4; b++) out[b] = (uint8_t)(v >> (24 - 8 * b));
+}
+
+/* n values as a one-dimensional int8[] without NULLs, in array_recv's
+ * binary layout. */
+static void sp_pg_put_array(uint8_t *out, const int64_t *v, size_t n) {
+    sp_pg_put32(out, 1);
+    sp_pg_put32(out + 4, 0);
+    sp_pg_put32(out + 8, SP_PG_OID_INT8);
+    sp_pg_put32(out + 12, (uint32_t)n);
+    sp_pg_put32(out + 16, 1);
+    uint8_t *e = out + SP_PG_ARRAY_HEADER;
+    for (size_t i = 0; i < n; i++, e += 12) {
+        sp_pg_put32(e, 8);
+        sp_pg_put32(e + 4, (uint32_t)((uint64_t)v[i] >> 32));
+        sp_pg_put32(e + 8, (uint32_t)(uint64_t)v[i]);
+    }
+}
+
 static void sp_pg_name(sp_store_q q, char name[16]) {
     (void)snprintf(name, 16, "sp_q%d", (int)q);
 }
@@ -184,9 +331,10 @@ static sp_error sp_pg_run(void *vd, sp_store_q q, const sp_store_param *p, size_
     if (!d->prepared[q]) {
         Oid types[SP_STORE_MAX_PARAMS];
         for (size_t i = 0; i < n; i++) {
-            types[i] = p[i].type == SP_STORE_INT ? SP_PG_OID_INT8
-                       : p[i].type == SP_STORE_BLOB ? SP_PG_OID_BYTEA
-                                                    : SP_PG_OID_TEXT;
+            types[i] = p[i].type == SP_STORE_INT         ? SP_PG_OID_INT8
+                       : p[i].type == SP_STORE_INT_ARRAY ? SP_PG_OID_INT8_ARRAY
+                       : p[i].type == SP_STORE_BLOB      ? SP_PG_OID_BYTEA
+                                                         : SP_PG_OID_TEXT;
         }
         PGresult *res = PQprepare(d->conn, name, sp_pg_sql[q], (int)n, types);
         sp_error rc = PQresultStatus(res) == PGRES_COMMAND_OK ? SP_OK : sp_pg_err(d, res);
@@ -197,9 +345,17 @@ static sp_error sp_pg_run(void *vd, sp_store_q q, const sp_store_param *p, size_
     const char *values[SP_STORE_MAX_PARAMS];
     int lengths[SP_STORE_MAX_PARAMS], formats[SP_STORE_MAX_PARAMS];
     uint8_t ints[SP_STORE_MAX_PARAMS][8];
+    bool array_used = false;
     for (size_t i = 0; i < n; i++) {
         formats[i] = 1;
-        if (p[i].type == SP_STORE_INT) {
+        if (p[i].type == SP_STORE_INT_ARRAY) {
+            SP_ENSURE(!array_used && p[i].data != NULL && p[i].len >= 1 && p[i].len <= SP_STORE_MAX_BATCH,
+                      SP_ERR_INVALID_ARGUMENT);
+            array_used = true;
+            sp_pg_put_array(d->array, p[i].data, p[i].len);
+            values[i] = (const char *)d->array;
+            lengths[i] = (int)(SP_PG_ARRAY_HEADER + 12 * p[i].len);
+        } else if (p[i].type == SP_STORE_INT) {
             uint64_t v = (uint64_t)p[i].i;
             for (int b = 0; b < 8; b++) ints[i][b] = (uint8_t)(v >> (56 - 8 * b));
             values[i] = (const char *)ints[i];

@@ -28,8 +28,14 @@
  * Statements are prepared once per connection, the first time they run,
  * and reset after each use; binding uses the caller's buffers
  * (SQLITE_STATIC), so a batch of upserts allocates nothing of ours per row.
+ * SQLite has no array parameters: the outbox's batch updates (the *_MANY
+ * statements) are absent here, and the store runs the single-row form once
+ * per row inside one transaction. An outbox claim is BEGIN IMMEDIATE (the
+ * write gate) and UPDATE … RETURNING.
  *
- * Merging a profile's attributes is a function of ours, sp_json_merge: a
+ * Two SQL functions are ours. sp_uuid_v7() names each message an expanded
+ * campaign adds, inside its one INSERT … SELECT. Merging a profile's
+ * attributes is sp_json_merge: a
  * shallow merge that copies member texts verbatim. SQLite's json_patch
  * would drop members whose new value is null, and re-encoding through a
  * JSON library would rewrite numbers (0.1 as 0.10000000000000001).
@@ -43,6 +49,7 @@
 
 #include <sqlite3.h>
 
+#include "sealpost/crypto.h"
 #include "store/store_internal.h"
 
 #define SP_SQLITE_BUSY_MS 5000
@@ -107,6 +114,85 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
     [SP_Q_KEYRING_READ] = "SELECT generation, doc FROM keyrings WHERE tenant = ?1",
     [SP_Q_KEYRING_GENERATION] = "SELECT generation FROM keyrings WHERE tenant = ?1",
     [SP_Q_KEYRING_WRITE] = "UPDATE keyrings SET doc = ?2, generation = generation + 1 WHERE tenant = ?1",
+    [SP_Q_CHANNEL_INSERT] = "INSERT INTO channels (tenant, id, kind, config, secrets, created, updated) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (tenant, id) DO NOTHING",
+    [SP_Q_CHANNEL_UPDATE] = "UPDATE channels SET kind = ?3, config = ?4, secrets = ?5, updated = ?6 "
+                            "WHERE tenant = ?1 AND id = ?2",
+    [SP_Q_CHANNEL_GET] = "SELECT id, kind, config, secrets, created, updated FROM channels WHERE tenant = ?1 AND id = ?2",
+    [SP_Q_CHANNEL_LIST] = "SELECT id, kind, config, secrets, created, updated FROM channels WHERE tenant = ?1 "
+                          "AND id > ?2 ORDER BY id LIMIT ?3",
+    [SP_Q_CHANNEL_LOCK] = "SELECT 1 FROM channels WHERE tenant = ?1 AND id = ?2",
+    [SP_Q_CHANNEL_USERS] = "SELECT COUNT(*) FROM campaigns WHERE tenant = ?1 AND channel = ?2",
+    /* `state IN (…)` spelled as in the partial index, so the planner may use it */
+    [SP_Q_CHANNEL_LIVE] = "SELECT COUNT(*) FROM outbox WHERE tenant = ?1 AND channel = ?2 AND campaign IS NULL "
+                          "AND state IN ('queued', 'sending')",
+    [SP_Q_CHANNEL_DELETE_SENDS] = "DELETE FROM outbox WHERE tenant = ?1 AND channel = ?2 AND campaign IS NULL",
+    [SP_Q_CHANNEL_DELETE] = "DELETE FROM channels WHERE tenant = ?1 AND id = ?2",
+    [SP_Q_CAMPAIGN_INSERT] = "INSERT INTO campaigns (tenant, id, channel, spec, state, send_at, total, created, updated) "
+                             "VALUES (?1, ?2, ?3, ?4, ?5, NULLIF(?6, 0), 0, ?7, ?7)",
+    [SP_Q_CAMPAIGN_GET] = "SELECT id, channel, spec, state, send_at, total, created, updated FROM campaigns "
+                          "WHERE tenant = ?1 AND id = ?2",
+    [SP_Q_CAMPAIGN_LIST] = "SELECT id, channel, spec, state, send_at, total, created, updated FROM campaigns "
+                           "WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    [SP_Q_CAMPAIGN_DUE] = "SELECT tenant, id FROM campaigns WHERE state = 'scheduled' AND send_at <= ?1 "
+                          "ORDER BY send_at, tenant, id LIMIT ?2",
+    /* BEGIN IMMEDIATE already holds the database's write lock */
+    [SP_Q_CAMPAIGN_LOCK] = "SELECT state, channel, send_at FROM campaigns WHERE tenant = ?1 AND id = ?2",
+    [SP_Q_CAMPAIGN_SET_STATE] = "UPDATE campaigns SET state = ?3, updated = ?4 WHERE tenant = ?1 AND id = ?2",
+    [SP_Q_CAMPAIGN_ADD_TOTAL] = "UPDATE campaigns SET total = total + ?3, updated = ?4 WHERE tenant = ?1 AND id = ?2",
+    [SP_Q_CAMPAIGN_CANCEL_SENDS] = "UPDATE outbox SET state = 'failed', last_error = 'cancelled', updated = ?3 "
+                                   "WHERE tenant = ?1 AND campaign = ?2 AND state = 'queued'",
+    [SP_Q_CAMPAIGN_DELETE] = "DELETE FROM campaigns WHERE tenant = ?1 AND id = ?2",
+#define SP_SQLITE_EXPAND                                                                                             \
+    "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, next_attempt, created, " \
+    "updated) SELECT ?1, ?2, ?3, p.id, 'msg_' || sp_uuid_v7(), 'queued', 0, ?4, ?4, ?4 FROM profiles p "          \
+    "WHERE p.tenant = ?1 "
+#define SP_SQLITE_EXPAND_END " ON CONFLICT (tenant, campaign, profile_id) DO NOTHING"
+    [SP_Q_OUTBOX_EXPAND_ALL] = SP_SQLITE_EXPAND SP_SQLITE_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_ID] = SP_SQLITE_EXPAND "AND p.id = ?5" SP_SQLITE_EXPAND_END,
+    /* json_extract gives a JSON string as TEXT, a number as INTEGER or REAL,
+     * but an object as its text and true as 1: the type check keeps those
+     * out. The key is quoted into the path, so any key is one label. */
+    [SP_Q_OUTBOX_EXPAND_TEXT] = SP_SQLITE_EXPAND "AND json_extract(p.attributes, '$.\"' || ?5 || '\"') = ?6 "
+                                "AND json_type(p.attributes, '$.\"' || ?5 || '\"') = 'text'" SP_SQLITE_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_NUMBER] = SP_SQLITE_EXPAND "AND json_extract(p.attributes, '$.\"' || ?5 || '\"') = "
+                                  "CAST(?6 AS REAL) AND json_type(p.attributes, '$.\"' || ?5 || '\"') IN "
+                                  "('integer', 'real')" SP_SQLITE_EXPAND_END,
+#undef SP_SQLITE_EXPAND
+#undef SP_SQLITE_EXPAND_END
+    [SP_Q_OUTBOX_ENQUEUE] = "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, "
+                            "next_attempt, created, updated) SELECT ?1, NULL, c.id, p.id, ?4, 'queued', 0, ?5, ?5, ?5 "
+                            "FROM channels c, profiles p WHERE c.tenant = ?1 AND c.id = ?2 AND p.tenant = ?1 "
+                            "AND p.id = ?3 RETURNING seq",
+    /* A claimed row's next_attempt is its lease's end: a crashed worker's
+     * rows come back through the same index range as queued ones. */
+    [SP_Q_OUTBOX_CLAIM] = "UPDATE outbox SET state = 'sending', lease_owner = ?1, lease_until = ?3, next_attempt = ?3, "
+                          "attempts = attempts + 1, updated = ?2 WHERE seq IN (SELECT seq FROM outbox "
+                          "INDEXED BY outbox_claim WHERE state IN ('queued', 'sending') AND next_attempt <= ?2 "
+                          "ORDER BY next_attempt, seq LIMIT ?4) "
+                          "RETURNING seq, tenant, campaign, channel, profile_id, message_id, attempts",
+    [SP_Q_OUTBOX_DONE_ONE] = "UPDATE outbox SET state = 'sent', sent_at = ?3, updated = ?3 "
+                             "WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
+    [SP_Q_OUTBOX_RETRY_ONE] = "UPDATE outbox SET state = CASE WHEN attempts >= ?6 THEN 'dead' "
+                              "WHEN campaign IS NOT NULL AND EXISTS (SELECT 1 FROM campaigns c WHERE c.tenant = "
+                              "outbox.tenant AND c.id = outbox.campaign AND c.state = 'cancelled') THEN 'failed' "
+                              "ELSE 'queued' END, next_attempt = ?3, last_error = ?4, provider_status = ?5, "
+                              "updated = ?7 WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
+    [SP_Q_OUTBOX_FAIL_ONE] = "UPDATE outbox SET state = ?3, last_error = ?4, provider_status = ?5, updated = ?6 "
+                             "WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
+    [SP_Q_OUTBOX_RELEASE] = "UPDATE outbox SET state = 'queued', attempts = MAX(attempts - 1, 0), next_attempt = ?2, "
+                            "updated = ?2 WHERE state IN ('queued', 'sending') AND state = 'sending' "
+                            "AND lease_owner = ?1",
+    [SP_Q_OUTBOX_REPLAY] = "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt = ?2, updated = ?2 "
+                           "WHERE tenant = ?1 AND state = 'dead'",
+    [SP_Q_OUTBOX_REPLAY_CAMPAIGN] = "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt = ?2, "
+                                    "updated = ?2 WHERE tenant = ?1 AND campaign = ?3 AND state = 'dead'",
+    [SP_Q_OUTBOX_COUNTS] = "SELECT state, COUNT(*) FROM outbox WHERE tenant = ?1 GROUP BY state",
+    [SP_Q_OUTBOX_COUNTS_CAMPAIGN] = "SELECT state, COUNT(*) FROM outbox WHERE tenant = ?1 AND campaign = ?2 "
+                                    "GROUP BY state",
+    [SP_Q_OUTBOX_GET] = "SELECT seq, tenant, campaign, channel, profile_id, message_id, state, attempts, "
+                        "next_attempt, lease_owner, lease_until, last_error, provider_status, created, updated, "
+                        "sent_at FROM outbox WHERE message_id = ?1",
 };
 
 /* Version 1: the whole schema. Later versions append here; a shipped entry
@@ -130,6 +216,33 @@ static const char *const sp_sqlite_migrations[] = {
     "  FOREIGN KEY (tenant, profile_id) REFERENCES profiles (tenant, id) ON DELETE CASCADE);"
     "CREATE INDEX events_profile ON events (tenant, profile_id);"
     "CREATE TABLE keyrings (tenant TEXT PRIMARY KEY NOT NULL, generation INTEGER NOT NULL, doc BLOB);",
+
+    /* Version 2: channels, campaigns and the outbox. A campaign's channel
+     * is NO ACTION rather than RESTRICT: checked at the end of the
+     * statement, so a tenant's delete may cascade through both; the store
+     * refuses deleting a channel in use before SQLite would. */
+    "CREATE TABLE channels (tenant TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, id TEXT NOT NULL, "
+    "  kind TEXT NOT NULL CHECK (kind IN ('email', 'sms')), config TEXT NOT NULL, secrets BLOB, "
+    "  created INTEGER NOT NULL, updated INTEGER NOT NULL, PRIMARY KEY (tenant, id));"
+    "CREATE TABLE campaigns (tenant TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, id TEXT NOT NULL, "
+    "  channel TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL CHECK (state IN ('draft', 'scheduled', "
+    "  'queued', 'sending', 'done', 'cancelled')), send_at INTEGER, total INTEGER NOT NULL DEFAULT 0, "
+    "  created INTEGER NOT NULL, updated INTEGER NOT NULL, PRIMARY KEY (tenant, id), "
+    "  FOREIGN KEY (tenant, channel) REFERENCES channels (tenant, id));"
+    "CREATE INDEX campaigns_channel ON campaigns (tenant, channel);"
+    "CREATE INDEX campaigns_due ON campaigns (send_at) WHERE state = 'scheduled';"
+    "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, "
+    "  campaign TEXT, channel TEXT NOT NULL, profile_id TEXT NOT NULL, message_id TEXT NOT NULL UNIQUE, "
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'failed', 'dead')), "
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_attempt INTEGER NOT NULL, lease_owner TEXT, lease_until INTEGER, "
+    "  last_error TEXT, provider_status INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL, "
+    "  updated INTEGER NOT NULL, sent_at INTEGER, "
+    "  FOREIGN KEY (tenant, campaign) REFERENCES campaigns (tenant, id) ON DELETE CASCADE);"
+    /* a campaign's rows once each (a test send has no campaign: NULLs differ) */
+    "CREATE UNIQUE INDEX outbox_campaign ON outbox (tenant, campaign, profile_id);"
+    /* only live rows: the claim's range stays as small as the backlog */
+    "CREATE INDEX outbox_claim ON outbox (next_attempt) WHERE state IN ('queued', 'sending');"
+    "CREATE INDEX outbox_sends ON outbox (tenant, channel, state) WHERE campaign IS NULL;",
 };
 
 /* ---- the write gate: one per database file in this process ---- */
@@ -546,6 +659,22 @@ static void sp_sqlite_merge(sqlite3_context *ctx, int argc, sqlite3_value **argv
     sqlite3_result_text64(ctx, out, len, sp_free, SQLITE_UTF8);
 }
 
+/* ---- sp_uuid_v7(): a fresh time-ordered UUID per call ---- */
+
+/* Message ids of an expanded campaign are made inside its INSERT … SELECT;
+ * time-ordered, they land at the end of the message_id index instead of at
+ * random pages. */
+static void sp_sqlite_uuid_v7(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    (void)argv;
+    char id[37];
+    if (sp_uuid_v7(id) != SP_OK) {
+        sqlite3_result_error(ctx, "sp_uuid_v7: no randomness", -1);
+        return;
+    }
+    sqlite3_result_text(ctx, id, 36, SQLITE_TRANSIENT);
+}
+
 /* ---- the driver ---- */
 
 static void sp_gate_leave(sp_sqlite *d) {
@@ -618,15 +747,23 @@ static sp_error sp_sqlite_script(void *vd, const char *sql) {
     return err;
 }
 
-/* The database file, made private before SQLite touches it. */
+/* The database file, made private before SQLite touches it. An existing
+ * file is only looked at (lstat), never opened here: closing any descriptor
+ * of a file drops every POSIX lock this process holds on it, SQLite's
+ * included, and another process would then believe it is alone, check-
+ * point, and delete the WAL under our connections' feet. A missing one is
+ * created exclusively, while nobody can hold a lock on it yet. */
 static sp_error sp_sqlite_prepare_file(const char *path, struct stat *st) {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    SP_ENSURE(fd >= 0, errno == ENOENT || errno == ENOTDIR ? SP_ERR_BAD_CONFIG : SP_ERR_IO);
-    sp_error rc = fstat(fd, st) == 0 ? SP_OK : SP_ERR_IO;
-    if (rc == SP_OK && !S_ISREG(st->st_mode)) rc = SP_ERR_IO;
-    if (rc == SP_OK && (st->st_mode & 077) != 0) rc = SP_ERR_INSECURE_PERMISSIONS;
-    close(fd);
-    return rc;
+    if (lstat(path, st) != 0) {
+        SP_ENSURE(errno == ENOENT, errno == ENOTDIR ? SP_ERR_BAD_CONFIG : SP_ERR_IO);
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0) close(fd);
+        else SP_ENSURE(errno == EEXIST, errno == ENOENT || errno == ENOTDIR ? SP_ERR_BAD_CONFIG : SP_ERR_IO);
+        SP_ENSURE(lstat(path, st) == 0, SP_ERR_IO);
+    }
+    SP_ENSURE(S_ISREG(st->st_mode), SP_ERR_IO);
+    SP_ENSURE((st->st_mode & 077) == 0, SP_ERR_INSECURE_PERMISSIONS);
+    return SP_OK;
 }
 
 static sp_error sp_exec(sqlite3 *db, const char *sql) {
@@ -650,6 +787,9 @@ static sp_error sp_conn_open(const char *path, bool durable, sp_sqlite_gate *gat
     if (err == SP_OK &&
         sqlite3_create_function_v2(c->db, "sp_json_merge", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                                    sp_sqlite_merge, NULL, NULL, NULL) != SQLITE_OK)
+        err = SP_ERR_STORE;
+    if (err == SP_OK && sqlite3_create_function_v2(c->db, "sp_uuid_v7", 0, SQLITE_UTF8, NULL, sp_sqlite_uuid_v7, NULL,
+                                                   NULL, NULL) != SQLITE_OK)
         err = SP_ERR_STORE;
     if (err != SP_OK) sp_conn_close(c);
     return err;
@@ -686,6 +826,7 @@ static sp_error sp_sqlite_run(void *vd, sp_store_q q, const sp_store_param *p, s
     d->done = true;
     for (size_t i = 0; i < n; i++) {
         int col = (int)i + 1, rc;
+        if (p[i].type == SP_STORE_INT_ARRAY) return SP_ERR_INVALID_ARGUMENT; /* no *_MANY here */
         if (p[i].type == SP_STORE_INT) rc = sqlite3_bind_int64(st, col, p[i].i);
         else if (p[i].data == NULL) rc = sqlite3_bind_null(st, col);
         else if (p[i].type == SP_STORE_TEXT) rc = sqlite3_bind_text(st, col, p[i].data, (int)p[i].len, SQLITE_STATIC);

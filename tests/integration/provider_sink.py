@@ -16,8 +16,9 @@
 #
 # Control (JSON over plain HTTP, same port, paths under /_sink/):
 #   POST /_sink/faults   {"status":503,"count":3,"retry_after":"1",
-#                         "delay_ms":0} the next `count` requests get that
-#                         answer instead of being processed
+#                         "delay_ms":0} the next `count` requests wait
+#                         delay_ms, then get that answer instead of being
+#                         processed (status 0: processed after the delay)
 #   POST /_sink/bearer   {"tokens":["…"]} only these bearer tokens are
 #                         accepted (401 otherwise); {"tokens":null} turns the
 #                         check off
@@ -30,6 +31,7 @@ import json
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -112,6 +114,10 @@ class Handler(BaseHTTPRequestHandler):
                                        "body": body.decode("latin-1")}) + "\n")
             fault = SINK.faults.pop(0) if SINK.faults else None
             bearer = SINK.bearer
+        if fault is not None and fault.get("delay_ms"):
+            time.sleep(fault["delay_ms"] / 1000.0)
+        if fault is not None and not fault.get("status"):
+            fault = None  # a delay only: then processed as usual
         if fault is not None:
             with SINK.lock:
                 SINK.stats["faulted"] += 1

@@ -87,6 +87,11 @@ static void suite_set_schema_version(const char *url, int version) {
     admin_sql(url, sql);
 }
 
+static void suite_downgrade_to_1(const char *url) {
+    admin_sql(url, "DROP TABLE outbox; DROP TABLE campaigns; DROP TABLE channels; DROP FUNCTION sp_uuid_v7(); "
+                   "DELETE FROM schema_version WHERE version >= 2");
+}
+
 /* Four processes open one fresh database together: all succeed, and the
  * schema was applied once. */
 static void test_pg_concurrent_migrations(void **state) {

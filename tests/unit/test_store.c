@@ -5,6 +5,7 @@
  * waits out the busy timeout getting SP_ERR_CONFLICT, and the background
  * checkpoint.
  */
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -25,6 +26,17 @@ static void suite_set_schema_version(const char *url, int version) {
     char sql[128];
     snprintf(sql, sizeof sql, "INSERT INTO schema_version (version, applied) VALUES (%d, 0)", version);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void suite_downgrade_to_1(const char *url) {
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(url + strlen("sqlite:"), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TABLE outbox; DROP TABLE campaigns; DROP TABLE channels; "
+                                  "DELETE FROM schema_version WHERE version >= 2",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
     sqlite3_close(db);
 }
 
@@ -137,6 +149,40 @@ static void test_sqlite_fork_while_checkpointing(void **state) {
     assert_int_equal(suite_profiles(f->s, "acme"), 2 * ROUNDS);
 }
 
+/* Another process that closes its last connection deletes the WAL when it
+ * can lock the database file exclusively. That must stay impossible while
+ * this process has connections open, however many it opened since: a
+ * close() of any descriptor of the file would drop every lock this process
+ * holds on it, SQLite's included. Asked of the kernel directly (F_GETLK
+ * over SQLite's shared-lock bytes) from a child process. */
+static void test_sqlite_wal_survives_other_process(void **state) {
+    suite_fixture *f = *state;
+    const char *path = f->url + strlen("sqlite:");
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    assert_ok(sp_store_begin(f->s));
+    suite_upsert(f->s, "acme", "before", "{}", NULL, 0, T0);
+    assert_ok(sp_store_commit(f->s));
+    assert_int_equal(suite_profiles(f->s, "acme"), 1);
+    sp_store *second = NULL;
+    assert_ok(sp_store_open(f->url, &second)); /* a later open in this process */
+    assert_int_equal(suite_profiles(second, "acme"), 1);
+    pid_t child = sp_test_fork();
+    if (child == 0) {
+        alarm(20);
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0) _exit(10);
+        /* SQLite's SHARED lock range: PENDING_BYTE + 2, 510 bytes */
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0x40000002, .l_len = 510};
+        if (fcntl(fd, F_GETLK, &fl) != 0) _exit(11);
+        _exit(fl.l_type == F_UNLCK ? 12 : 0);
+    }
+    assert_int_equal(sp_test_wait(child), 0);
+    struct stat st;
+    assert_int_equal(stat(wal, &st), 0);
+    sp_store_close(second);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         SUITE_TESTS,
@@ -144,6 +190,7 @@ int main(void) {
         SUITE_TEST(test_sqlite_busy_is_conflict),
         SUITE_TEST(test_sqlite_background_checkpoint),
         SUITE_TEST(test_sqlite_fork_while_checkpointing),
+        SUITE_TEST(test_sqlite_wal_survives_other_process),
     };
     return cmocka_run_group_tests(tests, sp_test_group_init, NULL);
 }
