@@ -300,6 +300,7 @@ static sp_error make_metrics(spd_app *app) {
                              "queue=\"outbox\"", NULL, 0, &queue)))
         return rc;
     sp_metric_set(queue, 0);
+    app->outbox_depth = queue;
     return SP_OK;
 }
 

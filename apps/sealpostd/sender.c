@@ -1277,9 +1277,48 @@ static sp_error start_campaign(spd_app *app, sp_store *store, const char *tenant
     return rc;
 }
 
+typedef struct tenant_page {
+    char ids[SP_STORE_MAX_LIST][SP_STORE_MAX_TENANT + 1];
+    size_t n;
+} tenant_page;
+
+static sp_error tenant_one(void *arg, const sp_store_tenant *t) {
+    tenant_page *p = arg;
+    if (p->n < SP_STORE_MAX_LIST) snprintf(p->ids[p->n++], sizeof p->ids[0], "%s", t->id);
+    return SP_OK;
+}
+
+/* sealpost_queue_depth{queue="outbox"}: messages queued or being sent, over
+ * every tenant (the callback may not use the store: ids first, counts
+ * after). */
+static void measure_depth(spd_app *app, sp_store *store) {
+    tenant_page *page = malloc(sizeof *page);
+    if (!page || !app->outbox_depth) {
+        free(page);
+        return;
+    }
+    uint64_t depth = 0;
+    char after[SP_STORE_MAX_TENANT + 1] = "";
+    for (;;) {
+        page->n = 0;
+        if (sp_store_tenant_list(store, after, SP_STORE_MAX_LIST, tenant_one, page) != SP_OK) break;
+        for (size_t i = 0; i < page->n; i++) {
+            sp_store_outbox_counts c;
+            if (sp_store_outbox_counts_get(store, page->ids[i], NULL, &c) == SP_OK) depth += c.queued + c.sending;
+        }
+        if (page->n < SP_STORE_MAX_LIST) {
+            sp_metric_set(app->outbox_depth, (double)depth);
+            break;
+        }
+        snprintf(after, sizeof after, "%s", page->ids[page->n - 1]);
+    }
+    free(page);
+}
+
 static void *scheduler_main(void *arg) {
     spd_sender *s = arg;
     spd_app *app = s->app;
+    unsigned rounds = 0;
     while (!atomic_load(&s->stopping)) {
         sp_store *store = NULL;
         due_list due;
@@ -1294,6 +1333,7 @@ static void *scheduler_main(void *arg) {
             }
         }
         if (due.n > 0) spd_sender_wake(app);
+        if (rc == SP_OK && rounds++ % 5 == 0) measure_depth(app, store);
         wait_for_work(s, 1000);
     }
     return NULL;

@@ -158,6 +158,40 @@ check "the report: accepted, encrypted, no plaintext on the wire" 'd["ok"] is Tr
 tenant_curl POST /v1/campaigns/spring/test '{"profile_id":"nobody"}'
 check "a test send to a missing profile says so" 'd["ok"] is False and d["result"] == "SP_ERR_NOT_FOUND"'
 
+# ---- every algorithm and profile, opened by the independent receiver ----------------
+for combo in "aes-256-cbc compat" "aes-256-ctr compat" "aes-256-gcm jwe"; do
+  set -- $combo
+  name="mail-${1#aes-256-}-$2"
+  doc=$(channel_doc "$SINK/send" true | sed "s/\"algorithm\":\"aes-256-gcm\",\"profile\":\"compat\"/\"algorithm\":\"$1\",\"profile\":\"$2\"/")
+  tenant_curl PUT "/v1/channels/$name" "$doc"
+  expect_status "a channel with $1 / $2" 201
+  before=$(sink_stat records)
+  tenant_curl POST /v1/campaigns "{\"id\":\"c-$name\",\"channel\":\"$name\",\"message\":{\"subject\":\"S\",\"body\":\"Hi {{first_name}}\"},\"audience\":{\"ids\":[\"p8\",\"p9\"]}}"
+  if wait_campaign "c-$name" 'd["messages"]["sent"] == 2' 20; then ok "$1 / $2: the provider opened both"; else bad "$1 / $2 sent" "$(resp)"; fi
+  [ "$(sink_stat records)" = $((before + 2)) ] && ok "$1 / $2: counted once each" || bad "$1 / $2 records"
+done
+if grep -q 'application/jose' "$sink_dir/raw.jsonl" && grep -q '"X-AES-ALGORITHM": "AES-256-CBC"' "$sink_dir/raw.jsonl" &&
+   grep -q '"X-AES-ALGORITHM": "AES-256-CTR"' "$sink_dir/raw.jsonl"; then
+  ok "the wire shows the JWE profile and the CBC and CTR envelopes"
+else
+  bad "the wire shows each profile and algorithm"
+fi
+if grep -q -e 'secret@example' -e 'Zorblax' "$sink_dir/raw.jsonl"; then bad "still only ciphertext on the wire"; else ok "still only ciphertext on the wire"; fi
+
+# ---- Basic auth toward the provider; its password sealed at rest -------------------
+doc=$(channel_doc "$SINK/send" true | sed 's/"auth":{"type":"none"}/"auth":{"type":"basic","username":"acme-user","password":"pw-Secret-4711"}/')
+tenant_curl PUT /v1/channels/mail-basic "$doc"
+expect_status "a channel with Basic auth" 201
+tenant_curl GET /v1/channels/mail-basic
+if grep -q 'pw-Secret-4711' "$RESP_BODY"; then bad "GET never shows the password"; else ok "GET never shows the password"; fi
+check "GET says a password is set" 'd["config"]["auth"].get("password_set") is True'
+tenant_curl POST /v1/campaigns '{"id":"c-basic","channel":"mail-basic","message":{"subject":"S","body":"Hi {{first_name}}"},"audience":{"ids":["p10"]}}'
+if wait_campaign c-basic 'd["messages"]["sent"] == 1' 20; then ok "sent with Basic auth"; else bad "sent with Basic auth" "$(resp)"; fi
+want="Basic $(printf 'acme-user:pw-Secret-4711' | base64)"
+grep -q "\"Authorization\": \"$want\"" "$sink_dir/raw.jsonl" && ok "the provider got the Basic credential" || bad "Basic credential on the wire"
+if cat "$SP_DIR"/sealpost.db* | grep -a -q 'pw-Secret-4711'; then bad "the provider password is not stored in the clear"; else
+  ok "the provider password is not stored in the clear"; fi
+
 # ---- retries: 503 with Retry-After ------------------------------------------------
 sink_faults '{"status":503,"count":2,"retry_after":"1"}'
 before=$(sink_stat records)
