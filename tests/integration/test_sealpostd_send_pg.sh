@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Two sealpostd processes on one PostgreSQL share the outbox: a campaign
+# created through one of them is sent by the workers of both, and every
+# message reaches the provider exactly once (FOR UPDATE SKIP LOCKED hands
+# each row to one claimer). The two processes share the data directory's
+# server key, as a deployment must (credential hashes and sealed channel
+# secrets are keyed by it). The provider is provider_sink.py, slowed down
+# so that both processes have work at the same time.
+set -uo pipefail
+. "$(dirname "$0")/sealpostd_lib.sh"
+label=test_sealpostd_send_pg
+need_daemon "$label"
+need_cmd "$label" curl openssl psql
+
+pg_fixture="$src/scripts/pg-fixture"
+pgparent=$(mktemp -d "${TMPDIR:-/tmp}/sealpost-pg.XXXXXX")
+chmod 711 "$pgparent"
+pgdir="$pgparent/pg"
+pg_started=""
+sink_pid=""
+stop_all() {
+  if [ -n "$sink_pid" ]; then kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; fi
+  sp_cleanup # the daemons, then the scratch directory
+  if [ -n "$pg_started" ]; then "$pg_fixture" stop "$pgdir" >/dev/null 2>&1 || true; fi
+  rm -rf "$pgparent"
+}
+trap stop_all EXIT
+
+if ! pg_url=$("$pg_fixture" start "$pgdir" 2>"$tmp/pg.err") || [ -z "$pg_url" ]; then
+  bad "a throwaway PostgreSQL" "$(head -c 400 "$tmp/pg.err")"
+  finish "$label"
+  exit 1
+fi
+pg_started=1
+pg_url=$(printf '%s\n' "$pg_url" | grep -m1 '^postgres')
+ok "a throwaway PostgreSQL"
+
+sink_port=$(free_port)
+sink_dir="$tmp/sink"
+mkdir -p "$sink_dir"
+keys="$tmp/provider-keys.json"
+"$PY" "$here/provider_sink.py" "$sink_port" "$sink_dir" "$keys" >"$tmp/sink.log" 2>&1 &
+sink_pid=$!
+for _ in $(seq 1 100); do [ -f "$sink_dir/ready" ] && break; sleep 0.1; done
+SINK="http://127.0.0.1:$sink_port"
+sink_stat() { curl -s "$SINK/_sink/stats" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+export SP_CFG_STORE_URL=$pg_url
+SP_CFG_EXTRA='[sender]
+threads = 2
+batch = 16
+in_flight = 4
+lease = 30s
+poll = 1s'
+sp_start a && ok "process a starts on PostgreSQL" || { bad "process a starts"; finish "$label"; exit 1; }
+make_tenant acme && ok "tenant" || bad "tenant"
+# process b: its own directory, the same server key
+mkdir -p "$tmp/sp-b"
+chmod 700 "$tmp/sp-b"
+cp -p "${SP_I_DIR[a]}/server.key" "$tmp/sp-b/server.key"
+sp_start b --no-admin && ok "process b starts on the same database" || bad "process b starts"
+sp_use a
+
+tenant_curl PUT /v1/channels/mail '{"kind":"email","nickname":"Sink",
+ "request":{"endpoint":"'"$SINK"'/send","method":"POST","body":{"type":"json","template":"{\"to\":\"$$To\",\"text\":\"$$Body\",\"id\":\"$$MessageID\"}"}},
+ "auth":{"type":"none"},"from_name":"Acme","from_address":"news@acme.example",
+ "encryption":{"enabled":true,"algorithm":"aes-256-gcm","profile":"compat","key":"mail"}}'
+expect_status "a channel" 201
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/provider.pem" 2>/dev/null
+openssl pkey -in "$tmp/provider.pem" -pubout -out "$tmp/provider.pub" 2>/dev/null
+if "$cli" keys export --store "$pg_url" --kms "local:path=${SP_I_DIR[a]}/kms/acme.key;create=1" --tenant acme \
+     --channel mail --recipient "$tmp/provider.pub" >"$tmp/keys.jwe" 2>"$err" &&
+   "$cli" keys import --keys "$keys" --private-key "$tmp/provider.pem" <"$tmp/keys.jwe" >"$out" 2>"$err"; then
+  ok "key exchange"
+else
+  bad "key exchange" "$(cat "$err")"
+fi
+
+N=300
+"$PY" - "$N" >"$tmp/profiles.json" <<'EOF'
+import json, sys
+print(json.dumps({"profiles": [{"id": f"p{i}", "attributes": {"email": f"user{i}@example.org", "first_name": f"U{i}"}}
+                               for i in range(int(sys.argv[1]))]}))
+EOF
+tenant_curl POST /v1/profiles "@$tmp/profiles.json"
+expect_status "ingest $N profiles" 200
+
+curl -s -o /dev/null -X POST --data-binary '{"status":0,"count":1000000,"delay_ms":20}' "$SINK/_sink/faults"
+tenant_curl POST /v1/campaigns '{"id":"shared","channel":"mail","message":{"body":"Hi {{first_name}}"},"audience":{"all":true}}'
+expect_status "a campaign through process a" 201
+sent=0
+for _ in $(seq 1 300); do
+  tenant_curl GET /v1/campaigns/shared
+  sent=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"]["sent"])' "$RESP_BODY" 2>/dev/null || echo 0)
+  [ "$sent" = "$N" ] && break
+  sleep 0.2
+done
+[ "$sent" = "$N" ] && ok "all $N sent" || bad "all sent" "$(resp)"
+[ "$(sink_stat records)" = "$N" ] && ok "the provider has $N distinct messages" || bad "distinct" "$(sink_stat records)"
+[ "$(sink_stat repeats)" = 0 ] && ok "and not one twice" || bad "repeats" "$(sink_stat repeats)"
+pids=$(psql "$pg_url" -qAt -c "SELECT count(DISTINCT split_part(lease_owner, ':', 2)) FROM outbox WHERE campaign = 'shared'" 2>"$err")
+[ "$pids" = 2 ] && ok "both processes sent part of it" || bad "both processes sent" "owners: $pids $(cat "$err")"
+sp_stop a && ok "a stops cleanly" || bad "a exit status"
+sp_stop b && ok "b stops cleanly" || bad "b exit status"
+finish "$label"
