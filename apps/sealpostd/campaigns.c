@@ -189,8 +189,10 @@ static void campaign_create(spd_app *app, sp_http_request *req, spd_tenant *t) {
     char *spec_text = json_dumps(spec, JSON_COMPACT);
     json_decref(spec);
     bool later = send_at > now;
+    /* stored as scheduled (for now when sent now): should starting it here
+     * fail, the scheduler starts it instead, and nothing is left stuck */
     sp_store_campaign c = {t->id, id, json_string_value(jchan), spec_text, spec_text ? strlen(spec_text) : 0,
-                           later ? SP_STORE_CAMPAIGN_SCHEDULED : SP_STORE_CAMPAIGN_QUEUED, later ? send_at * 1000 : 0};
+                           SP_STORE_CAMPAIGN_SCHEDULED, (later ? send_at : now) * 1000};
     rc = spec_text ? SP_OK : SP_ERR_NO_MEMORY;
     for (int attempt = 0; rc == SP_OK && attempt < SPD_CAMPAIGN_RETRIES; attempt++) {
         rc = sp_store_campaign_create(store, &c, now);
@@ -213,9 +215,9 @@ static void campaign_create(spd_app *app, sp_http_request *req, spd_tenant *t) {
     if (!later) {
         rc = spd_campaign_start(app, store, t->id, id);
         if (rc != SP_OK) {
-            /* stays queued: the scheduler does not pick up queued ones, so say so */
-            spd_fail(req, rc, "campaign.start");
-            return;
+            /* still scheduled, and due: the scheduler tries again within a second */
+            sp_log_field f[] = {SP_LOG_S("campaign", id), SP_LOG_S("error", sp_error_name(rc))};
+            sp_log(SP_LOG_WARN, "campaign.start_deferred", f, 2);
         }
         spd_sender_wake(app);
     }
@@ -328,7 +330,7 @@ static void campaign_cancel(spd_app *app, sp_http_request *req, spd_tenant *t, c
     if (rc == SP_ERR_NOT_FOUND) {
         spd_reply_error(req, 404, "not_found", "no such campaign");
     } else if (rc == SP_ERR_ILLEGAL_TRANSITION) {
-        spd_reply_error(req, 409, "finished", "the campaign is done or cancelled already");
+        spd_reply_error(req, 409, "finished", "the campaign is done");
     } else if (rc != SP_OK) {
         spd_fail(req, rc, "campaign.cancel");
     } else {
@@ -395,8 +397,9 @@ static void campaign_test(spd_app *app, sp_http_request *req, spd_tenant *t, con
     json_object_set_new(reply, "provider_status", rep.provider_status ? json_integer(rep.provider_status) : json_null());
     json_object_set_new(reply, "key_version", rep.key_version[0] ? json_string(rep.key_version) : json_null());
     json_object_set_new(reply, "missing_placeholder", rep.missing[0] ? json_string(rep.missing) : json_null());
-    /* encrypted callbacks are checked when the provider's report arrives */
-    json_object_set_new(reply, "callback", json_string("pending"));
+    /* encrypted callbacks are checked when the provider's report arrives:
+     * only a message the provider took can have one */
+    json_object_set_new(reply, "callback", delivered ? json_string("pending") : json_null());
     spd_reply_json(req, 200, reply);
 }
 

@@ -281,7 +281,7 @@ typedef enum spd_route_id {
     SPD_ROUTE_CHANNEL,       /* /v1/channels/{id} */
     SPD_ROUTE_CAMPAIGNS,     /* /v1/campaigns */
     SPD_ROUTE_CAMPAIGN,      /* /v1/campaigns/{id} */
-    SPD_ROUTE_CAMPAIGN_ACTION, /* /v1/campaigns/{id}/{action}: test, cancel, replay */
+    SPD_ROUTE_CAMPAIGN_ACTION, /* /v1/campaigns/{id}/test, …/cancel, …/replay */
 } spd_route_id;
 
 typedef struct spd_route_match {

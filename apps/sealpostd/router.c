@@ -62,7 +62,9 @@ static const route_def routes[] = {
     {SPD_ROUTE_CHANNEL, "/v1/channels/*", "/v1/channels/{id}", "GET, PUT, DELETE"},
     {SPD_ROUTE_CAMPAIGNS, "/v1/campaigns", "/v1/campaigns", "GET, POST"},
     {SPD_ROUTE_CAMPAIGN, "/v1/campaigns/*", "/v1/campaigns/{id}", "GET, DELETE"},
-    {SPD_ROUTE_CAMPAIGN_ACTION, "/v1/campaigns/*/*", "/v1/campaigns/{id}/{action}", "POST"},
+    {SPD_ROUTE_CAMPAIGN_ACTION, "/v1/campaigns/*/test", "/v1/campaigns/{id}/test", "POST"},
+    {SPD_ROUTE_CAMPAIGN_ACTION, "/v1/campaigns/*/cancel", "/v1/campaigns/{id}/cancel", "POST"},
+    {SPD_ROUTE_CAMPAIGN_ACTION, "/v1/campaigns/*/replay", "/v1/campaigns/{id}/replay", "POST"},
 };
 
 static int hex_value(char c) {
@@ -733,7 +735,8 @@ void spd_on_request(void *arg, sp_http_request *req) {
         spd_campaigns_route(app, req, auth, m->id, NULL);
         return;
     case SPD_ROUTE_CAMPAIGN_ACTION:
-        spd_campaigns_route(app, req, auth, m->id, m->sub);
+        /* the routes name the action literally: it is the last segment */
+        spd_campaigns_route(app, req, auth, m->id, strrchr(sp_http_path(req), '/') + 1);
         return;
     case SPD_ROUTE_NONE:
     case SPD_ROUTE_HEALTHZ:

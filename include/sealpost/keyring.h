@@ -95,6 +95,8 @@ SP_API SP_MUST_CHECK sp_error sp_keyring_reload_if_changed(sp_keyring *kr, bool 
 SP_API const char *sp_keyring_state_name(sp_keyring_state state);
 SP_API size_t sp_keyring_count(const sp_keyring *kr);
 SP_API SP_MUST_CHECK sp_error sp_keyring_get(const sp_keyring *kr, size_t index, sp_keyring_entry *out);
+/* One version of a channel's key, or with version NULL the active one;
+ * SP_ERR_NOT_FOUND when there is none. */
 SP_API SP_MUST_CHECK sp_error sp_keyring_find(const sp_keyring *kr, const char *tenant, const char *channel,
                                               const char *version, sp_keyring_entry *out);
 

@@ -584,7 +584,9 @@ sp_error sp_keyring_find(const sp_keyring *kr, const char *tenant, const char *c
                          sp_keyring_entry *out) {
     SP_ENSURE(kr != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
     SP_GUARD(sp_kr_check_names(tenant, channel, version));
-    const sp_kr_item *it = sp_kr_find((sp_keyring *)(uintptr_t)kr, tenant, channel, version);
+    sp_keyring *k = (sp_keyring *)(uintptr_t)kr;
+    /* the two indexes hash differently: by version, or (tenant, channel) for the active one */
+    const sp_kr_item *it = version ? sp_kr_find(k, tenant, channel, version) : sp_kr_active(k, tenant, channel);
     SP_ENSURE(it != NULL, SP_ERR_NOT_FOUND);
     *out = it->e;
     return SP_OK;

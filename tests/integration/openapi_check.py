@@ -13,9 +13,17 @@ credential and passes everything on the command line. Three parts:
   every documented (path, method): without credentials, with the wrong kind
   of credential, with the right one and the documented example body, with a
   body that is not JSON, with the wrong content type, and with an unknown
-  id. Each answer's status must be documented for that operation, its
-  content type must be the documented one, and its body must validate
-  against the documented schema. Every 401 body must be the same bytes;
+  id (a PUT, which creates, must create: 201). Each answer's status must be
+  documented for that operation, its content type must be the documented
+  one, and its body must validate against the documented schema. Every 401
+  body must be the same bytes, and no answer may carry a secret that an
+  example sent (a channel's provider password);
+
+  the sending API for real: setup() saves the documented channel example
+  (its endpoint replaced by --sink-url, a provider the test runs) and the
+  campaigns that cancel and DELETE may use up; the documented campaign
+  example goes out through that channel, the test send reports on it, and
+  a channel read back can be PUT again as it is;
 
   undocumented pairs: other methods on documented paths answer 405 with an
   Allow header naming the documented methods; unknown paths answer 404.
@@ -28,12 +36,15 @@ minimum/maximum (+ exclusiveMinimum), maxProperties, allOf, anyOf, oneOf.
 """
 
 import argparse
+import copy
 import http.client
 import json
 import re
 import secrets
 import ssl
+import subprocess
 import sys
+import time
 import urllib.parse
 
 import yaml
@@ -42,7 +53,8 @@ import yaml
 CHECKED = {"$ref", "type", "nullable", "properties", "required", "additionalProperties", "enum", "items",
            "minItems", "maxItems", "minLength", "maxLength", "pattern", "minimum", "maximum",
            "exclusiveMinimum", "maxProperties", "allOf", "anyOf", "oneOf"}
-ANNOTATIONS = {"description", "example", "default", "format", "title", "x-property-name-pattern"}
+ANNOTATIONS = {"description", "example", "default", "format", "title", "x-property-name-pattern", "writeOnly",
+               "readOnly"}
 METHODS = ["get", "post", "put", "patch", "delete"]
 
 passed = 0
@@ -236,6 +248,8 @@ class Checker:
         self.admin = {"X-Client-Access-Key": args.admin_key, "X-Api-Secret": args.admin_secret}
         self.tenant = {"X-Client-Access-Key": args.tenant_key, "X-Api-Secret": args.tenant_secret}
         self.unauthorized_bodies = set()
+        self.secrets = set()
+        self.state = {}
 
     def op(self, path, method):
         return self.spec.doc["paths"][path][method]
@@ -245,6 +259,10 @@ class Checker:
 
     def check_response(self, name, responses, status, headers, data, want=None):
         """status is documented; content type and body match that response."""
+        leaked = [s for s in self.secrets if s in data]
+        if leaked:
+            bad(name, "the answer carries a secret an example sent")
+            return None
         if want is not None and status not in want:
             bad(name, "status %d, want one of %s; body %r" % (status, sorted(want), data[:200]))
             return None
@@ -293,6 +311,28 @@ class Checker:
             return self.tenant, self.admin
         return None, None
 
+    # ---- the examples, as sent ----
+    def example(self, path, method):
+        """The documented request example of (path, method), as this run sends it: a copy, with the
+        channel's endpoint pointed at the provider the test runs (--sink-url)."""
+        rb = self.op(path, method).get("requestBody")
+        if not rb:
+            return None
+        ex = copy.deepcopy(rb["content"]["application/json"].get("example"))
+        if path == "/v1/channels/{id}" and isinstance(ex, dict) and self.args.sink_url:
+            ex["request"]["endpoint"] = self.args.sink_url
+        return ex
+
+    def example_secrets(self):
+        """Secret values the examples send: no answer may ever carry one."""
+        out = set()
+        ex = self.example("/v1/channels/{id}", "put") if "/v1/channels/{id}" in self.spec.doc["paths"] else None
+        auth = (ex or {}).get("auth") or {}
+        for k in ("password", "client_secret"):
+            if auth.get(k):
+                out.add(auth[k].encode())
+        return out
+
     def concrete(self, path, method, state):
         """The path with its parameters filled for this method."""
         if path == "/admin/v1/tenants/{id}" and method == "delete":
@@ -303,16 +343,29 @@ class Checker:
             return path.replace("{id}", self.args.tenant)
         if path == "/v1/profiles/{id}":
             return "/v1/profiles/" + urllib.parse.quote(state["profile"], safe="")
+        if path == "/v1/channels/{id}":
+            return "/v1/channels/" + (state["doomed_channel"] if method == "delete" else state["channel"])
+        if path == "/v1/campaigns/{id}" and method == "delete":
+            return "/v1/campaigns/" + state["doomed_campaign"]
+        if path == "/v1/campaigns/{id}/cancel":
+            return "/v1/campaigns/%s/cancel" % state["cancel_campaign"]
+        if path.startswith("/v1/campaigns/{id}"):
+            return path.replace("{id}", state["campaign"])
         return path
 
     def missing(self, path):
         """The path with a resource that does not exist."""
+        tag = secrets.token_hex(4)
         return (path.replace("{cid}", "00000000-0000-4000-8000-000000000000")
-                .replace("/admin/v1/tenants/{id}", "/admin/v1/tenants/no-such-tenant-" + secrets.token_hex(4))
-                .replace("/v1/profiles/{id}", "/v1/profiles/no-such-profile-" + secrets.token_hex(4)))
+                .replace("/admin/v1/tenants/{id}", "/admin/v1/tenants/no-such-tenant-" + tag)
+                .replace("/v1/profiles/{id}", "/v1/profiles/no-such-profile-" + tag)
+                .replace("/v1/channels/{id}", "/v1/channels/no-such-channel-" + tag)
+                .replace("/v1/campaigns/{id}", "/v1/campaigns/no-such-campaign-" + tag))
 
     def setup(self):
-        """A tenant and a credential that DELETE may destroy."""
+        """A tenant and a credential that DELETE may destroy; the channel the campaign example names
+        (the channel example, saved before the campaign POST needs it), a channel and a campaign to
+        delete, a scheduled campaign to cancel."""
         state = {"profile": "user-42"}
         tid = "oa-doomed-" + secrets.token_hex(4)
         st, _, data = self.client.call("POST", "/admin/v1/tenants", json.dumps({"id": tid, "name": "doomed"}),
@@ -327,15 +380,54 @@ class Checker:
             state["doomed_cred"] = "00000000-0000-4000-8000-000000000001"
         else:
             state["doomed_cred"] = json.loads(data)["id"]
+        paths = self.spec.doc["paths"]
+        if "/v1/channels/{id}" not in paths or "/v1/campaigns" not in paths:
+            return state
+        tag = secrets.token_hex(4)
+        campaign = self.example("/v1/campaigns", "post")
+        channel = self.example("/v1/channels/{id}", "put")
+        state["channel"] = campaign["channel"]
+        state["campaign"] = campaign.get("id", "oa-campaign-" + tag)
+        state["doomed_channel"] = "oa-doomed-" + tag
+        state["doomed_campaign"] = "oa-doomed-" + tag
+        state["cancel_campaign"] = "oa-cancel-" + tag
+        h = dict(self.tenant, **{"Content-Type": "application/json"})
+        for cid, what in ((state["channel"], "the campaign example's channel"), (state["doomed_channel"],
+                                                                                  "a channel to delete")):
+            st, _, data = self.client.call("PUT", "/v1/channels/" + cid, json.dumps(channel), h)
+            if st != 201:
+                bad("setup: " + what, "%d %r" % (st, data[:300]))
+        if self.args.after_setup:
+            # the provider gets the channel's key (the key exchange), now that saving the channel made it
+            r = subprocess.run(self.args.after_setup, shell=True, capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                bad("setup: --after-setup", "exit %d: %s" % (r.returncode, (r.stderr or r.stdout)[-400:]))
+            else:
+                ok("setup: --after-setup")
+        later = int(time.time()) + 86400
+        for cid, what in ((state["doomed_campaign"], "a scheduled campaign to delete"),
+                          (state["cancel_campaign"], "a scheduled campaign to cancel")):
+            body = dict(campaign, id=cid, send_at=later)
+            st, _, data = self.client.call("POST", "/v1/campaigns", json.dumps(body), h)
+            if st != 201 or json.loads(data).get("state") != "scheduled":
+                bad("setup: " + what, "%d %r" % (st, data[:300]))
         return state
 
+    # Profiles first (the events and the campaign audience name the example profile), then events,
+    # then campaigns (their channel is made in setup); within each, shorter paths first.
+    @staticmethod
+    def _rank(path):
+        if path.startswith("/v1/campaigns"):
+            return 2
+        return 1 if path == "/v1/events" else 0
+
     def run_documented(self):
+        self.secrets = self.example_secrets()
         state = self.setup()
+        self.state = state
         order = {"post": 0, "get": 1, "patch": 2, "put": 3, "delete": 4}
         ops = [(p, m) for p, item in self.spec.doc["paths"].items() for m in item if m in METHODS]
-        ops.sort(key=lambda pm: (order[pm[1]], pm[0].count("/"), pm[0]))
-        # The example events name the example profile: events after profiles.
-        ops.sort(key=lambda pm: (order[pm[1]], pm[0] == "/v1/events"))
+        ops.sort(key=lambda pm: (order[pm[1]], self._rank(pm[0]), pm[0].count("/"), pm[0]))
         for path, method in ops:
             op = self.op(path, method)
             responses = self.documented(path, method)
@@ -346,12 +438,12 @@ class Checker:
             example = None
             if rb:
                 media = rb["content"]["application/json"]
-                example = media.get("example")
+                example = self.example(path, method)
                 errs = self.spec.validate(media["schema"], example) if example is not None else ["no example"]
                 if errs:
-                    bad(label + ": the documented example validates", "; ".join(errs[:5]))
+                    bad(label + ": the example as sent validates", "; ".join(errs[:5]))
                 else:
-                    ok(label + ": the documented example validates")
+                    ok(label + ": the example as sent validates")
             body = json.dumps(example) if example is not None else None
             jh = {"Content-Type": "application/json"} if body is not None else {}
             secured = op.get("security", self.spec.doc.get("security")) != []
@@ -367,31 +459,122 @@ class Checker:
                         bad(label + " with a body that is not JSON: code", v["error"]["code"])
                     st, h, d = self.client.call(method.upper(), url, body, dict(right, **{"Content-Type": "text/plain"}))
                     self.check_response(label + " with Content-Type text/plain", responses, st, h, d, want={415})
-                if "{" in path:
+                if "{" in path and method == "put" and "404" not in responses:
+                    # an upsert: a new id is created, not missing
+                    fresh = self.missing(path)
+                    st, h, d = self.client.call("PUT", fresh, body, dict(right, **jh))
+                    self.check_response(label + " of a new id creates it", responses, st, h, d, want={201})
+                    st, _, d = self.client.call("DELETE", fresh, None, right)
+                    if st != 204:
+                        bad(label + " of a new id: cleaning up", "DELETE %d %r" % (st, d[:200]))
+                elif "{" in path:
                     st, h, d = self.client.call(method.upper(), self.missing(path), body, dict(right, **jh))
                     self.check_response(label + " of a missing resource", responses, st, h, d, want={404})
                 st, h, d = self.client.call(method.upper(), url, body, dict(right, **jh))
             else:
                 st, h, d = self.client.call(method.upper(), url, body, jh)
             success = {int(s) for s in responses if s.startswith("2")}
-            self.check_response(label, responses, st, h, d, want=success)
-            if path == "/admin/v1/tenants" and method == "get":
-                st, h, d = self.client.call("GET", path + "?limit=0", None, right)
-                self.check_response(label + "?limit=0", responses, st, h, d, want={400})
-                st, h, d = self.client.call("GET", path + "?limit=1", None, right)
-                v = self.check_response(label + "?limit=1", responses, st, h, d, want={200})
-                if v is not None and (len(v["tenants"]) != 1 or v["next"] is None):
-                    bad(label + "?limit=1 pages", "want one tenant and a next, got %r" % d[:200])
+            value = self.check_response(label, responses, st, h, d, want=success)
+            key = {"/admin/v1/tenants": "tenants", "/v1/channels": "channels", "/v1/campaigns": "campaigns"}.get(path)
+            if key and method == "get":
+                self.check_paging(label, path, key, responses, right)
+            if value is not None:
+                self.check_semantics(path, method, url, value, responses, right)
+
+    def check_paging(self, label, path, key, responses, right):
+        st, h, d = self.client.call("GET", path + "?limit=0", None, right)
+        self.check_response(label + "?limit=0", responses, st, h, d, want={400})
+        st, h, d = self.client.call("GET", path + "?limit=1", None, right)
+        v = self.check_response(label + "?limit=1", responses, st, h, d, want={200})
+        if v is None:
+            return
+        if len(v[key]) != 1 or v["next"] is None:
+            bad(label + "?limit=1 pages", "want one item and a next, got %r" % d[:200])
+            return
+        st, h, d = self.client.call("GET", "%s?limit=1&after=%s" % (path, urllib.parse.quote(v["next"])), None, right)
+        w = self.check_response(label + "?limit=1&after=next", responses, st, h, d, want={200})
+        if w is not None and (len(w[key]) != 1 or w[key][0]["id"] <= v[key][0]["id"]):
+            bad(label + " the next page follows the first", "%r then %r" % (v[key][0]["id"], d[:200]))
+
+    def check_semantics(self, path, method, url, value, responses, right):
+        """What the schema cannot say about the sending API's answers."""
+        label = "%s %s" % (method.upper(), path)
+        jh = dict(right or {}, **{"Content-Type": "application/json"})
+        if path == "/v1/channels/{id}" and method == "get":
+            example = self.example(path, "put")
+            cfg = value["config"]
+            if cfg["request"]["endpoint"] != example["request"]["endpoint"] or cfg["kind"] != example["kind"]:
+                bad(label + " shows the document saved", repr(cfg)[:300])
+            else:
+                ok(label + " shows the document saved")
+            if (example.get("encryption") or {}).get("enabled") and "encryption_key_version" not in value:
+                bad(label + " names the active provider key version", repr(value)[:300])
+            else:
+                ok(label + " names the active provider key version")
+            # the canonical form, secret marker and all, goes back in unchanged
+            st, h, d = self.client.call("PUT", url, json.dumps(cfg), jh)
+            put = self.documented(path, "put")
+            v = self.check_response("PUT " + path + " of its own GET config (the secret kept)", put, st, h, d,
+                                    want={200})
+            if v is not None and v["config"] != cfg:
+                bad("PUT " + path + " of its own GET config: unchanged", "%r vs %r" % (v["config"], cfg))
+        elif path == "/v1/campaigns" and method == "post":
+            if value["state"] not in ("sending", "done") or value["channel"] != self.state["channel"]:
+                bad(label + ": sent now through the channel", repr(value)[:300])
+            else:
+                ok(label + ": sent now through the channel")
+            st, h, d = self.client.call("POST", "/v1/campaigns", json.dumps(self.example(path, method)), jh)
+            v = self.check_response(label + " again with the same id", responses, st, h, d, want={409})
+            if v is not None and v["error"]["code"] != "exists":
+                bad(label + " again with the same id: code", v["error"]["code"])
+        elif path == "/v1/campaigns/{id}" and method == "get":
+            if value["total"] < 1 or sum(value["messages"].values()) != value["total"]:
+                bad(label + ": the message counts add up to the total", repr(value)[:300])
+            else:
+                ok(label + ": the message counts add up to the total")
+        elif path == "/v1/campaigns/{id}/test":
+            enc = (self.example("/v1/channels/{id}", "put").get("encryption") or {}).get("enabled")
+            c = value["checks"]
+            if enc and not (c["encrypted"] and c["plaintext_absent_on_wire"] and value["key_version"]):
+                bad(label + ": the payload was sealed", repr(value))
+            elif self.args.sink_url and value["provider_status"] is None:
+                bad(label + ": the provider answered", repr(value))
+            elif self.args.expect_delivered and not value["ok"]:
+                bad(label + ": delivered to the provider, which has the key", repr(value))
+            elif value["ok"] != (c["provider_accepted"] and c["encrypted"] and c["plaintext_absent_on_wire"]):
+                bad(label + ": ok is the three checks", repr(value))
+            else:
+                ok(label + ": the report (%s, provider %s)" % (value["result"], value["provider_status"]))
+            # a profile that does not exist is the report's finding, not a 404
+            st, h, d = self.client.call("POST", url, json.dumps({"profile_id": "no-such-profile"}), jh)
+            v = self.check_response(label + " to a missing profile", responses, st, h, d, want={200})
+            if v is not None and (v["ok"] or v["result"] != "SP_ERR_NOT_FOUND"):
+                bad(label + " to a missing profile: says so", repr(v))
+        elif path == "/v1/campaigns/{id}/cancel":
+            if value["state"] != "cancelled":
+                bad(label + ": cancelled", repr(value)[:300])
+            else:
+                ok(label + ": cancelled")
+        elif path == "/v1/channels/{id}" and method == "delete":
+            st, h, d = self.client.call("DELETE", "/v1/channels/" + self.state["channel"], None, right)
+            v = self.check_response(label + " of a channel a campaign uses", responses, st, h, d, want={409})
+            if v is not None and v["error"]["code"] != "in_use":
+                bad(label + " of a channel a campaign uses: code", v["error"]["code"])
 
     def run_undocumented(self):
         comp = self.spec.doc["components"]["responses"]
         r405 = {"405": self.spec.resolve(comp["MethodNotAllowed"])}
         r404 = {"404": self.spec.resolve(comp["NotFound"])}
+        state = dict(getattr(self, "state", {}))
+        state.setdefault("profile", "user-42")
+        for k in ("doomed_tenant", "doomed_cred", "channel", "doomed_channel", "campaign", "doomed_campaign",
+                  "cancel_campaign"):
+            state.setdefault(k, "x")
         for path, item in self.spec.doc["paths"].items():
             have = [m for m in item if m in METHODS]
             op = item[have[0]]
             right, _ = self.creds_for(op)
-            url = self.concrete(path, "get", {"profile": "user-42", "doomed_tenant": "x", "doomed_cred": "y"})
+            url = self.concrete(path, "get", state)
             if path.endswith("{cid}"):
                 url = "/admin/v1/tenants/%s/credentials/00000000-0000-4000-8000-000000000000" % self.args.tenant
             for m in METHODS:
@@ -417,7 +600,9 @@ class Checker:
                    ("GET", "/admin/v1/nope", self.admin), ("GET", "/admin/v2/tenants", self.admin),
                    ("GET", "/admin/v1/tenants/%s/nope" % self.args.tenant, self.admin),
                    ("GET", "/admin/v1/tenants/%s/credentials/a/b" % self.args.tenant, self.admin),
-                   ("GET", "/healthz/x", None), ("GET", "/metricsx", None)]
+                   ("GET", "/healthz/x", None), ("GET", "/metricsx", None),
+                   ("GET", "/v1/channels/a/b", self.tenant), ("GET", "/v1/campaigns/a/test/b", self.tenant),
+                   ("POST", "/v1/campaigns/%s/nope" % state["campaign"], self.tenant)]
         for m, url, creds in unknown:
             st, h, d = self.client.call(m, url, None, creds or {})
             self.check_response("unknown route %s %s" % (m, url), r404, st, h, d, want={404})
@@ -452,6 +637,28 @@ class Checker:
             bad("document: every schema keyword is checked", "; ".join(out[:10]))
         else:
             ok("document: every schema keyword is checked")
+        bad_examples = []
+        for p, item in doc["paths"].items():
+            for m, op in item.items():
+                if m not in METHODS:
+                    continue
+                for st, r in op["responses"].items():
+                    for ctype, media in (self.spec.resolve(r).get("content") or {}).items():
+                        if "example" in media:
+                            errs = self.spec.validate(media["schema"], media["example"])
+                            if errs:
+                                bad_examples.append("%s %s %s: %s" % (m, p, st, errs[0]))
+                rb = op.get("requestBody")
+                if rb:
+                    media = rb["content"]["application/json"]
+                    errs = self.spec.validate(media["schema"], media.get("example")) if "example" in media else \
+                        ["no example"]
+                    if errs:
+                        bad_examples.append("%s %s body: %s" % (m, p, errs[0]))
+        if bad_examples:
+            bad("document: every example validates against its schema", "; ".join(bad_examples[:5]))
+        else:
+            ok("document: every example validates against its schema")
         error_ref = "#/components/schemas/Error"
         for p, item in doc["paths"].items():
             for m, op in item.items():
@@ -501,6 +708,10 @@ def main():
     ap.add_argument("--tenant", required=True)
     ap.add_argument("--tenant-key", required=True)
     ap.add_argument("--tenant-secret", required=True)
+    ap.add_argument("--sink-url", help="the endpoint the channel example is given (a provider the test runs)")
+    ap.add_argument("--after-setup", help="a shell command run once setup() has saved the channel")
+    ap.add_argument("--expect-delivered", action="store_true",
+                    help="the test send must reach a provider that accepts it (ok: true)")
     ap.add_argument("--document-only", action="store_true")
     args = ap.parse_args()
     with open(args.spec) as f:

@@ -7,6 +7,10 @@
 # that operation; undocumented methods must answer 405 with Allow, unknown
 # paths 404. The document itself is checked first (keywords the validator
 # implements, examples that validate, errors built on the one Error schema).
+# The sending API's examples really go out: the channel example is pointed
+# at provider_sink.py (a provider written from docs/PROTOCOL.md) on a free
+# loopback port, which is given the channel's key through the key exchange
+# once the checker has saved the channel, so the test send is delivered.
 set -uo pipefail
 . "$(dirname "$0")/sealpostd_lib.sh"
 label=test_openapi
@@ -18,6 +22,16 @@ if ! "$PY" -c 'import yaml' 2>/dev/null; then
   exit 1
 fi
 
+sink_port=$(free_port)
+sink_dir="$tmp/sink"
+mkdir -p "$sink_dir"
+"$PY" "$here/provider_sink.py" "$sink_port" "$sink_dir" "$tmp/provider-keys.json" >"$tmp/sink.log" 2>&1 &
+sink_pid=$!
+stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; }
+trap 'stop_sink; sp_cleanup' EXIT
+for _ in $(seq 1 100); do [ -f "$sink_dir/ready" ] && break; sleep 0.1; done
+[ -f "$sink_dir/ready" ] && ok "provider sink starts" || bad "provider sink starts" "$(cat "$tmp/sink.log")"
+
 if ! sp_start main; then
   bad "sealpostd starts"
   finish "$label"
@@ -26,9 +40,23 @@ fi
 ok "sealpostd starts"
 make_tenant oa-main && ok "a tenant with a credential" || bad "a tenant with a credential"
 
+# The key exchange of test_sealpostd_send.sh for the channel example's provider key
+# (its encryption.key), run by the checker once it has saved the channel.
+key_name=$("$PY" -c 'import sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))
+print(d["paths"]["/v1/channels/{id}"]["put"]["requestBody"]["content"]["application/json"]["example"]["encryption"]["key"])' \
+  "$src/docs/openapi.yaml") || bad "the channel example names its provider key"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/provider.pem" 2>/dev/null
+openssl pkey -in "$tmp/provider.pem" -pubout -out "$tmp/provider.pub" 2>/dev/null
+key_exchange="'$cli' keys export --store 'sqlite:$SP_DIR/sealpost.db' \
+  --kms 'local:path=$SP_DIR/kms/$TENANT_ID.key;create=1' --tenant '$TENANT_ID' --channel '$key_name' \
+  --recipient '$tmp/provider.pub' >'$tmp/keys.jwe' &&
+  '$cli' keys import --keys '$tmp/provider-keys.json' --private-key '$tmp/provider.pem' <'$tmp/keys.jwe'"
+
 "$PY" "$here/openapi_check.py" --spec "$src/docs/openapi.yaml" --url "$SP_URL" --cacert "$SP_CA" \
   --admin-key "$ADMIN_KEY" --admin-secret "$ADMIN_SECRET" \
-  --tenant "$TENANT_ID" --tenant-key "$TENANT_KEY" --tenant-secret "$TENANT_SECRET" >"$out" 2>"$err"
+  --tenant "$TENANT_ID" --tenant-key "$TENANT_KEY" --tenant-secret "$TENANT_SECRET" \
+  --sink-url "http://127.0.0.1:$sink_port/send" --after-setup "$key_exchange" --expect-delivered >"$out" 2>"$err"
 rc=$?
 cat "$out"
 pass=$((pass + $(grep -c '^ok' "$out")))

@@ -269,6 +269,11 @@ static void test_state_machine(void **state) {
     assert_int_equal(state_of(kr, "acme", "sms", v3), SP_KEYRING_ACTIVE);
     assert_int_equal(state_of(kr, "acme", "sms", v1), SP_KEYRING_DESTROYED);
     assert_int_equal(assert_one_active_each(kr), 3);
+    /* no version: the active one */
+    assert_ok(sp_keyring_find(kr, "acme", "sms", NULL, &e));
+    assert_string_equal(e.version, v3);
+    assert_int_equal(e.state, SP_KEYRING_ACTIVE);
+    assert_rc(sp_keyring_find(kr, "acme", "nope", NULL, &e), SP_ERR_NOT_FOUND);
 
     /* versions that do not exist, or exist in another channel */
     assert_rc(sp_keyring_retire(kr, "acme", "sms", UNKNOWN_VERSION, T0), SP_ERR_NOT_FOUND);
