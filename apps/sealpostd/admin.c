@@ -80,9 +80,7 @@ static void changed(spd_app *app) {
     spd_tenant_invalidate(app);
 }
 
-/* The request body as a JSON object; answers and returns NULL otherwise.
- * empty_ok: an absent body reads as {}. */
-static json_t *body_object(sp_http_request *req, bool empty_ok) {
+json_t *spd_body_object(sp_http_request *req, bool empty_ok) {
     size_t len = 0;
     const uint8_t *data = sp_http_body(req, &len);
     if (len == 0 && empty_ok) return json_object();
@@ -187,7 +185,7 @@ static sp_error cred_create_tx(sp_store *store, void *arg) {
 }
 
 static void credential_create(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *tenant) {
-    json_t *body = body_object(req, true);
+    json_t *body = spd_body_object(req, true);
     if (!body) {
         audit_admin(app, "admin.credential.create", auth, tenant, "bad_request", NULL);
         return;
@@ -310,7 +308,7 @@ static sp_error tenant_create_tx(sp_store *store, void *arg) {
 }
 
 static void tenant_create(spd_app *app, sp_http_request *req, const spd_auth *auth) {
-    json_t *body = body_object(req, false);
+    json_t *body = spd_body_object(req, false);
     if (!body) {
         audit_admin(app, "admin.tenant.create", auth, "", "bad_request", NULL);
         return;
@@ -453,7 +451,7 @@ static sp_error tenant_patch_tx(sp_store *store, void *arg) {
 }
 
 static void tenant_patch(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *id) {
-    json_t *body = body_object(req, false);
+    json_t *body = spd_body_object(req, false);
     if (!body) {
         audit_admin(app, "admin.tenant.update", auth, id, "bad_request", NULL);
         return;

@@ -24,33 +24,6 @@
 
 #define SPD_CAMPAIGN_RETRIES 3
 
-static bool campaign_id_ok(const char *id) {
-    size_t n = id ? strlen(id) : 0;
-    if (n == 0 || n > SP_STORE_MAX_NAME) return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
-    }
-    return true;
-}
-
-static json_t *body_object(sp_http_request *req) {
-    size_t len = 0;
-    const uint8_t *data = sp_http_body(req, &len);
-    json_error_t jerr;
-    json_t *doc = data && len ? json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-    if (!doc) {
-        spd_reply_error(req, 400, "bad_json", "the body is not valid JSON (or repeats a key)");
-        return NULL;
-    }
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        spd_reply_error(req, 400, "bad_request", "the body must be a JSON object");
-        return NULL;
-    }
-    return doc;
-}
-
 static json_t *counts_json(const sp_store_outbox_counts *c) {
     return json_pack("{s:I,s:I,s:I,s:I,s:I}", "queued", (json_int_t)c->queued, "sending", (json_int_t)c->sending,
                      "sent", (json_int_t)c->sent, "failed", (json_int_t)c->failed, "dead", (json_int_t)c->dead);
@@ -91,7 +64,7 @@ static void settle_state(sp_store *store, const char *tenant, sp_store_campaign_
 /* ---- POST /v1/campaigns ---- */
 
 static void campaign_create(spd_app *app, sp_http_request *req, spd_tenant *t) {
-    json_t *body = body_object(req);
+    json_t *body = spd_body_object(req, false);
     if (!body) return;
     char err[320] = "";
     const char *k;
@@ -108,7 +81,7 @@ static void campaign_create(spd_app *app, sp_http_request *req, spd_tenant *t) {
                  *jat = json_object_get(body, "send_at");
     if (!err[0]) {
         if (jid) {
-            if (!json_is_string(jid) || !campaign_id_ok(json_string_value(jid)))
+            if (!json_is_string(jid) || !spd_name_ok(json_string_value(jid)))
                 snprintf(err, sizeof err, "id: 1..64 of a-z, 0-9, _ and -");
             else
                 snprintf(id, sizeof id, "%s", json_string_value(jid));
@@ -122,7 +95,7 @@ static void campaign_create(spd_app *app, sp_http_request *req, spd_tenant *t) {
             snprintf(id, sizeof id, "c-%s", uuid);
         }
     }
-    if (!err[0] && (!json_is_string(jchan) || !campaign_id_ok(json_string_value(jchan))))
+    if (!err[0] && (!json_is_string(jchan) || !spd_name_ok(json_string_value(jchan))))
         snprintf(err, sizeof err, "channel: the id of one of this tenant's channels");
     int64_t send_at = 0, now = (int64_t)time(NULL);
     if (!err[0] && jat && !json_is_null(jat)) {
@@ -277,36 +250,20 @@ static sp_error list_one(void *arg, const sp_store_campaign_row *row) {
 }
 
 static void campaign_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
-    const char *after = sp_http_query(req, "after");
-    const char *limit_text = sp_http_query(req, "limit");
-    size_t limit = 100;
-    if (limit_text) {
-        char *end = NULL;
-        unsigned long v = strtoul(limit_text, &end, 10);
-        if (!end || *end || v < 1 || v > SP_STORE_MAX_LIST) {
-            spd_reply_error(req, 400, "bad_request", "limit: must be 1..1000");
-            return;
-        }
-        limit = v;
-    }
-    if (after && after[0] && !campaign_id_ok(after)) {
-        spd_reply_error(req, 400, "bad_request", "after: not a campaign id");
-        return;
-    }
+    const char *after;
+    size_t limit;
+    if (!spd_page_query(req, spd_name_ok, &after, &limit)) return;
     sp_store *store;
     sp_error rc = spd_store(app, &store);
     list_ctx c = {.items = json_array()};
     if (!c.items) rc = SP_ERR_NO_MEMORY;
-    if (rc == SP_OK) rc = sp_store_campaign_list(store, t->id, after ? after : "", limit, list_one, &c);
-    json_t *reply = rc == SP_OK ? json_object() : NULL;
-    if (!reply) {
+    if (rc == SP_OK) rc = sp_store_campaign_list(store, t->id, after, limit, list_one, &c);
+    if (rc != SP_OK) {
         json_decref(c.items);
-        spd_fail(req, rc == SP_OK ? SP_ERR_NO_MEMORY : rc, "campaign.list");
+        spd_fail(req, rc, "campaign.list");
         return;
     }
-    json_object_set_new(reply, "campaigns", c.items);
-    json_object_set_new(reply, "next", c.count == limit ? json_string(c.last) : json_null());
-    spd_reply_json(req, 200, reply);
+    spd_reply_page(req, "campaigns", c.items, c.count, limit, c.last);
 }
 
 static void campaign_delete(spd_app *app, sp_http_request *req, spd_tenant *t, const char *id) {
@@ -365,7 +322,7 @@ static void campaign_replay(spd_app *app, sp_http_request *req, spd_tenant *t, c
 }
 
 static void campaign_test(spd_app *app, sp_http_request *req, spd_tenant *t, const char *id) {
-    json_t *body = body_object(req);
+    json_t *body = spd_body_object(req, false);
     if (!body) return;
     const json_t *pid = json_object_get(body, "profile_id");
     if (!json_is_string(pid) || json_string_length(pid) == 0 || json_string_length(pid) > SP_STORE_MAX_ID ||
@@ -413,7 +370,7 @@ void spd_campaigns_route(spd_app *app, sp_http_request *req, const spd_auth *aut
         else campaign_list(app, req, t);
         return;
     }
-    if (!campaign_id_ok(campaign_id)) {
+    if (!spd_name_ok(campaign_id)) {
         spd_reply_error(req, 404, "not_found", "no such campaign");
         return;
     }

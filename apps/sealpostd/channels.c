@@ -130,7 +130,7 @@ sp_error spd_channel_load(spd_app *app, sp_store *store, const char *tenant, con
 
 /* ---- replies ---- */
 
-static bool channel_id_ok(const char *id) {
+bool spd_name_ok(const char *id) {
     size_t n = id ? strlen(id) : 0;
     if (n == 0 || n > SP_STORE_MAX_NAME) return false;
     for (size_t i = 0; i < n; i++) {
@@ -313,41 +313,20 @@ static sp_error list_one(void *arg, const sp_store_channel_row *row) {
 }
 
 static void channel_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
-    const char *after = sp_http_query(req, "after");
-    const char *limit_text = sp_http_query(req, "limit");
-    size_t limit = 100;
-    if (limit_text) {
-        char *end = NULL;
-        unsigned long v = strtoul(limit_text, &end, 10);
-        if (!end || *end || v < 1 || v > SP_STORE_MAX_LIST) {
-            spd_reply_error(req, 400, "bad_request", "limit: must be 1..1000");
-            return;
-        }
-        limit = v;
-    }
-    if (after && after[0] && !channel_id_ok(after)) {
-        spd_reply_error(req, 400, "bad_request", "after: not a channel id");
-        return;
-    }
+    const char *after;
+    size_t limit;
+    if (!spd_page_query(req, spd_name_ok, &after, &limit)) return;
     sp_store *store;
     sp_error rc = spd_store(app, &store);
     list_ctx c = {.items = json_array()};
     if (!c.items) rc = SP_ERR_NO_MEMORY;
-    if (rc == SP_OK) rc = sp_store_channel_list(store, t->id, after ? after : "", limit, list_one, &c);
+    if (rc == SP_OK) rc = sp_store_channel_list(store, t->id, after, limit, list_one, &c);
     if (rc != SP_OK) {
         json_decref(c.items);
         spd_fail(req, rc, "channel.list");
         return;
     }
-    json_t *reply = json_object();
-    if (!reply) {
-        json_decref(c.items);
-        spd_fail(req, SP_ERR_NO_MEMORY, "channel.reply");
-        return;
-    }
-    json_object_set_new(reply, "channels", c.items);
-    json_object_set_new(reply, "next", c.count == limit ? json_string(c.last) : json_null());
-    spd_reply_json(req, 200, reply);
+    spd_reply_page(req, "channels", c.items, c.count, limit, c.last);
 }
 
 static void channel_delete(spd_app *app, sp_http_request *req, spd_tenant *t, const char *id) {
@@ -377,7 +356,7 @@ void spd_channels_route(spd_app *app, sp_http_request *req, const spd_auth *auth
         channel_list(app, req, t);
         return;
     }
-    if (!channel_id_ok(channel_id)) {
+    if (!spd_name_ok(channel_id)) {
         if (strcmp(method, "PUT") == 0)
             spd_reply_error(req, 400, "bad_request", "channel ids are 1..64 of a-z, 0-9, _ and -");
         else

@@ -303,6 +303,17 @@ sp_http_verdict spd_on_headers(void *app, sp_http_request *req);
 void spd_on_request(void *app, sp_http_request *req);
 
 /* ---- replies (router.c) ---- */
+/* ?after=…&limit=… of a list route (limit 1..SP_STORE_MAX_LIST, default
+ * 100; after "" or an id id_ok accepts); answers 400 and returns false
+ * when either is bad. */
+bool spd_page_query(sp_http_request *req, bool (*id_ok)(const char *), const char **after, size_t *limit);
+/* Answers 200 {"<key>": items, "next": last or null}: next is the last id
+ * of a full page. Steals items. */
+void spd_reply_page(sp_http_request *req, const char *key, json_t *items, size_t count, size_t limit,
+                    const char *last);
+/* The request body as a JSON object, or an answer (400 bad_json /
+ * bad_request) and NULL; empty_ok: an absent body reads as {}. */
+json_t *spd_body_object(sp_http_request *req, bool empty_ok);
 void spd_reply_error(sp_http_request *req, unsigned status, const char *code, const char *message);
 /* Serialises (compact) and answers; steals the reference to body. */
 void spd_reply_json(sp_http_request *req, unsigned status, json_t *body);
@@ -333,6 +344,9 @@ void spd_profile_delete(spd_app *app, sp_http_request *req, const spd_auth *auth
 void spd_events_post(spd_app *app, sp_http_request *req, const spd_auth *auth);
 
 /* ---- channels (channels.c) ---- */
+
+/* Channel and campaign ids: 1..64 of a-z, 0-9, _ and -. */
+bool spd_name_ok(const char *id);
 
 /* Routes under /v1/channels (path_after_prefix is what follows "/v1"). */
 void spd_channels_route(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *channel_id);

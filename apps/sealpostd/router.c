@@ -253,6 +253,40 @@ void spd_reply_sp_error(sp_http_request *req, sp_error err) {
     spd_reply_error(req, 500, "internal", "internal error");
 }
 
+bool spd_page_query(sp_http_request *req, bool (*id_ok)(const char *), const char **after, size_t *limit) {
+    const char *a = sp_http_query(req, "after");
+    const char *limit_text = sp_http_query(req, "limit");
+    *limit = 100;
+    if (limit_text) {
+        char *end = NULL;
+        unsigned long v = strtoul(limit_text, &end, 10);
+        if (!end || *end || v < 1 || v > SP_STORE_MAX_LIST) {
+            spd_reply_error(req, 400, "bad_request", "limit: must be 1..1000");
+            return false;
+        }
+        *limit = v;
+    }
+    if (a && a[0] && !id_ok(a)) {
+        spd_reply_error(req, 400, "bad_request", "after: not an id");
+        return false;
+    }
+    *after = a ? a : "";
+    return true;
+}
+
+void spd_reply_page(sp_http_request *req, const char *key, json_t *items, size_t count, size_t limit,
+                    const char *last) {
+    json_t *reply = json_object();
+    if (!reply) json_decref(items);
+    if (!reply || json_object_set_new(reply, key, items) != 0 ||
+        json_object_set_new(reply, "next", count == limit ? json_string(last) : json_null()) != 0) {
+        json_decref(reply);
+        spd_reply_error(req, 500, "internal", "internal error");
+        return;
+    }
+    spd_reply_json(req, 200, reply);
+}
+
 /* ---- keyed hashes ---- */
 
 sp_error spd_credential_hash(const spd_app *app, spd_hash_kind kind, const char *value, size_t len,

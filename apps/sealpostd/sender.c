@@ -915,6 +915,49 @@ static sp_error build_request(spd_req *r, spd_msg *msgs, size_t first, size_t co
     return SP_OK;
 }
 
+/* The request r describes, through channel c: a sealed message always
+ * travels as a POST body; only a plain GET channel puts it in the URL. */
+static sp_http_client_request http_request_of(const spd_req *r, const spd_chan *c) {
+    sp_http_client_request hr = {
+        .method = SP_HTTP_CLIENT_POST,
+        .url = r->url.data,
+        .headers = r->headers,
+        .n_headers = r->n_headers,
+        .body = r->body.data,
+        .body_len = r->body.len,
+        .oauth2 = c->oauth2,
+    };
+    sp_channel_encryption enc;
+    sp_channel_get_encryption(c->channel, &enc);
+    if (!enc.enabled && sp_channel_get_method(c->channel) == SP_CHANNEL_GET) {
+        hr.method = SP_HTTP_CLIENT_GET;
+        hr.body = NULL;
+        hr.body_len = 0;
+    }
+    return hr;
+}
+
+/* A worker's HTTP client (a test send's too). */
+static sp_error new_client(const spd_config *cfg, unsigned in_flight, sp_http_client **out) {
+    sp_http_client_config hc = sp_http_client_config_default();
+    hc.max_in_flight = in_flight;
+    if (hc.max_connections_per_host > hc.max_in_flight) hc.max_connections_per_host = hc.max_in_flight;
+    hc.timeout_ms = cfg->sender_timeout_ms ? cfg->sender_timeout_ms : 15000;
+    if (hc.connect_timeout_ms > hc.timeout_ms) hc.connect_timeout_ms = hc.timeout_ms;
+    hc.ca_file = cfg->sender_ca_file[0] ? cfg->sender_ca_file : NULL;
+    hc.allow_self_signed = hc.ca_file != NULL;
+    return sp_http_client_new(&hc, out);
+}
+
+static void free_oauth(spd_oauth_entry *e) {
+    while (e) {
+        spd_oauth_entry *next = e->next;
+        sp_oauth2_free(e->oauth2);
+        free(e);
+        e = next;
+    }
+}
+
 static bool retryable(sp_error rc) {
     return rc == SP_ERR_PROVIDER_UNAVAILABLE || rc == SP_ERR_NETWORK || rc == SP_ERR_NO_MEMORY;
 }
@@ -1098,22 +1141,7 @@ static void send_batch(spd_worker *w) {
             i += n;
             continue;
         }
-        sp_http_client_request hr = {
-            .method = SP_HTTP_CLIENT_POST,
-            .url = r->url.data,
-            .headers = r->headers,
-            .n_headers = r->n_headers,
-            .body = r->body.data,
-            .body_len = r->body.len,
-            .oauth2 = m->chan->oauth2,
-        };
-        sp_channel_encryption enc;
-        sp_channel_get_encryption(m->chan->channel, &enc);
-        if (!enc.enabled && sp_channel_get_method(m->chan->channel) == SP_CHANNEL_GET) {
-            hr.method = SP_HTTP_CLIENT_GET;
-            hr.body = NULL;
-            hr.body_len = 0;
-        }
+        sp_http_client_request hr = http_request_of(r, m->chan);
         for (;;) {
             rc = sp_http_client_submit(w->http, &hr, r);
             if (rc != SP_ERR_UNAVAILABLE) break;
@@ -1382,16 +1410,7 @@ sp_error spd_sender_start(spd_app *app) {
             w->reqs = calloc(w->cap_reqs, sizeof *w->reqs);
             if (!w->msgs || !w->reqs) rc = SP_ERR_NO_MEMORY;
         }
-        if (rc == SP_OK) {
-            sp_http_client_config hc = sp_http_client_config_default();
-            hc.max_in_flight = cfg->sender_in_flight;
-            if (hc.max_connections_per_host > hc.max_in_flight) hc.max_connections_per_host = hc.max_in_flight;
-            hc.timeout_ms = cfg->sender_timeout_ms;
-            if (hc.connect_timeout_ms > hc.timeout_ms) hc.connect_timeout_ms = hc.timeout_ms;
-            hc.ca_file = cfg->sender_ca_file[0] ? cfg->sender_ca_file : NULL;
-            hc.allow_self_signed = hc.ca_file != NULL;
-            rc = sp_http_client_new(&hc, &w->http);
-        }
+        if (rc == SP_OK) rc = new_client(cfg, cfg->sender_in_flight, &w->http);
         if (rc == SP_OK && pthread_create(&s->workers[i], NULL, worker_main, w) != 0) rc = SP_ERR_NO_MEMORY;
         if (rc != SP_OK) {
             if (w) worker_free(w);
@@ -1425,12 +1444,7 @@ void spd_sender_stop(spd_app *app, unsigned grace_ms) {
     spd_sender_wake(app);
     for (unsigned i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
     if (s->scheduler_started) pthread_join(s->scheduler, NULL);
-    for (spd_oauth_entry *e = s->oauth; e;) {
-        spd_oauth_entry *next = e->next;
-        sp_oauth2_free(e->oauth2);
-        free(e);
-        e = next;
-    }
+    free_oauth(s->oauth);
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->oauth_lock);
@@ -1466,16 +1480,7 @@ sp_error spd_send_test(spd_app *app, const char *tenant, const char *campaign, c
         w->reqs = calloc(1, sizeof *w->reqs);
         if (!w->msgs || !w->reqs) rc = SP_ERR_NO_MEMORY;
     }
-    if (rc == SP_OK) {
-        sp_http_client_config hc = sp_http_client_config_default();
-        hc.max_in_flight = 1;
-        hc.max_connections_per_host = 1;
-        hc.timeout_ms = cfg->sender_timeout_ms ? cfg->sender_timeout_ms : 15000;
-        if (hc.connect_timeout_ms > hc.timeout_ms) hc.connect_timeout_ms = hc.timeout_ms;
-        hc.ca_file = cfg->sender_ca_file[0] ? cfg->sender_ca_file : NULL;
-        hc.allow_self_signed = hc.ca_file != NULL;
-        rc = sp_http_client_new(&hc, &w->http);
-    }
+    if (rc == SP_OK) rc = new_client(cfg, 1, &w->http);
     if (rc == SP_OK) rc = spd_store(app, &store);
     if (rc == SP_OK) rc = spd_tenant_get(app, tenant, &t);
     sp_store_campaign_row row;
@@ -1518,20 +1523,7 @@ sp_error spd_send_test(spd_app *app, const char *tenant, const char *campaign, c
         for (size_t i = 0; i < r->n_headers; i++)
             seen = seen || contains(r->headers[i].value, strlen(r->headers[i].value), m->text.data, m->to_len);
         report->plaintext_absent = !seen;
-        sp_http_client_request hr = {
-            .method = SP_HTTP_CLIENT_POST,
-            .url = r->url.data,
-            .headers = r->headers,
-            .n_headers = r->n_headers,
-            .body = r->body.data,
-            .body_len = r->body.len,
-            .oauth2 = m->chan->oauth2,
-        };
-        if (!enc.enabled && sp_channel_get_method(m->chan->channel) == SP_CHANNEL_GET) {
-            hr.method = SP_HTTP_CLIENT_GET;
-            hr.body = NULL;
-            hr.body_len = 0;
-        }
+        sp_http_client_request hr = http_request_of(r, m->chan);
         buf_wipe(&m->text);
         rc = sp_http_client_submit(w->http, &hr, r);
         while (rc == SP_OK && sp_http_client_in_flight(w->http) > 0) {
@@ -1546,12 +1538,7 @@ sp_error spd_send_test(spd_app *app, const char *tenant, const char *campaign, c
     if (m) buf_wipe(&m->text);
     if (rc != SP_OK) report->result = rc;
     if (w) worker_free(w);
-    for (spd_oauth_entry *e = s.oauth; e;) {
-        spd_oauth_entry *next = e->next;
-        sp_oauth2_free(e->oauth2);
-        free(e);
-        e = next;
-    }
+    free_oauth(s.oauth);
     pthread_mutex_destroy(&s.oauth_lock);
     if (app->messages_sent && report->result == SP_OK) sp_metric_add(app->messages_sent, 1);
     return reached_render ? SP_OK : rc;
