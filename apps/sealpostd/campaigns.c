@@ -234,19 +234,8 @@ static void campaign_get(spd_app *app, sp_http_request *req, spd_tenant *t, cons
     spd_reply_json(req, 200, reply);
 }
 
-typedef struct list_ctx {
-    json_t *items;
-    char last[SP_STORE_MAX_NAME + 1];
-    size_t count;
-} list_ctx;
-
 static sp_error list_one(void *arg, const sp_store_campaign_row *row) {
-    list_ctx *c = arg;
-    json_t *item = campaign_json(row, NULL);
-    if (!item || json_array_append_new(c->items, item) != 0) return SP_ERR_NO_MEMORY;
-    snprintf(c->last, sizeof c->last, "%s", row->id);
-    c->count++;
-    return SP_OK;
+    return spd_page_add(arg, campaign_json(row, NULL), row->id);
 }
 
 static void campaign_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
@@ -255,7 +244,7 @@ static void campaign_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
     if (!spd_page_query(req, spd_name_ok, &after, &limit)) return;
     sp_store *store;
     sp_error rc = spd_store(app, &store);
-    list_ctx c = {.items = json_array()};
+    spd_page c = {.items = json_array()};
     if (!c.items) rc = SP_ERR_NO_MEMORY;
     if (rc == SP_OK) rc = sp_store_campaign_list(store, t->id, after, limit, list_one, &c);
     if (rc != SP_OK) {
@@ -263,7 +252,7 @@ static void campaign_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
         spd_fail(req, rc, "campaign.list");
         return;
     }
-    spd_reply_page(req, "campaigns", c.items, c.count, limit, c.last);
+    spd_reply_page(req, "campaigns", &c, limit);
 }
 
 static void campaign_delete(spd_app *app, sp_http_request *req, spd_tenant *t, const char *id) {

@@ -297,19 +297,8 @@ static void channel_get(spd_app *app, sp_http_request *req, spd_tenant *t, const
     spd_reply_json(req, 200, reply);
 }
 
-typedef struct list_ctx {
-    json_t *items;
-    char last[SP_STORE_MAX_NAME + 1];
-    size_t count;
-} list_ctx;
-
 static sp_error list_one(void *arg, const sp_store_channel_row *row) {
-    list_ctx *c = arg;
-    json_t *item = channel_json(row->id, row->kind, row->config, row->config_len, NULL, row->created, row->updated);
-    if (!item || json_array_append_new(c->items, item) != 0) return SP_ERR_NO_MEMORY;
-    snprintf(c->last, sizeof c->last, "%s", row->id);
-    c->count++;
-    return SP_OK;
+    return spd_page_add(arg, channel_json(row->id, row->kind, row->config, row->config_len, NULL, row->created, row->updated), row->id);
 }
 
 static void channel_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
@@ -318,7 +307,7 @@ static void channel_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
     if (!spd_page_query(req, spd_name_ok, &after, &limit)) return;
     sp_store *store;
     sp_error rc = spd_store(app, &store);
-    list_ctx c = {.items = json_array()};
+    spd_page c = {.items = json_array()};
     if (!c.items) rc = SP_ERR_NO_MEMORY;
     if (rc == SP_OK) rc = sp_store_channel_list(store, t->id, after, limit, list_one, &c);
     if (rc != SP_OK) {
@@ -326,7 +315,7 @@ static void channel_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
         spd_fail(req, rc, "channel.list");
         return;
     }
-    spd_reply_page(req, "channels", c.items, c.count, limit, c.last);
+    spd_reply_page(req, "channels", &c, limit);
 }
 
 static void channel_delete(spd_app *app, sp_http_request *req, spd_tenant *t, const char *id) {

@@ -307,10 +307,17 @@ void spd_on_request(void *app, sp_http_request *req);
  * 100; after "" or an id id_ok accepts); answers 400 and returns false
  * when either is bad. */
 bool spd_page_query(sp_http_request *req, bool (*id_ok)(const char *), const char **after, size_t *limit);
+/* A list being gathered from a store's callback. */
+typedef struct spd_page {
+    json_t *items;
+    char last[SP_STORE_MAX_ID + 1];
+    size_t count;
+} spd_page;
+/* Appends item (stolen; NULL is out of memory) whose id is id. */
+sp_error spd_page_add(spd_page *page, json_t *item, const char *id);
 /* Answers 200 {"<key>": items, "next": last or null}: next is the last id
- * of a full page. Steals items. */
-void spd_reply_page(sp_http_request *req, const char *key, json_t *items, size_t count, size_t limit,
-                    const char *last);
+ * of a full page. Steals page->items. */
+void spd_reply_page(sp_http_request *req, const char *key, spd_page *page, size_t limit);
 /* The request body as a JSON object, or an answer (400 bad_json /
  * bad_request) and NULL; empty_ok: an absent body reads as {}. */
 json_t *spd_body_object(sp_http_request *req, bool empty_ok);

@@ -274,12 +274,18 @@ bool spd_page_query(sp_http_request *req, bool (*id_ok)(const char *), const cha
     return true;
 }
 
-void spd_reply_page(sp_http_request *req, const char *key, json_t *items, size_t count, size_t limit,
-                    const char *last) {
+sp_error spd_page_add(spd_page *page, json_t *item, const char *id) {
+    if (!item || json_array_append_new(page->items, item) != 0) return SP_ERR_NO_MEMORY;
+    snprintf(page->last, sizeof page->last, "%s", id);
+    page->count++;
+    return SP_OK;
+}
+
+void spd_reply_page(sp_http_request *req, const char *key, spd_page *page, size_t limit) {
     json_t *reply = json_object();
-    if (!reply) json_decref(items);
-    if (!reply || json_object_set_new(reply, key, items) != 0 ||
-        json_object_set_new(reply, "next", count == limit ? json_string(last) : json_null()) != 0) {
+    if (!reply) json_decref(page->items);
+    if (!reply || json_object_set_new(reply, key, page->items) != 0 ||
+        json_object_set_new(reply, "next", page->count == limit ? json_string(page->last) : json_null()) != 0) {
         json_decref(reply);
         spd_reply_error(req, 500, "internal", "internal error");
         return;
