@@ -1413,6 +1413,46 @@ static void test_outbox_state_machine(void **state) {
     sp_store_rollback(s);
 }
 
+/* A deferral (the tenant's KMS down: nothing reached the provider) puts
+ * the message back without using up an attempt, so a long outage never
+ * dead-letters it; only the owner's rows move. */
+static void test_outbox_defer(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    suite_channel(s, "acme", "sms");
+    suite_campaign(s, "acme", "c", "sms");
+    for (int i = 0; i < 3; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "p%d", i);
+        suite_upsert(s, "acme", id, "{}", NULL, 0, T0);
+    }
+    assert_int_equal(suite_expand_all(s, "acme", "c", MS0), 3);
+    suite_claimed a, b;
+    assert_int_equal(suite_claim(s, "w1", MS0, 30000, 10, &a), 3);
+    uint64_t changed = 99;
+    assert_ok(sp_store_outbox_defer(s, "w2", a.seqs, 2, MS0 + 500, "SP_ERR_KMS_UNAVAILABLE", MS0 + 1, &changed));
+    assert_int_equal(changed, 0); /* not w2's */
+    for (int round = 0; round < 5; round++) {
+        assert_ok(sp_store_outbox_defer(s, "w1", a.seqs, 2, MS0 + 500, "SP_ERR_KMS_UNAVAILABLE", MS0 + 1, &changed));
+        assert_int_equal(changed, 2);
+        assert_int_equal(suite_counts(s, "acme", "c").queued, 2);
+        assert_int_equal(suite_claim(s, "w1", MS0 + 100, 30000, 10, &b), 0); /* not due yet */
+        assert_int_equal(suite_claim(s, "w1", MS0 + 500, 30000, 10, &b), 2);
+        for (size_t i = 0; i < b.n; i++) assert_int_equal(b.msgs[i].attempts, 1);
+    }
+    sp_store_outbox_row r = suite_message(s, b.msgs[0].message_id);
+    assert_string_equal(r.last_error, "SP_ERR_KMS_UNAVAILABLE");
+    assert_int_equal(r.state, SP_STORE_OUTBOX_SENDING);
+    /* a real failure now counts as the first attempt */
+    assert_ok(sp_store_outbox_retry(s, "w1", b.seqs, b.n, MS0 + 600, "SP_ERR_NETWORK", 0, 2, MS0 + 501, &changed));
+    assert_int_equal(changed, 2);
+    assert_int_equal(suite_counts(s, "acme", "c").dead, 0);
+    assert_rc(sp_store_outbox_defer(s, "w1", a.seqs, 0, MS0, "x", MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_outbox_defer(s, "w1", a.seqs, 1, 0, "x", MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_outbox_defer(s, "bad owner!", a.seqs, 1, MS0, "x", MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_outbox_defer(s, "w1", a.seqs, 1, MS0, "line\nbreak", MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+}
+
 /* A worker that stopped answering: its lease runs out, another worker takes
  * the message over, and the first one's late done changes nothing. */
 static void test_outbox_lease_expiry(void **state) {
@@ -1749,7 +1789,7 @@ static void test_outbox_two_processes(void **state) {
         SUITE_TEST(test_tenant_delete_takes_everything), SUITE_TEST(test_transactions), SUITE_TEST(test_arguments), \
         SUITE_TEST(test_allocation_failures), SUITE_TEST(test_two_connections), SUITE_TEST(test_keyring_storage), \
         SUITE_TEST(test_import_keyring_file), SUITE_TEST(test_migration_to_outbox), SUITE_TEST(test_channels),   \
-        SUITE_TEST(test_campaigns), SUITE_TEST(test_outbox_expand), SUITE_TEST(test_outbox_state_machine),       \
+        SUITE_TEST(test_campaigns), SUITE_TEST(test_outbox_expand), SUITE_TEST(test_outbox_state_machine), SUITE_TEST(test_outbox_defer),       \
         SUITE_TEST(test_outbox_lease_expiry), SUITE_TEST(test_outbox_arguments),                                 \
         SUITE_TEST(test_outbox_allocation_failures), SUITE_TEST(test_outbox_two_processes)
 

@@ -346,7 +346,12 @@ static void tenant_create(spd_app *app, sp_http_request *req, const spd_auth *au
     }
     if (rc == SP_OK) {
         char why[200] = "";
-        rc = spd_kms_probe(s->kms, why, sizeof why);
+        char pinned[SP_KMS_MAX_CONFIG + 1];
+        rc = spd_kms_probe(s->kms, why, sizeof why, pinned, sizeof pinned);
+        if (rc == SP_OK) {
+            if (strlen(pinned) >= sizeof s->kms) rc = SP_ERR_TOO_LARGE;
+            else memcpy(s->kms, pinned, strlen(pinned) + 1);
+        }
         if (rc != SP_OK) {
             snprintf(c.err, sizeof c.err, "kms: %s", why[0] ? why : sp_strerror(rc));
             status = 400, code = "bad_request", message = c.err;

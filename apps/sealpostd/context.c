@@ -384,7 +384,40 @@ sp_error spd_tenant_erase_keys(spd_app *app, const char *tenant_id) {
     return rc;
 }
 
-sp_error spd_kms_probe(const char *kms_config, char *err, size_t cap) {
+/* A KMIP config with create=1 and no key-id makes a new master key at every
+ * open: every thread and process of the tenant would wrap under a key of
+ * its own. Once the probe made one, the config names it instead. Other
+ * configs are kept as they are. */
+static sp_error spd_kms_pin(const char *config, const char *key_id, char *out, size_t cap) {
+    static const char kmip[] = "kmip:", create[] = "create=1", uid_prefix[] = "kmip:";
+    int n = snprintf(out, cap, "%s", config);
+    if (n < 0 || (size_t)n >= cap) return SP_ERR_TOO_LARGE;
+    if (strncmp(config, kmip, sizeof kmip - 1) != 0 || strstr(config, "key-id=") != NULL) return SP_OK;
+    /* the options, ';'-separated: create=1 dropped */
+    const char *p = config + sizeof kmip - 1;
+    size_t len = sizeof kmip - 1;
+    bool created = false;
+    while (*p) {
+        size_t opt = strcspn(p, ";");
+        if (opt == sizeof create - 1 && strncmp(p, create, opt) == 0) {
+            created = true;
+        } else if (opt > 0) {
+            if (len + opt + 1 >= cap) return SP_ERR_TOO_LARGE;
+            if (out[len - 1] != ':') out[len++] = ';';
+            memcpy(out + len, p, opt);
+            len += opt;
+        }
+        p += opt + (p[opt] == ';');
+    }
+    out[len] = '\0';
+    if (!created) return SP_OK; /* no key-id and no create=1 does not open: nothing to pin */
+    if (!key_id || strncmp(key_id, uid_prefix, sizeof uid_prefix - 1) != 0) return SP_ERR_KMS_PROTOCOL;
+    n = snprintf(out + len, cap - len, ";key-id=%s", key_id + sizeof uid_prefix - 1);
+    if (n < 0 || (size_t)n >= cap - len) return SP_ERR_TOO_LARGE;
+    return SP_OK;
+}
+
+sp_error spd_kms_probe(const char *kms_config, char *err, size_t cap, char *pinned, size_t pinned_cap) {
     if (err != NULL && cap) err[0] = 0;
     if (kms_config == NULL || kms_config[0] == 0) {
         if (err != NULL) snprintf(err, cap, "no KMS configured");
@@ -415,6 +448,10 @@ sp_error spd_kms_probe(const char *kms_config, char *err, size_t cap) {
     sp_wipe(b, sizeof b);
     sp_key_free(dek);
     sp_key_free(back);
+    if (rc == SP_OK && pinned != NULL) {
+        step = "pin the master key";
+        rc = spd_kms_pin(kms_config, sp_kms_key_id(kms), pinned, pinned_cap);
+    }
     sp_kms_close(kms);
     if (rc != SP_OK && err != NULL) {
         /* the library's texts are static and never hold caller data or keys */

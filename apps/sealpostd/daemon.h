@@ -201,6 +201,7 @@ typedef struct spd_app {
     sp_metric *messages_retried;
     sp_metric *messages_failed;
     sp_metric *messages_dead;
+    sp_metric *messages_deferred;
     sp_metric *outbox_depth;
 } spd_app;
 
@@ -257,8 +258,10 @@ void spd_tenant_invalidate(spd_app *app);
 /* Crypto-erase of the tenant's vault keys (before its rows are deleted). */
 sp_error spd_tenant_erase_keys(spd_app *app, const char *tenant_id);
 /* Checks a KMS config the way a tenant will use it: open, wrap and unwrap a
- * data key; a readable reason in err. */
-sp_error spd_kms_probe(const char *kms_config, char *err, size_t cap);
+ * data key; a readable reason in err. pinned (may be NULL) gets the config
+ * to store: a KMIP config that asked for a new master key (create=1) names
+ * the one made (key-id=…), so later opens use it instead of making more. */
+sp_error spd_kms_probe(const char *kms_config, char *err, size_t cap, char *pinned, size_t pinned_cap);
 /* KMS counters summed over every tenant's handle since start (handles
  * closed since count too), and how many breakers are open now. */
 void spd_kms_totals(sp_kms_stats *sum, uint64_t *breakers_open);

@@ -296,6 +296,8 @@ static sp_error make_metrics(spd_app *app) {
                       &app->messages_failed)) ||
         (rc = counter(app, "sealpost_messages_total", "Messages by outcome of a send attempt", "outcome=\"dead\"",
                       &app->messages_dead)) ||
+        (rc = counter(app, "sealpost_messages_total", "Messages by outcome of a send attempt",
+                      "outcome=\"deferred\"", &app->messages_deferred)) ||
         (rc = sp_metrics_get(app->metrics, SP_METRIC_GAUGE, "sealpost_queue_depth", "Messages waiting per queue",
                              "queue=\"outbox\"", NULL, 0, &queue)))
         return rc;

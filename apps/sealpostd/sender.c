@@ -1022,13 +1022,13 @@ static void record_outcomes(spd_worker *w, sp_store *store) {
         outcome_error(m, error, sizeof error);
         sp_error rc;
         if (!m->done) {
-            /* never sent (stopping): back in the queue */
-            rc = sp_store_outbox_retry(store, w->owner, &m->row.seq, 1, now, "SP_ERR_UNAVAILABLE stopping", 0,
-                                       UINT32_MAX, now, &changed);
+            /* never sent: back in the queue, the attempt not counted */
+            rc = sp_store_outbox_defer(store, w->owner, &m->row.seq, 1, now, "SP_ERR_UNAVAILABLE not sent", now,
+                                       &changed);
         } else if (kms_trouble(m->outcome)) {
-            rc = sp_store_outbox_retry(store, w->owner, &m->row.seq, 1, now + SPD_KMS_RETRY_MS, error, 0, UINT32_MAX,
-                                       now, &changed);
-            if (app->messages_retried) sp_metric_add(app->messages_retried, 1);
+            /* nothing reached the provider: queued again, the attempt not counted */
+            rc = sp_store_outbox_defer(store, w->owner, &m->row.seq, 1, now + SPD_KMS_RETRY_MS, error, now, &changed);
+            if (app->messages_deferred) sp_metric_add(app->messages_deferred, 1);
         } else if (retryable(m->outcome)) {
             uint32_t rnd = 0;
             if (sp_random((uint8_t *)&rnd, sizeof rnd) != SP_OK) rnd = 0x7fffffffu;
@@ -1083,8 +1083,17 @@ static void fail_msg(spd_msg *m, sp_error rc, const char *reason) {
 /* Prepares every message of the batch (tenant, channel, campaign, render). */
 static void prepare_batch(spd_worker *w, sp_store *store) {
     spd_app *app = w->sender->app;
+    /* A tenant whose KMS failed once in this batch is not asked again for
+     * the rest of it: each try could wait out the KMS timeout, and the
+     * batch would outlive its lease. Its messages wait for the next round. */
+    char kms_down[SP_STORE_MAX_TENANT + 1] = "";
+    sp_error kms_error = SP_OK;
     for (size_t i = 0; i < w->n_msgs; i++) {
         spd_msg *m = &w->msgs[i];
+        if (kms_down[0] && strcmp(kms_down, m->row.tenant) == 0) {
+            fail_msg(m, kms_error, "kms");
+            continue;
+        }
         spd_tenant *t = NULL;
         sp_error rc = spd_tenant_get(app, m->row.tenant, &t);
         if (rc != SP_OK) {
@@ -1113,6 +1122,10 @@ static void prepare_batch(spd_worker *w, sp_store *store) {
                 sp_log(SP_LOG_WARN, "send.missing_value", f, 2);
             }
             fail_msg(m, rc, rc == SP_ERR_NOT_FOUND ? (missing ? "no_recipient" : "profile") : "render");
+        }
+        if (m->done && kms_trouble(m->outcome)) {
+            snprintf(kms_down, sizeof kms_down, "%s", m->row.tenant);
+            kms_error = m->outcome;
         }
     }
 }

@@ -487,6 +487,13 @@ SP_API SP_MUST_CHECK sp_error sp_store_outbox_retry(sp_store *store, const char 
 SP_API SP_MUST_CHECK sp_error sp_store_outbox_fail(sp_store *store, const char *owner, const uint64_t *seqs,
                                                    size_t n, sp_store_outbox_state state, const char *error,
                                                    int provider_status, int64_t now_ms, uint64_t *changed);
+/* The attempt did not happen for a reason on our side, not the
+ * provider's (the tenant's KMS unavailable, its key access revoked): back
+ * to 'queued' at next_attempt_ms with the attempt not counted, so a long
+ * outage never dead-letters a message; error is kept for operators. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_defer(sp_store *store, const char *owner, const uint64_t *seqs,
+                                                    size_t n, int64_t next_attempt_ms, const char *error,
+                                                    int64_t now_ms, uint64_t *changed);
 /* Graceful shutdown: every row 'sending' under owner back to 'queued', due
  * now_ms, the attempt it was claimed for not counted. */
 SP_API SP_MUST_CHECK sp_error sp_store_outbox_release(sp_store *store, const char *owner, int64_t now_ms,

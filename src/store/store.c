@@ -1347,6 +1347,16 @@ sp_error sp_store_outbox_fail(sp_store *store, const char *owner, const uint64_t
     return sp_settle(store, &a, changed);
 }
 
+sp_error sp_store_outbox_defer(sp_store *store, const char *owner, const uint64_t *seqs, size_t n,
+                               int64_t next_attempt_ms, const char *error, int64_t now_ms, uint64_t *changed) {
+    SP_ENSURE(sp_settle_ok(store, owner, seqs, n, now_ms), SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(next_attempt_ms > 0 && sp_error_text_ok(error), SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[5] = {sp_p_text(owner), sp_p_int(0), sp_p_int(next_attempt_ms), sp_p_text(error),
+                           sp_p_int(now_ms)};
+    sp_settle_args a = {SP_Q_OUTBOX_DEFER_ONE, SP_Q_OUTBOX_DEFER_MANY, p, 5, seqs, n, 0};
+    return sp_settle(store, &a, changed);
+}
+
 sp_error sp_store_outbox_release(sp_store *store, const char *owner, int64_t now_ms, uint64_t *changed) {
     SP_ENSURE(store != NULL && sp_owner_ok(owner) && now_ms > 0, SP_ERR_INVALID_ARGUMENT);
     sp_store_param p[2] = {sp_p_text(owner), sp_p_int(now_ms)};

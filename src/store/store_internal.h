@@ -106,6 +106,8 @@ typedef enum sp_store_q {
     SP_Q_OUTBOX_GET,           /* message id -> seq, tenant, campaign, channel, profile, message id, state,
                                   attempts, next attempt, lease owner, lease until, error, status, created,
                                   updated, sent at */
+    SP_Q_OUTBOX_DEFER_ONE,     /* owner, seq, next attempt, error, now */
+    SP_Q_OUTBOX_DEFER_MANY,    /* as one, seqs (array) */
     SP_Q__COUNT
 } sp_store_q;
 

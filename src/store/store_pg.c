@@ -160,6 +160,12 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
                              "WHERE seq = $2 AND state = 'sending' AND lease_owner = $1",
     [SP_Q_OUTBOX_FAIL_MANY] = "UPDATE outbox SET state = $3, last_error = $4, provider_status = $5, updated = $6 "
                               "WHERE seq = ANY($2) AND state = 'sending' AND lease_owner = $1",
+#define SP_PG_DEFER                                                                                          \
+    "UPDATE outbox SET state = 'queued', attempts = GREATEST(attempts - 1, 0), next_attempt = $3, last_error = $4, " \
+    "updated = $5 WHERE state = 'sending' AND lease_owner = $1 AND seq "
+    [SP_Q_OUTBOX_DEFER_ONE] = SP_PG_DEFER "= $2",
+    [SP_Q_OUTBOX_DEFER_MANY] = SP_PG_DEFER "= ANY($2)",
+#undef SP_PG_DEFER
     [SP_Q_OUTBOX_RELEASE] = "UPDATE outbox SET state = 'queued', attempts = GREATEST(attempts - 1, 0), "
                             "next_attempt = $2, updated = $2 WHERE state IN ('queued', 'sending') "
                             "AND state = 'sending' AND lease_owner = $1",

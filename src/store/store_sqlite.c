@@ -180,6 +180,8 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
                               "updated = ?7 WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
     [SP_Q_OUTBOX_FAIL_ONE] = "UPDATE outbox SET state = ?3, last_error = ?4, provider_status = ?5, updated = ?6 "
                              "WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
+    [SP_Q_OUTBOX_DEFER_ONE] = "UPDATE outbox SET state = 'queued', attempts = MAX(attempts - 1, 0), next_attempt = ?3, "
+                              "last_error = ?4, updated = ?5 WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
     [SP_Q_OUTBOX_RELEASE] = "UPDATE outbox SET state = 'queued', attempts = MAX(attempts - 1, 0), next_attempt = ?2, "
                             "updated = ?2 WHERE state IN ('queued', 'sending') AND state = 'sending' "
                             "AND lease_owner = ?1",

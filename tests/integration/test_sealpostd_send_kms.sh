@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A tenant's KMS goes away in the middle of sending: nothing is lost. The
+# tenant's master key lives in a real KMIP server (PyKMIP, from
+# scripts/kms-fixtures); data keys are cached for one second only, so every
+# message sent after that needs the KMS. The server is frozen (SIGSTOP: it
+# still accepts connections, then says nothing, as a hung KMS does) while a
+# campaign starts: no message reaches the provider, none fails or is
+# dead-lettered, the outbox says why they wait, and the attempts are not
+# used up. Thawed, the KMS answers again and every message goes out once.
+set -uo pipefail
+. "$(dirname "$0")/sealpostd_lib.sh"
+label=test_sealpostd_send_kms
+need_daemon "$label"
+need_cmd "$label" curl openssl sqlite3
+
+fixtures="$src/scripts/kms-fixtures"
+kmsdir="$tmp/kms"
+sink_pid=""
+stop_all() {
+  "$fixtures" resume "$kmsdir" >/dev/null 2>&1 || true
+  if [ -n "$sink_pid" ]; then kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; fi
+  "$fixtures" stop "$kmsdir" >/dev/null 2>&1 || true
+  sp_cleanup
+}
+trap stop_all EXIT
+if ! "$fixtures" start "$kmsdir" >"$tmp/kms.env" 2>"$tmp/kms.err" </dev/null; then
+  bad "a KMIP server" "$(tail -c 400 "$tmp/kms.err")"
+  finish "$label"
+  exit 1
+fi
+ok "a KMIP server"
+# shellcheck disable=SC1090
+. "$tmp/kms.env"
+kmip="${SP_BENCH_KMIP};timeout-ms=1500;retries=0;breaker-cooldown-ms=2000"
+
+sink_port=$(free_port)
+sink_dir="$tmp/sink"
+mkdir -p "$sink_dir"
+keys="$tmp/provider-keys.json"
+"$PY" "$here/provider_sink.py" "$sink_port" "$sink_dir" "$keys" >"$tmp/sink.log" 2>&1 &
+sink_pid=$!
+for _ in $(seq 1 100); do [ -f "$sink_dir/ready" ] && break; sleep 0.1; done
+SINK="http://127.0.0.1:$sink_port"
+sink_stat() { curl -s "$SINK/_sink/stats" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+SP_CFG_EXTRA='[vault]
+dek_cache_ttl = 1s
+[sender]
+threads = 2
+max_attempts = 2
+backoff_base = 0s
+backoff_max = 1s
+lease = 30s
+poll = 1s'
+sp_start main && ok "sealpostd starts" || { bad "sealpostd starts"; finish "$label"; exit 1; }
+kms_json=$("$PY" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$kmip")
+make_tenant acme ",\"kms\":$kms_json" && ok "a tenant whose master key is in the KMIP server" || bad "tenant with KMIP"
+
+tenant_curl PUT /v1/channels/mail '{"kind":"email","nickname":"Sink",
+ "request":{"endpoint":"'"$SINK"'/send","method":"POST","body":{"type":"json","template":"{\"to\":\"$$To\",\"text\":\"$$Body\",\"id\":\"$$MessageID\"}"}},
+ "auth":{"type":"none"},"from_name":"Acme","from_address":"news@acme.example",
+ "encryption":{"enabled":true,"algorithm":"aes-256-gcm","profile":"compat","key":"mail"}}'
+expect_status "a channel" 201
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/provider.pem" 2>/dev/null
+openssl pkey -in "$tmp/provider.pem" -pubout -out "$tmp/provider.pub" 2>/dev/null
+# the tenant's config names the master key the daemon made (key-id=…, not create=1)
+pinned=$(sqlite3 "$SP_DIR/sealpost.db" "SELECT json_extract(settings, '\$.kms') FROM tenants WHERE id = 'acme'")
+case $pinned in *key-id=*) case $pinned in *create=1*) bad "the stored config is pinned" "$pinned" ;; *) ok "the stored KMS config names the master key made" ;; esac ;;
+  *) bad "the stored config is pinned" "$pinned" ;; esac
+if "$cli" keys export --store "sqlite:$SP_DIR/sealpost.db" --kms "$pinned" --tenant acme --channel mail \
+     --recipient "$tmp/provider.pub" >"$tmp/keys.jwe" 2>"$err" &&
+   "$cli" keys import --keys "$keys" --private-key "$tmp/provider.pem" <"$tmp/keys.jwe" >"$out" 2>"$err"; then
+  ok "key exchange"
+else
+  bad "key exchange" "$(cat "$err")"
+fi
+tenant_curl POST /v1/profiles '{"profiles":[{"id":"a","attributes":{"email":"a.kms@example.org"}},{"id":"b","attributes":{"email":"b.kms@example.org"}},{"id":"c","attributes":{"email":"c.kms@example.org"}}]}'
+expect_status "three profiles" 200
+# a first message through, so the channel's wire keys are loaded while the KMS answers
+tenant_curl POST /v1/campaigns '{"id":"warm","channel":"mail","message":{"body":"warm"},"audience":{"ids":["a"]}}'
+for _ in $(seq 1 100); do [ "$(sink_stat records)" = 1 ] && break; sleep 0.1; done
+[ "$(sink_stat records)" = 1 ] && ok "sent while the KMS answers" || bad "warm-up send" "$(sink_stat records)"
+
+sleep 1.5 # the data keys' cache runs out
+"$fixtures" pause "$kmsdir" && ok "the KMS freezes" || bad "pause the KMS"
+tenant_curl POST /v1/campaigns '{"id":"outage","channel":"mail","message":{"body":"Hello"},"audience":{"all":true}}'
+expect_status "a campaign while the KMS is gone" 201
+sleep 12 # two rounds of the 5 s KMS retry: with attempts counted, max_attempts = 2 would dead-letter them
+[ "$(sink_stat records)" = 1 ] && ok "nothing reached the provider" || bad "nothing sent during the outage" "$(sink_stat records)"
+tenant_curl GET /v1/campaigns/outage
+msgs=$("$PY" -c 'import json,sys; m = json.load(open(sys.argv[1]))["messages"]; print(m["queued"] + m["sending"], m["failed"], m["dead"])' "$RESP_BODY")
+[ "$msgs" = "3 0 0" ] && ok "all three wait: none failed, none dead-lettered" || bad "waiting during the outage" "$msgs $(resp)"
+why=$(sqlite3 "$SP_DIR/sealpost.db" "SELECT DISTINCT substr(last_error, 1, 11) FROM outbox WHERE campaign = 'outage' AND last_error <> ''" 2>&1)
+[ "$why" = "SP_ERR_KMS_" ] && ok "the outbox says why they wait (the KMS)" || bad "the reason recorded" "$why"
+attempts=$(sqlite3 "$SP_DIR/sealpost.db" "SELECT MAX(attempts) FROM outbox WHERE campaign = 'outage'")
+[ "${attempts:-9}" -le 1 ] && ok "the outage used up no attempts (max 2)" || bad "attempts during the outage" "$attempts"
+
+"$fixtures" resume "$kmsdir" && ok "the KMS answers again" || bad "resume the KMS"
+sent=0
+for _ in $(seq 1 200); do
+  tenant_curl GET /v1/campaigns/outage
+  sent=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"]["sent"])' "$RESP_BODY" 2>/dev/null || echo 0)
+  [ "$sent" = 3 ] && break
+  sleep 0.2
+done
+[ "$sent" = 3 ] && ok "every message went out once the key was back" || bad "sent after the outage" "$(resp)"
+[ "$(sink_stat records)" = 4 ] && ok "the provider has each once" || bad "provider records" "$(sink_stat records)"
+finish "$label"
