@@ -210,6 +210,17 @@ expect_status "replay" 200
 check "one message replayed" 'd["replayed"] == 1'
 if wait_campaign dead 'd["messages"]["sent"] == 1 and d["messages"]["dead"] == 0' 20; then ok "the replay delivered it"; else bad "replay delivered" "$(resp)"; fi
 
+sink_faults '{"status":500,"count":3}'
+tenant_curl POST /v1/campaigns '{"id":"dead2","channel":"mail","message":{"subject":"S","body":"Hi {{first_name}}"},"audience":{"ids":["p12"]}}'
+if wait_campaign dead2 'd["messages"]["dead"] == 1' 20; then ok "dead-lettered again"; else bad "dead-lettered again" "$(resp)"; fi
+if "$daemon" replay --config "$SP_CONF" --tenant acme --campaign dead2 >"$out" 2>"$err" && grep -qx "replayed 1" "$out"; then
+  ok "sealpostd replay (the command line) puts it back"
+else
+  bad "sealpostd replay" "$(cat "$out" "$err")"
+fi
+if wait_campaign dead2 'd["messages"]["sent"] == 1' 20; then ok "and the running daemon delivers it"; else bad "delivered after the command" "$(resp)"; fi
+"$daemon" replay --config "$SP_CONF" --campaign dead2 >/dev/null 2>&1 && bad "replay without --tenant is refused" || ok "replay without --tenant is refused"
+
 # ---- a 400 is final ---------------------------------------------------------------
 sink_faults '{"status":400,"count":1}'
 r0=$(sink_stat requests)
