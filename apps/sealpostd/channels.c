@@ -101,8 +101,19 @@ static void free_secret_text(char *text, size_t len) {
     free(text);
 }
 
+uint64_t spd_channel_version(const sp_store_channel_row *row) {
+    static const uint8_t label[] = "sealpostd channel version";
+    uint8_t a[32], b[32];
+    uint64_t v = 0;
+    if (sp_hmac_sha256(label, sizeof label - 1, (const uint8_t *)row->config, row->config_len, a) == SP_OK &&
+        sp_hmac_sha256(a, sizeof a, row->secrets ? row->secrets : label, row->secrets ? row->secrets_len : 0, b) ==
+            SP_OK)
+        memcpy(&v, b, sizeof v);
+    return v;
+}
+
 sp_error spd_channel_load(spd_app *app, sp_store *store, const char *tenant, const char *id, sp_channel **out,
-                          int64_t *updated) {
+                          uint64_t *version) {
     if (!app || !store || !tenant || !id || !out) return SP_ERR_INVALID_ARGUMENT;
     *out = NULL;
     sp_store_channel_row row;
@@ -122,7 +133,7 @@ sp_error spd_channel_load(spd_app *app, sp_store *store, const char *tenant, con
             sp_log(SP_LOG_ERROR, "channel.unreadable", f, 3);
         }
     }
-    if (updated) *updated = row.updated;
+    if (version) *version = spd_channel_version(&row);
     free_secret_text(secrets, secrets_len);
     sp_store_channel_row_clear(&row);
     return rc;

@@ -361,10 +361,15 @@ bool spd_name_ok(const char *id);
 /* Routes under /v1/channels (path_after_prefix is what follows "/v1"). */
 void spd_channels_route(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *channel_id);
 /* The tenant's channel as stored, secrets unsealed into it: the caller
- * frees with sp_channel_free. updated (may be NULL) gets the row's time.
- * SP_ERR_NOT_FOUND when absent; SP_ERR_AUTH when its secrets do not open. */
+ * frees with sp_channel_free. version (may be NULL) gets the row's
+ * version (spd_channel_version). SP_ERR_NOT_FOUND when absent; SP_ERR_AUTH
+ * when its secrets do not open. */
 sp_error spd_channel_load(spd_app *app, sp_store *store, const char *tenant, const char *id, sp_channel **out,
-                          int64_t *updated);
+                          uint64_t *version);
+/* What a stored channel row says, as a number that changes whenever the
+ * document or its sealed secrets do (a digest: `updated` counts whole
+ * seconds, and two saves within one must not look the same). */
+uint64_t spd_channel_version(const sp_store_channel_row *row);
 /* Sealing of a channel's secrets document at rest (AES-256-GCM under the
  * app's secrets key, bound to tenant and channel id). */
 sp_error spd_secrets_seal(spd_app *app, const char *tenant, const char *channel, const char *json, size_t len,

@@ -341,7 +341,7 @@ fail:
 typedef struct spd_oauth_entry {
     char tenant[SP_STORE_MAX_TENANT + 1];
     char channel[SP_STORE_MAX_NAME + 1];
-    int64_t updated;
+    uint64_t version;
     sp_oauth2 *oauth2;
     struct spd_oauth_entry *next;
 } spd_oauth_entry;
@@ -367,7 +367,7 @@ struct spd_sender {
 typedef struct spd_chan {
     char tenant[SP_STORE_MAX_TENANT + 1];
     char id[SP_STORE_MAX_NAME + 1];
-    int64_t updated;
+    uint64_t version;         /* spd_channel_version of the row it was built from */
     sp_channel *channel;
     sp_wire *wire;            /* when the channel encrypts */
     uint64_t wire_keyring_seen; /* bumps when the keyring reloaded */
@@ -454,7 +454,7 @@ static sp_error oauth_for(spd_sender *s, spd_chan *c) {
     sp_channel_get_auth(c->channel, &auth);
     pthread_mutex_lock(&s->oauth_lock);
     for (spd_oauth_entry *e = s->oauth; e; e = e->next) {
-        if (e->updated == c->updated && strcmp(e->tenant, c->tenant) == 0 && strcmp(e->channel, c->id) == 0) {
+        if (e->version == c->version && strcmp(e->tenant, c->tenant) == 0 && strcmp(e->channel, c->id) == 0) {
             c->oauth2 = e->oauth2;
             pthread_mutex_unlock(&s->oauth_lock);
             return SP_OK;
@@ -480,7 +480,7 @@ static sp_error oauth_for(spd_sender *s, spd_chan *c) {
     if (rc == SP_OK) {
         snprintf(e->tenant, sizeof e->tenant, "%s", c->tenant);
         snprintf(e->channel, sizeof e->channel, "%s", c->id);
-        e->updated = c->updated;
+        e->version = c->version;
         e->next = s->oauth;
         s->oauth = e;
         c->oauth2 = e->oauth2;
@@ -539,9 +539,9 @@ static sp_error chan_get(spd_worker *w, sp_store *store, spd_tenant *t, const ch
         sp_store_channel_row row;
         memset(&row, 0, sizeof row);
         sp_error rc = sp_store_channel_get(store, t->id, id, &row);
-        int64_t updated = row.updated;
+        uint64_t version = rc == SP_OK ? spd_channel_version(&row) : 0;
         sp_store_channel_row_clear(&row);
-        if (rc != SP_OK || updated != c->updated) {
+        if (rc != SP_OK || version != c->version) {
             chan_clear(c);
             if (rc != SP_OK) return rc;
             victim = c;
@@ -553,7 +553,7 @@ static sp_error chan_get(spd_worker *w, sp_store *store, spd_tenant *t, const ch
     if (!c) {
         c = victim;
         chan_clear(c);
-        sp_error rc = spd_channel_load(w->sender->app, store, t->id, id, &c->channel, &c->updated);
+        sp_error rc = spd_channel_load(w->sender->app, store, t->id, id, &c->channel, &c->version);
         if (rc != SP_OK) {
             chan_clear(c);
             return rc;
@@ -1042,10 +1042,11 @@ static void record_outcomes(spd_worker *w, sp_store *store) {
                 sp_metric_add(app->messages_retried, 1);
             }
         } else {
-            sp_store_outbox_state final = m->outcome == SP_ERR_NOT_FOUND && m->reason &&
-                                                  strcmp(m->reason, "channel") == 0
-                                              ? SP_STORE_OUTBOX_DEAD
-                                              : SP_STORE_OUTBOX_FAILED;
+            /* what an operator can fix (a channel gone, provider credentials
+             * refused) is dead-lettered, to be replayed; the rest is final */
+            bool fixable = m->outcome == SP_ERR_AUTH ||
+                           (m->outcome == SP_ERR_NOT_FOUND && m->reason && strcmp(m->reason, "channel") == 0);
+            sp_store_outbox_state final = fixable ? SP_STORE_OUTBOX_DEAD : SP_STORE_OUTBOX_FAILED;
             rc = sp_store_outbox_fail(store, w->owner, &m->row.seq, 1, final, error, (int)m->provider_status, now,
                                       &changed);
             if (app->messages_failed) sp_metric_add(app->messages_failed, 1);
