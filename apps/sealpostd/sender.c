@@ -1245,7 +1245,11 @@ static void *worker_main(void *arg) {
             continue;
         }
         w->batch_no++;
+        /* one snapshot for the whole batch's reads (profiles, channels,
+         * campaigns) instead of one per statement */
+        bool snapshot = sp_store_begin_read(store) == SP_OK;
         prepare_batch(w, store);
+        if (snapshot && sp_store_commit(store) != SP_OK) sp_store_rollback(store);
         send_batch(w);
         record_outcomes(w, store);
     }

@@ -29,8 +29,8 @@
  * and reset after each use; binding uses the caller's buffers
  * (SQLITE_STATIC), so a batch of upserts allocates nothing of ours per row.
  * SQLite has no array parameters: the outbox's batch updates (the *_MANY
- * statements) are absent here, and the store runs the single-row form once
- * per row inside one transaction. An outbox claim is BEGIN IMMEDIATE (the
+ * statements) take their seqs as one JSON array text walked by json_each,
+ * so a batch is one statement here too. An outbox claim is BEGIN IMMEDIATE (the
  * write gate) and UPDATE … RETURNING.
  *
  * Two SQL functions are ours. sp_uuid_v7() names each message an expanded
@@ -182,6 +182,23 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
                              "WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
     [SP_Q_OUTBOX_DEFER_ONE] = "UPDATE outbox SET state = 'queued', attempts = MAX(attempts - 1, 0), next_attempt = ?3, "
                               "last_error = ?4, updated = ?5 WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
+/* The batch forms: SQLite has no array parameters, so the seqs come as
+ * one JSON array text (sp_sqlite_run) walked by json_each, and the
+ * statement runs once per batch, not once per row. */
+#define SP_SQLITE_SEQS "seq IN (SELECT value FROM json_each(?2))"
+    [SP_Q_OUTBOX_DONE_MANY] = "UPDATE outbox SET state = 'sent', sent_at = ?3, updated = ?3 "
+                              "WHERE " SP_SQLITE_SEQS " AND state = 'sending' AND lease_owner = ?1",
+    [SP_Q_OUTBOX_RETRY_MANY] = "UPDATE outbox SET state = CASE WHEN attempts >= ?6 THEN 'dead' "
+                               "WHEN campaign IS NOT NULL AND EXISTS (SELECT 1 FROM campaigns c WHERE c.tenant = "
+                               "outbox.tenant AND c.id = outbox.campaign AND c.state = 'cancelled') THEN 'failed' "
+                               "ELSE 'queued' END, next_attempt = ?3, last_error = ?4, provider_status = ?5, "
+                               "updated = ?7 WHERE " SP_SQLITE_SEQS " AND state = 'sending' AND lease_owner = ?1",
+    [SP_Q_OUTBOX_FAIL_MANY] = "UPDATE outbox SET state = ?3, last_error = ?4, provider_status = ?5, updated = ?6 "
+                              "WHERE " SP_SQLITE_SEQS " AND state = 'sending' AND lease_owner = ?1",
+    [SP_Q_OUTBOX_DEFER_MANY] = "UPDATE outbox SET state = 'queued', attempts = MAX(attempts - 1, 0), next_attempt = ?3, "
+                               "last_error = ?4, updated = ?5 WHERE " SP_SQLITE_SEQS " AND state = 'sending' "
+                               "AND lease_owner = ?1",
+#undef SP_SQLITE_SEQS
     [SP_Q_OUTBOX_RELEASE] = "UPDATE outbox SET state = 'queued', attempts = MAX(attempts - 1, 0), next_attempt = ?2, "
                             "updated = ?2 WHERE state IN ('queued', 'sending') AND state = 'sending' "
                             "AND lease_owner = ?1",
@@ -814,6 +831,30 @@ static sp_error sp_sqlite_connect(const char *path, bool durable, void **out) {
     return SP_OK;
 }
 
+/* An array of integers as the JSON text json_each reads ("[1,2,3]"),
+ * bound as a copy: at most SP_STORE_MAX_BATCH values of 20 digits. */
+static int sp_sqlite_bind_ints(sqlite3_stmt *st, int col, const void *data, size_t n) {
+    if (n > SP_STORE_MAX_BATCH) return SQLITE_TOOBIG;
+    char text[SP_STORE_MAX_BATCH * 21 + 2];
+    size_t len = 0;
+    const int64_t *v = data;
+    text[len++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < 0) return SQLITE_MISMATCH; /* seqs are positive */
+        if (i) text[len++] = ',';
+        char digits[20];
+        size_t k = 0;
+        uint64_t x = (uint64_t)v[i];
+        do {
+            digits[k++] = (char)('0' + x % 10);
+            x /= 10;
+        } while (x);
+        while (k) text[len++] = digits[--k];
+    }
+    text[len++] = ']';
+    return sqlite3_bind_text(st, col, text, (int)len, SQLITE_TRANSIENT);
+}
+
 static sp_error sp_sqlite_run(void *vd, sp_store_q q, const sp_store_param *p, size_t n, uint64_t *changes) {
     sp_sqlite *d = vd;
     SP_ENSURE(q >= SP_Q__SCRIPTS && q < SP_Q__COUNT && n <= SP_STORE_MAX_PARAMS, SP_ERR_INVALID_ARGUMENT);
@@ -828,8 +869,8 @@ static sp_error sp_sqlite_run(void *vd, sp_store_q q, const sp_store_param *p, s
     d->done = true;
     for (size_t i = 0; i < n; i++) {
         int col = (int)i + 1, rc;
-        if (p[i].type == SP_STORE_INT_ARRAY) return SP_ERR_INVALID_ARGUMENT; /* no *_MANY here */
-        if (p[i].type == SP_STORE_INT) rc = sqlite3_bind_int64(st, col, p[i].i);
+        if (p[i].type == SP_STORE_INT_ARRAY) rc = sp_sqlite_bind_ints(st, col, p[i].data, p[i].len);
+        else if (p[i].type == SP_STORE_INT) rc = sqlite3_bind_int64(st, col, p[i].i);
         else if (p[i].data == NULL) rc = sqlite3_bind_null(st, col);
         else if (p[i].type == SP_STORE_TEXT) rc = sqlite3_bind_text(st, col, p[i].data, (int)p[i].len, SQLITE_STATIC);
         else rc = sqlite3_bind_blob(st, col, p[i].data, (int)p[i].len, SQLITE_STATIC);
