@@ -43,6 +43,7 @@ ADMIN_KEY="" ADMIN_SECRET=""
 
 sp_cleanup() {
   local name
+  stop_sink
   for name in "${!SP_I_PID[@]}"; do
     sp_stop "$name" >/dev/null 2>&1 || true
   done
@@ -364,4 +365,47 @@ use_tenant() {
   TENANT_KEY=${TKEYS[$1]}
   TENANT_SECRET=${TSECRETS[$1]}
   TENANT_CRED=${TCREDS[$1]}
+}
+
+# ---- a provider (tests/integration/provider_sink.py) -------------------------------
+SINK="" SINK_DIR="" SINK_KEYS="" SINK_PID=""
+# start_sink: the provider on a free port of 127.0.0.1, verifying and
+# decrypting with the key file $SINK_KEYS (filled by provider_keys); $SINK is
+# its URL, $SINK_DIR holds raw.jsonl and received.jsonl. sp_cleanup stops it.
+start_sink() {
+  local port
+  port=$(free_port)
+  SINK_DIR="$tmp/sink"
+  SINK_KEYS="$tmp/provider-keys.json"
+  mkdir -p "$SINK_DIR"
+  "$PY" "$here/provider_sink.py" "$port" "$SINK_DIR" "$SINK_KEYS" >"$tmp/sink.log" 2>&1 &
+  SINK_PID=$!
+  SINK="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do [ -f "$SINK_DIR/ready" ] && return 0; sleep 0.1; done
+  echo "start_sink: $(tail -c 400 "$tmp/sink.log")" >&2
+  return 1
+}
+stop_sink() {
+  if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
+  SINK_PID=""
+}
+# sink_stat NAME: one of the provider's counters (requests, accepted,
+# distinct, repeats, rejected, faulted, records).
+sink_stat() { curl -s "$SINK/_sink/stats" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+# sink_faults JSON: the provider's fault plan (see provider_sink.py).
+sink_faults() { curl -s -o /dev/null -X POST --data-binary "$1" "$SINK/_sink/faults"; }
+# provider_keys TENANT KEY KMS [STORE_URL]: the provider gets the channel
+# key KEY of TENANT through the JWE key exchange (sealpost keys export, then
+# import into $SINK_KEYS), as a real provider would; the store defaults to
+# the current instance's SQLite file. Fails with the CLI's words on stderr.
+provider_keys() {
+  local store=${4:-sqlite:$SP_DIR/sealpost.db}
+  if [ ! -f "$tmp/provider.pem" ]; then
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/provider.pem" 2>/dev/null &&
+      openssl pkey -in "$tmp/provider.pem" -pubout -out "$tmp/provider.pub" 2>/dev/null || return 1
+  fi
+  "$cli" keys export --store "$store" --kms "$3" --tenant "$1" --channel "$2" --recipient "$tmp/provider.pub" \
+    >"$tmp/keys.jwe" 2>"$tmp/keys.err" &&
+    "$cli" keys import --keys "$SINK_KEYS" --private-key "$tmp/provider.pem" <"$tmp/keys.jwe" >/dev/null 2>>"$tmp/keys.err" ||
+    { cat "$tmp/keys.err" >&2; return 1; }
 }

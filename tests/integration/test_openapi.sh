@@ -22,15 +22,7 @@ if ! "$PY" -c 'import yaml' 2>/dev/null; then
   exit 1
 fi
 
-sink_port=$(free_port)
-sink_dir="$tmp/sink"
-mkdir -p "$sink_dir"
-"$PY" "$here/provider_sink.py" "$sink_port" "$sink_dir" "$tmp/provider-keys.json" >"$tmp/sink.log" 2>&1 &
-sink_pid=$!
-stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; }
-trap 'stop_sink; sp_cleanup' EXIT
-for _ in $(seq 1 100); do [ -f "$sink_dir/ready" ] && break; sleep 0.1; done
-[ -f "$sink_dir/ready" ] && ok "provider sink starts" || bad "provider sink starts" "$(cat "$tmp/sink.log")"
+start_sink && ok "provider sink starts" || bad "provider sink starts"
 
 if ! sp_start main; then
   bad "sealpostd starts"
@@ -56,7 +48,7 @@ key_exchange="'$cli' keys export --store 'sqlite:$SP_DIR/sealpost.db' \
 "$PY" "$here/openapi_check.py" --spec "$src/docs/openapi.yaml" --url "$SP_URL" --cacert "$SP_CA" \
   --admin-key "$ADMIN_KEY" --admin-secret "$ADMIN_SECRET" \
   --tenant "$TENANT_ID" --tenant-key "$TENANT_KEY" --tenant-secret "$TENANT_SECRET" \
-  --sink-url "http://127.0.0.1:$sink_port/send" --after-setup "$key_exchange" --expect-delivered >"$out" 2>"$err"
+  --sink-url "$SINK/send" --after-setup "$key_exchange" --expect-delivered >"$out" 2>"$err"
 rc=$?
 cat "$out"
 pass=$((pass + $(grep -c '^ok' "$out")))

@@ -18,20 +18,7 @@ label=test_sealpostd_send
 need_daemon "$label"
 need_cmd "$label" curl openssl
 
-sink_port=$(free_port)
-sink_dir="$tmp/sink"
-mkdir -p "$sink_dir"
-provider_keys="$tmp/provider-keys.json"
-"$PY" "$here/provider_sink.py" "$sink_port" "$sink_dir" "$provider_keys" >"$tmp/sink.log" 2>&1 &
-sink_pid=$!
-stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; }
-trap 'stop_sink; sp_cleanup' EXIT
-for _ in $(seq 1 100); do [ -f "$sink_dir/ready" ] && break; sleep 0.1; done
-[ -f "$sink_dir/ready" ] && ok "provider sink starts" || bad "provider sink starts" "$(cat "$tmp/sink.log")"
-SINK="http://127.0.0.1:$sink_port"
-
-sink_stat() { curl -s "$SINK/_sink/stats" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
-sink_faults() { curl -s -o /dev/null -X POST --data-binary "$1" "$SINK/_sink/faults"; }
+start_sink && ok "provider sink starts" || bad "provider sink starts"
 
 SP_CFG_EXTRA='[sender]
 threads = 2
@@ -89,15 +76,7 @@ check "the list has it" '[c["id"] for c in d["channels"]] == ["mail"]'
 
 # ---- the provider gets the key (JWE key exchange) ------------------------------
 kms="local:path=$SP_DIR/kms/acme.key;create=1"
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/provider.pem" 2>/dev/null
-openssl pkey -in "$tmp/provider.pem" -pubout -out "$tmp/provider.pub" 2>/dev/null
-if "$cli" keys export --store "sqlite:$SP_DIR/sealpost.db" --kms "$kms" --tenant acme --channel mail \
-     --recipient "$tmp/provider.pub" >"$tmp/keys.jwe" 2>"$err" &&
-   "$cli" keys import --keys "$provider_keys" --private-key "$tmp/provider.pem" <"$tmp/keys.jwe" >"$out" 2>"$err"; then
-  ok "key exchange to the provider"
-else
-  bad "key exchange to the provider" "$(cat "$err")"
-fi
+provider_keys acme mail "$kms" && ok "key exchange to the provider" || bad "key exchange to the provider"
 
 # ---- profiles --------------------------------------------------------------------
 N=60
@@ -130,7 +109,7 @@ check "its state is sending with 30 messages" 'd["state"] == "sending" and d["to
 if wait_campaign spring 'd["messages"]["sent"] == 30' 30; then ok "all 30 sent"; else bad "all 30 sent" "$(resp)"; fi
 check "the campaign is done" 'd["state"] == "done" and d["messages"]["failed"] == 0'
 [ "$(sink_stat records)" = 30 ] && ok "the provider got 30 distinct messages" || bad "provider records" "$(sink_stat records)"
-"$PY" - "$sink_dir/received.jsonl" <<'EOF' && ok "each message personalised, to the right address" || bad "personalised messages"
+"$PY" - "$SINK_DIR/received.jsonl" <<'EOF' && ok "each message personalised, to the right address" || bad "personalised messages"
 import json, re, sys
 got = [json.loads(l) for l in open(sys.argv[1])]
 assert len(got) == 30, len(got)
@@ -143,12 +122,12 @@ for g in got:
     assert b["id"] == g["webhook_id"] and b["id"].startswith("msg_") and b["campaign"] == "spring", b
     assert b["from"] == "news@acme.example"
 EOF
-if grep -q -e 'secret@example' -e 'Zorblax' "$sink_dir/raw.jsonl"; then
-  bad "the wire carried only ciphertext" "$(grep -o -m1 -e 'reader[0-9]*.secret@example.org' -e 'Zorblax[0-9]*' "$sink_dir/raw.jsonl")"
+if grep -q -e 'secret@example' -e 'Zorblax' "$SINK_DIR/raw.jsonl"; then
+  bad "the wire carried only ciphertext" "$(grep -o -m1 -e 'reader[0-9]*.secret@example.org' -e 'Zorblax[0-9]*' "$SINK_DIR/raw.jsonl")"
 else
-  ok "the wire carried only ciphertext (no address, no name in $(wc -l <"$sink_dir/raw.jsonl") requests)"
+  ok "the wire carried only ciphertext (no address, no name in $(wc -l <"$SINK_DIR/raw.jsonl") requests)"
 fi
-grep -q '"X-AES-IV"' "$sink_dir/raw.jsonl" && ok "compat headers on the wire" || bad "compat headers on the wire"
+grep -q '"X-AES-IV"' "$SINK_DIR/raw.jsonl" && ok "compat headers on the wire" || bad "compat headers on the wire"
 if grep -q -e 'secret@example' -e 'Zorblax' "$SP_LOG" "$SP_AUDIT"; then bad "no PII in the log or the audit"; else ok "no PII in the log or the audit"; fi
 
 # ---- a test send -------------------------------------------------------------------
@@ -170,13 +149,13 @@ for combo in "aes-256-cbc compat" "aes-256-ctr compat" "aes-256-gcm jwe"; do
   if wait_campaign "c-$name" 'd["messages"]["sent"] == 2' 20; then ok "$1 / $2: the provider opened both"; else bad "$1 / $2 sent" "$(resp)"; fi
   [ "$(sink_stat records)" = $((before + 2)) ] && ok "$1 / $2: counted once each" || bad "$1 / $2 records"
 done
-if grep -q 'application/jose' "$sink_dir/raw.jsonl" && grep -q '"X-AES-ALGORITHM": "AES-256-CBC"' "$sink_dir/raw.jsonl" &&
-   grep -q '"X-AES-ALGORITHM": "AES-256-CTR"' "$sink_dir/raw.jsonl"; then
+if grep -q 'application/jose' "$SINK_DIR/raw.jsonl" && grep -q '"X-AES-ALGORITHM": "AES-256-CBC"' "$SINK_DIR/raw.jsonl" &&
+   grep -q '"X-AES-ALGORITHM": "AES-256-CTR"' "$SINK_DIR/raw.jsonl"; then
   ok "the wire shows the JWE profile and the CBC and CTR envelopes"
 else
   bad "the wire shows each profile and algorithm"
 fi
-if grep -q -e 'secret@example' -e 'Zorblax' "$sink_dir/raw.jsonl"; then bad "still only ciphertext on the wire"; else ok "still only ciphertext on the wire"; fi
+if grep -q -e 'secret@example' -e 'Zorblax' "$SINK_DIR/raw.jsonl"; then bad "still only ciphertext on the wire"; else ok "still only ciphertext on the wire"; fi
 
 # ---- Basic auth toward the provider; its password sealed at rest -------------------
 doc=$(channel_doc "$SINK/send" true | sed 's/"auth":{"type":"none"}/"auth":{"type":"basic","username":"acme-user","password":"pw-Secret-4711"}/')
@@ -188,7 +167,7 @@ check "GET says a password is set" 'd["config"]["auth"].get("password_set") is T
 tenant_curl POST /v1/campaigns '{"id":"c-basic","channel":"mail-basic","message":{"subject":"S","body":"Hi {{first_name}}"},"audience":{"ids":["p10"]}}'
 if wait_campaign c-basic 'd["messages"]["sent"] == 1' 20; then ok "sent with Basic auth"; else bad "sent with Basic auth" "$(resp)"; fi
 want="Basic $(printf 'acme-user:pw-Secret-4711' | base64)"
-grep -q "\"Authorization\": \"$want\"" "$sink_dir/raw.jsonl" && ok "the provider got the Basic credential" || bad "Basic credential on the wire"
+grep -q "\"Authorization\": \"$want\"" "$SINK_DIR/raw.jsonl" && ok "the provider got the Basic credential" || bad "Basic credential on the wire"
 if cat "$SP_DIR"/sealpost.db* | grep -a -q 'pw-Secret-4711'; then bad "the provider password is not stored in the clear"; else
   ok "the provider password is not stored in the clear"; fi
 

@@ -15,10 +15,8 @@ need_cmd "$label" curl openssl sqlite3
 
 fixtures="$src/scripts/kms-fixtures"
 kmsdir="$tmp/kms"
-sink_pid=""
 stop_all() {
   "$fixtures" resume "$kmsdir" >/dev/null 2>&1 || true
-  if [ -n "$sink_pid" ]; then kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; fi
   "$fixtures" stop "$kmsdir" >/dev/null 2>&1 || true
   sp_cleanup
 }
@@ -33,15 +31,7 @@ ok "a KMIP server"
 . "$tmp/kms.env"
 kmip="${SP_BENCH_KMIP};timeout-ms=1500;retries=0;breaker-cooldown-ms=2000"
 
-sink_port=$(free_port)
-sink_dir="$tmp/sink"
-mkdir -p "$sink_dir"
-keys="$tmp/provider-keys.json"
-"$PY" "$here/provider_sink.py" "$sink_port" "$sink_dir" "$keys" >"$tmp/sink.log" 2>&1 &
-sink_pid=$!
-for _ in $(seq 1 100); do [ -f "$sink_dir/ready" ] && break; sleep 0.1; done
-SINK="http://127.0.0.1:$sink_port"
-sink_stat() { curl -s "$SINK/_sink/stats" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+start_sink && ok "provider sink starts" || bad "provider sink starts"
 
 SP_CFG_EXTRA='[vault]
 dek_cache_ttl = 1s
@@ -61,19 +51,11 @@ tenant_curl PUT /v1/channels/mail '{"kind":"email","nickname":"Sink",
  "auth":{"type":"none"},"from_name":"Acme","from_address":"news@acme.example",
  "encryption":{"enabled":true,"algorithm":"aes-256-gcm","profile":"compat","key":"mail"}}'
 expect_status "a channel" 201
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/provider.pem" 2>/dev/null
-openssl pkey -in "$tmp/provider.pem" -pubout -out "$tmp/provider.pub" 2>/dev/null
 # the tenant's config names the master key the daemon made (key-id=…, not create=1)
 pinned=$(sqlite3 "$SP_DIR/sealpost.db" "SELECT json_extract(settings, '\$.kms') FROM tenants WHERE id = 'acme'")
 case $pinned in *key-id=*) case $pinned in *create=1*) bad "the stored config is pinned" "$pinned" ;; *) ok "the stored KMS config names the master key made" ;; esac ;;
   *) bad "the stored config is pinned" "$pinned" ;; esac
-if "$cli" keys export --store "sqlite:$SP_DIR/sealpost.db" --kms "$pinned" --tenant acme --channel mail \
-     --recipient "$tmp/provider.pub" >"$tmp/keys.jwe" 2>"$err" &&
-   "$cli" keys import --keys "$keys" --private-key "$tmp/provider.pem" <"$tmp/keys.jwe" >"$out" 2>"$err"; then
-  ok "key exchange"
-else
-  bad "key exchange" "$(cat "$err")"
-fi
+provider_keys acme mail "$pinned" && ok "key exchange" || bad "key exchange"
 tenant_curl POST /v1/profiles '{"profiles":[{"id":"a","attributes":{"email":"a.kms@example.org"}},{"id":"b","attributes":{"email":"b.kms@example.org"}},{"id":"c","attributes":{"email":"c.kms@example.org"}}]}'
 expect_status "three profiles" 200
 # a first message through, so the channel's wire keys are loaded while the KMS answers

@@ -25,11 +25,9 @@ node_bin=$(command -v node)
 SP_OAUTH2_CLIENT_ID=sealpost-test SP_OAUTH2_CLIENT_SECRET=right-secret-0815 \
   "$node_bin" "$oauth_dir/server.mjs" "$oauth_dir" "$oauth_port" 3 >"$tmp/oauth.log" 2>&1 &
 oauth_pid=$!
-sink_pid=""
 stop_all() {
   kill "$oauth_pid" 2>/dev/null || true
   wait "$oauth_pid" 2>/dev/null || true
-  if [ -n "$sink_pid" ]; then kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; fi
   sp_cleanup
 }
 trap stop_all EXIT
@@ -37,15 +35,7 @@ for _ in $(seq 1 150); do grep -q listening "$tmp/oauth.log" && break; sleep 0.1
 grep -q listening "$tmp/oauth.log" && ok "the OAuth 2.0 server starts" || { bad "OAuth server" "$(cat "$tmp/oauth.log")"; finish "$label"; exit 1; }
 OAUTH="http://127.0.0.1:$oauth_port"
 
-sink_port=$(free_port)
-sink_dir="$tmp/sink"
-mkdir -p "$sink_dir"
-keys="$tmp/provider-keys.json"
-"$PY" "$here/provider_sink.py" "$sink_port" "$sink_dir" "$keys" >"$tmp/sink.log" 2>&1 &
-sink_pid=$!
-for _ in $(seq 1 100); do [ -f "$sink_dir/ready" ] && break; sleep 0.1; done
-SINK="http://127.0.0.1:$sink_port"
-sink_stat() { curl -s "$SINK/_sink/stats" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+start_sink && ok "provider sink starts" || bad "provider sink starts"
 
 SP_CFG_EXTRA='[sender]
 threads = 1
@@ -65,15 +55,7 @@ channel sms right-secret-0815
 expect_status "an SMS channel with OAuth 2.0" 201
 tenant_curl GET /v1/channels/sms
 if grep -q right-secret-0815 "$RESP_BODY"; then bad "GET never shows the client secret"; else ok "GET never shows the client secret"; fi
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/provider.pem" 2>/dev/null
-openssl pkey -in "$tmp/provider.pem" -pubout -out "$tmp/provider.pub" 2>/dev/null
-if "$cli" keys export --store "sqlite:$SP_DIR/sealpost.db" --kms "local:path=$SP_DIR/kms/acme.key;create=1" \
-     --tenant acme --channel sms --recipient "$tmp/provider.pub" >"$tmp/keys.jwe" 2>"$err" &&
-   "$cli" keys import --keys "$keys" --private-key "$tmp/provider.pem" <"$tmp/keys.jwe" >"$out" 2>"$err"; then
-  ok "key exchange"
-else
-  bad "key exchange" "$(cat "$err")"
-fi
+provider_keys acme sms "local:path=$SP_DIR/kms/acme.key;create=1" && ok "key exchange" || bad "key exchange"
 "$PY" - >"$tmp/profiles.json" <<'EOF'
 import json
 print(json.dumps({"profiles": [{"id": f"p{i}", "attributes": {"phone": f"+1415555{i:04d}"}} for i in range(12)]}))
@@ -95,7 +77,7 @@ wait_sent() { # CAMPAIGN N
 tokens() { "$PY" -c 'import json, sys
 for line in open(sys.argv[1]).readlines()[int(sys.argv[2]) - 1:]:
     a = json.loads(line)["headers"].get("Authorization", "")
-    print(a[7:] if a.startswith("Bearer ") else "NONE")' "$sink_dir/raw.jsonl" "$1"; }
+    print(a[7:] if a.startswith("Bearer ") else "NONE")' "$SINK_DIR/raw.jsonl" "$1"; }
 
 tenant_curl POST /v1/campaigns '{"id":"one","channel":"sms","message":{"body":"Your code is 1234"},"audience":{"ids":["p0","p1","p2","p3","p4","p5"]}}'
 wait_sent one 6 && ok "six messages sent with OAuth 2.0" || bad "sent with OAuth" "$(resp)"
@@ -115,8 +97,8 @@ print("ok")' "$tmp/jwks.json" "$1" 2>&1; }
 [ "$(verify "$tmp/tokens1")" = ok ] && ok "the token is the authorization server's (JWKS), scope send" || bad "token verification" "$(verify "$tmp/tokens1")"
 
 # the provider refuses the token once: a fresh one, one more try
-n0=$(wc -l <"$sink_dir/raw.jsonl")
-curl -s -o /dev/null -X POST --data-binary '{"status":401,"count":1}' "$SINK/_sink/faults"
+n0=$(wc -l <"$SINK_DIR/raw.jsonl")
+sink_faults '{"status":401,"count":1}'
 tenant_curl POST /v1/campaigns '{"id":"two","channel":"sms","message":{"body":"Your code is 5678"},"audience":{"ids":["p6"]}}'
 wait_sent two 1 && ok "sent after the provider's 401" || bad "sent after 401" "$(resp)"
 tokens $((n0 + 1)) >"$tmp/tokens2"
@@ -127,7 +109,7 @@ tokens $((n0 + 1)) >"$tmp/tokens2"
 
 # past the token's lifetime
 sleep 3.5
-n1=$(wc -l <"$sink_dir/raw.jsonl")
+n1=$(wc -l <"$SINK_DIR/raw.jsonl")
 tenant_curl POST /v1/campaigns '{"id":"three","channel":"sms","message":{"body":"Later"},"audience":{"ids":["p7"]}}'
 wait_sent three 1 && ok "sent later" || bad "sent later" "$(resp)"
 tokens $((n1 + 1)) >"$tmp/tokens3"

@@ -17,10 +17,8 @@ pgparent=$(mktemp -d "${TMPDIR:-/tmp}/sealpost-pg.XXXXXX")
 chmod 711 "$pgparent"
 pgdir="$pgparent/pg"
 pg_started=""
-sink_pid=""
 stop_all() {
-  if [ -n "$sink_pid" ]; then kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; fi
-  sp_cleanup # the daemons, then the scratch directory
+  sp_cleanup # the provider and the daemons, then the scratch directory
   if [ -n "$pg_started" ]; then "$pg_fixture" stop "$pgdir" >/dev/null 2>&1 || true; fi
   rm -rf "$pgparent"
 }
@@ -35,15 +33,7 @@ pg_started=1
 pg_url=$(printf '%s\n' "$pg_url" | grep -m1 '^postgres')
 ok "a throwaway PostgreSQL"
 
-sink_port=$(free_port)
-sink_dir="$tmp/sink"
-mkdir -p "$sink_dir"
-keys="$tmp/provider-keys.json"
-"$PY" "$here/provider_sink.py" "$sink_port" "$sink_dir" "$keys" >"$tmp/sink.log" 2>&1 &
-sink_pid=$!
-for _ in $(seq 1 100); do [ -f "$sink_dir/ready" ] && break; sleep 0.1; done
-SINK="http://127.0.0.1:$sink_port"
-sink_stat() { curl -s "$SINK/_sink/stats" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+start_sink && ok "provider sink starts" || bad "provider sink starts"
 
 export SP_CFG_STORE_URL=$pg_url
 SP_CFG_EXTRA='[sender]
@@ -66,15 +56,7 @@ tenant_curl PUT /v1/channels/mail '{"kind":"email","nickname":"Sink",
  "auth":{"type":"none"},"from_name":"Acme","from_address":"news@acme.example",
  "encryption":{"enabled":true,"algorithm":"aes-256-gcm","profile":"compat","key":"mail"}}'
 expect_status "a channel" 201
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/provider.pem" 2>/dev/null
-openssl pkey -in "$tmp/provider.pem" -pubout -out "$tmp/provider.pub" 2>/dev/null
-if "$cli" keys export --store "$pg_url" --kms "local:path=${SP_I_DIR[a]}/kms/acme.key;create=1" --tenant acme \
-     --channel mail --recipient "$tmp/provider.pub" >"$tmp/keys.jwe" 2>"$err" &&
-   "$cli" keys import --keys "$keys" --private-key "$tmp/provider.pem" <"$tmp/keys.jwe" >"$out" 2>"$err"; then
-  ok "key exchange"
-else
-  bad "key exchange" "$(cat "$err")"
-fi
+provider_keys acme mail "local:path=${SP_I_DIR[a]}/kms/acme.key;create=1" "$pg_url" && ok "key exchange" || bad "key exchange"
 
 N=300
 "$PY" - "$N" >"$tmp/profiles.json" <<'EOF'
@@ -85,7 +67,7 @@ EOF
 tenant_curl POST /v1/profiles "@$tmp/profiles.json"
 expect_status "ingest $N profiles" 200
 
-curl -s -o /dev/null -X POST --data-binary '{"status":0,"count":1000000,"delay_ms":20}' "$SINK/_sink/faults"
+sink_faults '{"status":0,"count":1000000,"delay_ms":20}'
 tenant_curl POST /v1/campaigns '{"id":"shared","channel":"mail","message":{"body":"Hi {{first_name}}"},"audience":{"all":true}}'
 expect_status "a campaign through process a" 201
 sent=0
