@@ -310,6 +310,30 @@ expect_status() {
 }
 
 # ---- JSON (python3 instead of a jq dependency) ------------------------------
+# pyj EXPR: evaluates a Python expression with d = the last response body
+# (JSON) and prints it; "ERR" when that fails.
+pyj() {
+  "$PY" -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+v = eval(sys.argv[2])
+print(v if isinstance(v, str) else json.dumps(v))' "$RESP_BODY" "$1" 2>/dev/null || echo ERR
+}
+# check NAME PYEXPR: PYEXPR (over d, the last body) is true.
+check() {
+  if [ "$(pyj "bool($2)")" = true ]; then ok "$1"; else bad "$1" "$(resp)"; fi
+}
+# wait_campaign ID PYEXPR [SECONDS]: polls GET /v1/campaigns/ID (as the
+# current tenant) until PYEXPR holds over its body, e.g.
+# 'd["messages"]["sent"] == 3'; false after SECONDS (default 30).
+wait_campaign() {
+  local id=$1 cond=$2 limit=${3:-30} i
+  for i in $(seq 1 $((limit * 5))); do
+    tenant_curl GET "/v1/campaigns/$id"
+    [ "$(pyj "bool($cond)")" = true ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
 # jfield FILE KEY: a top-level string/number field of a JSON file.
 jfield() { jpath "$1" "[\"$2\"]"; }
 # jpath FILE PYEXPR: d<PYEXPR> of the JSON document in FILE (e.g. '["a"][0]');

@@ -21,18 +21,6 @@ fi
 ok "sealpostd starts"
 make_tenant ing ',"default_country_code":"1"' && ok "tenant ing" || bad "tenant ing"
 
-# pyj EXPR: evaluates a Python expression with d = the last response body
-# (JSON) and prints it; "ERR" when that fails.
-pyj() {
-  "$PY" -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-v = eval(sys.argv[2])
-print(v if isinstance(v, str) else json.dumps(v))' "$RESP_BODY" "$1" 2>/dev/null || echo ERR
-}
-# check NAME PYEXPR: PYEXPR (over d, the last body) is true.
-check() {
-  if [ "$(pyj "bool($2)")" = true ]; then ok "$1"; else bad "$1" "$(resp)"; fi
-}
 # message_has NAME TEXT: the last error's message contains TEXT.
 message_has() {
   local m

@@ -38,16 +38,6 @@ fi
 ok "sealpostd starts"
 make_tenant acme && ok "tenant acme" || bad "tenant acme"
 
-pyj() {
-  "$PY" -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-v = eval(sys.argv[2])
-print(v if isinstance(v, str) else json.dumps(v))' "$RESP_BODY" "$1" 2>/dev/null || echo ERR
-}
-check() {
-  if [ "$(pyj "bool($2)")" = true ]; then ok "$1"; else bad "$1" "$(resp)"; fi
-}
-
 # ---- a channel -----------------------------------------------------------------
 channel_doc() { # ENDPOINT ENCRYPTED
   cat <<EOF
@@ -90,17 +80,6 @@ tenant_curl POST /v1/profiles "@$tmp/profiles.json"
 expect_status "ingest $N profiles" 200
 tenant_curl POST /v1/profiles '{"id":"nameless","attributes":{"email":"nameless.one@example.org"}}'
 expect_status "a profile without first_name" 200
-
-# wait_for NAME PYCOND TIMEOUT: polls GET /v1/campaigns/NAME until PYCOND holds
-wait_campaign() {
-  local id=$1 cond=$2 limit=${3:-30} i
-  for i in $(seq 1 $((limit * 5))); do
-    tenant_curl GET "/v1/campaigns/$id"
-    [ "$(pyj "bool($cond)")" = true ] && return 0
-    sleep 0.2
-  done
-  return 1
-}
 
 # ---- a campaign to everyone with a first name ------------------------------------
 tenant_curl POST /v1/campaigns '{"id":"spring","channel":"mail","message":{"subject":"Hello {{first_name|friend}}","body":"Hi {{first_name}}, we write to {{email}} on the {{plan}} plan."},"audience":{"attribute":"plan","equals":"gold"}}'

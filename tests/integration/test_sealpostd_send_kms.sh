@@ -78,13 +78,7 @@ attempts=$(sqlite3 "$SP_DIR/sealpost.db" "SELECT MAX(attempts) FROM outbox WHERE
 [ "${attempts:-9}" -le 1 ] && ok "the outage used up no attempts (max 2)" || bad "attempts during the outage" "$attempts"
 
 "$fixtures" resume "$kmsdir" && ok "the KMS answers again" || bad "resume the KMS"
-sent=0
-for _ in $(seq 1 200); do
-  tenant_curl GET /v1/campaigns/outage
-  sent=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"]["sent"])' "$RESP_BODY" 2>/dev/null || echo 0)
-  [ "$sent" = 3 ] && break
-  sleep 0.2
-done
+wait_campaign outage 'd["messages"]["sent"] == 3' 40 && sent=3 || sent=0
 [ "$sent" = 3 ] && ok "every message went out once the key was back" || bad "sent after the outage" "$(resp)"
 [ "$(sink_stat records)" = 4 ] && ok "the provider has each once" || bad "provider records" "$(sink_stat records)"
 finish "$label"

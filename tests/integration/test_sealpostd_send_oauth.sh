@@ -63,16 +63,7 @@ EOF
 tenant_curl POST /v1/profiles "@$tmp/profiles.json"
 expect_status "profiles" 200
 
-wait_sent() { # CAMPAIGN N
-  local i sent=0
-  for i in $(seq 1 150); do
-    tenant_curl GET "/v1/campaigns/$1"
-    sent=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"]["sent"])' "$RESP_BODY" 2>/dev/null || echo 0)
-    [ "$sent" = "$2" ] && return 0
-    sleep 0.2
-  done
-  return 1
-}
+wait_sent() { wait_campaign "$1" "d['messages']['sent'] == $2" 30; } # CAMPAIGN N
 # tokens N..M of raw.jsonl (1-based lines), one per line
 tokens() { "$PY" -c 'import json, sys
 for line in open(sys.argv[1]).readlines()[int(sys.argv[2]) - 1:]:
@@ -125,13 +116,7 @@ channel wrong not-the-secret
 expect_status "a channel with a wrong client secret" 201
 n2=$(sink_stat requests)
 tenant_curl POST /v1/campaigns '{"id":"four","channel":"wrong","message":{"body":"x"},"audience":{"ids":["p8"]}}'
-failed=0
-for _ in $(seq 1 100); do
-  tenant_curl GET /v1/campaigns/four
-  failed=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"]["dead"])' "$RESP_BODY" 2>/dev/null || echo 0)
-  [ "$failed" = 1 ] && break
-  sleep 0.2
-done
+wait_campaign four 'd["messages"]["dead"] == 1' 20 && failed=1 || failed=0
 [ "$failed" = 1 ] && ok "refused credentials dead-letter the message" || bad "wrong secret dead-letters" "$(resp)"
 [ "$(sink_stat requests)" = "$n2" ] && ok "and nothing reached the provider" || bad "nothing sent with a wrong secret"
 channel wrong right-secret-0815

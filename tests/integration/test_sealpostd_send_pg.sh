@@ -70,13 +70,7 @@ expect_status "ingest $N profiles" 200
 sink_faults '{"status":0,"count":1000000,"delay_ms":20}'
 tenant_curl POST /v1/campaigns '{"id":"shared","channel":"mail","message":{"body":"Hi {{first_name}}"},"audience":{"all":true}}'
 expect_status "a campaign through process a" 201
-sent=0
-for _ in $(seq 1 300); do
-  tenant_curl GET /v1/campaigns/shared
-  sent=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"]["sent"])' "$RESP_BODY" 2>/dev/null || echo 0)
-  [ "$sent" = "$N" ] && break
-  sleep 0.2
-done
+wait_campaign shared "d['messages']['sent'] == $N" 60 && sent=$N || sent=0
 [ "$sent" = "$N" ] && ok "all $N sent" || bad "all sent" "$(resp)"
 [ "$(sink_stat records)" = "$N" ] && ok "the provider has $N distinct messages" || bad "distinct" "$(sink_stat records)"
 [ "$(sink_stat repeats)" = 0 ] && ok "and not one twice" || bad "repeats" "$(sink_stat repeats)"
