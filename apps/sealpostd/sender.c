@@ -414,6 +414,21 @@ typedef struct spd_req {
     bool header_overflow;
 } spd_req;
 
+#define SPD_GROUPS 8
+
+typedef enum { SPD_DEFER = 1, SPD_RETRY, SPD_FAIL, SPD_FAIL_DEAD } spd_action;
+
+typedef struct spd_group {
+    spd_action action;
+    char error[SP_STORE_MAX_ERROR + 1];
+    int status;
+    uint32_t attempts;     /* retry: the backoff's exponent */
+    int64_t retry_after;   /* retry: the provider's wish, -1 for none */
+    int64_t next_attempt;  /* defer */
+    uint64_t *seqs;        /* cap_msgs of them, in the worker's group_seqs */
+    size_t n;
+} spd_group;
+
 typedef struct spd_worker {
     spd_sender *sender;
     unsigned index;
@@ -427,6 +442,9 @@ typedef struct spd_worker {
     size_t n_msgs, cap_msgs;
     spd_req *reqs;
     size_t n_reqs, cap_reqs;
+    spd_group groups[SPD_GROUPS];
+    size_t n_groups;
+    uint64_t *group_seqs;  /* SPD_GROUPS * cap_msgs */
     /* per message scratch */
     spd_buf pii[SP_VAULT_MAX_PII_FIELDS];
     bool pii_have[SP_VAULT_MAX_PII_FIELDS];
@@ -994,6 +1012,69 @@ static void outcome_error(const spd_msg *m, char *out, size_t cap) {
         snprintf(out, cap, "%s", sp_error_name(m->outcome));
 }
 
+/* Outcomes other than delivered, gathered per (action, error, status,
+ * attempt, Retry-After) so that each group is one statement. */
+static void group_run(spd_worker *w, sp_store *store, spd_group *g, int64_t now) {
+    const spd_config *cfg = &w->sender->app->config;
+    uint64_t changed = 0;
+    sp_error rc = SP_OK;
+    switch (g->action) {
+    case SPD_DEFER:
+        rc = sp_store_outbox_defer(store, w->owner, g->seqs, g->n, g->next_attempt, g->error, now, &changed);
+        break;
+    case SPD_RETRY: {
+        /* one jittered delay per group: a batch that failed together does
+         * not come back together with the next batches' */
+        uint32_t rnd = 0;
+        if (sp_random((uint8_t *)&rnd, sizeof rnd) != SP_OK) rnd = 0x7fffffffu;
+        uint64_t delay = sp_http_backoff_ms(g->attempts, cfg->sender_backoff_base_ms, cfg->sender_backoff_max_ms,
+                                            g->retry_after, rnd);
+        rc = sp_store_outbox_retry(store, w->owner, g->seqs, g->n, now + (int64_t)delay, g->error, g->status,
+                                   cfg->sender_max_attempts, now, &changed);
+        break;
+    }
+    case SPD_FAIL:
+    case SPD_FAIL_DEAD:
+        rc = sp_store_outbox_fail(store, w->owner, g->seqs, g->n,
+                                  g->action == SPD_FAIL_DEAD ? SP_STORE_OUTBOX_DEAD : SP_STORE_OUTBOX_FAILED, g->error,
+                                  g->status, now, &changed);
+        break;
+    }
+    if (rc != SP_OK) {
+        /* the lease runs out and they are claimed again */
+        sp_log_field f[] = {SP_LOG_S("error", sp_error_name(rc)), SP_LOG_I("messages", (int64_t)g->n)};
+        sp_log(SP_LOG_ERROR, "send.record_failed", f, 2);
+    }
+    g->n = 0;
+}
+
+static bool group_same(const spd_group *a, const spd_group *b) {
+    return a->action == b->action && a->status == b->status && a->attempts == b->attempts &&
+           a->retry_after == b->retry_after && a->next_attempt == b->next_attempt && strcmp(a->error, b->error) == 0;
+}
+
+static void groups_flush(spd_worker *w, sp_store *store, int64_t now) {
+    for (size_t i = 0; i < w->n_groups; i++)
+        if (w->groups[i].n > 0) group_run(w, store, &w->groups[i], now);
+    w->n_groups = 0;
+}
+
+static void group_add(spd_worker *w, sp_store *store, const spd_group *key, uint64_t seq, int64_t now) {
+    spd_group *g = NULL;
+    for (size_t i = 0; i < w->n_groups && !g; i++)
+        if (group_same(&w->groups[i], key)) g = &w->groups[i];
+    if (!g) {
+        if (w->n_groups == SPD_GROUPS) groups_flush(w, store, now);
+        g = &w->groups[w->n_groups];
+        uint64_t *seqs = w->group_seqs + w->n_groups * w->cap_msgs;
+        *g = *key;
+        g->seqs = seqs;
+        g->n = 0;
+        w->n_groups++;
+    }
+    g->seqs[g->n++] = seq;
+}
+
 static void record_outcomes(spd_worker *w, sp_store *store) {
     spd_app *app = w->sender->app;
     const spd_config *cfg = &app->config;
@@ -1014,28 +1095,29 @@ static void record_outcomes(spd_worker *w, sp_store *store) {
             sp_metric_add(app->messages_sent, changed);
         }
     }
-    /* the rest, one message at a time (a failing provider is the rare case) */
+    /* the rest, grouped: a provider outage fails a whole batch the same
+     * way, and each group is one statement */
     for (size_t i = 0; i < w->n_msgs; i++) {
         spd_msg *m = &w->msgs[i];
         if (m->outcome == SP_OK && m->done) continue;
-        char error[SP_STORE_MAX_ERROR + 1];
-        outcome_error(m, error, sizeof error);
-        sp_error rc;
+        spd_group g;
+        memset(&g, 0, sizeof g);
+        outcome_error(m, g.error, sizeof g.error);
+        g.status = (int)m->provider_status;
         if (!m->done) {
             /* never sent: back in the queue, the attempt not counted */
-            rc = sp_store_outbox_defer(store, w->owner, &m->row.seq, 1, now, "SP_ERR_UNAVAILABLE not sent", now,
-                                       &changed);
+            g.action = SPD_DEFER;
+            snprintf(g.error, sizeof g.error, "SP_ERR_UNAVAILABLE not sent");
+            g.next_attempt = now;
         } else if (kms_trouble(m->outcome)) {
             /* nothing reached the provider: queued again, the attempt not counted */
-            rc = sp_store_outbox_defer(store, w->owner, &m->row.seq, 1, now + SPD_KMS_RETRY_MS, error, now, &changed);
+            g.action = SPD_DEFER;
+            g.next_attempt = now + SPD_KMS_RETRY_MS;
             if (app->messages_deferred) sp_metric_add(app->messages_deferred, 1);
         } else if (retryable(m->outcome)) {
-            uint32_t rnd = 0;
-            if (sp_random((uint8_t *)&rnd, sizeof rnd) != SP_OK) rnd = 0x7fffffffu;
-            uint64_t delay = sp_http_backoff_ms(m->row.attempts, cfg->sender_backoff_base_ms,
-                                                cfg->sender_backoff_max_ms, m->retry_after_ms, rnd);
-            rc = sp_store_outbox_retry(store, w->owner, &m->row.seq, 1, now + (int64_t)delay, error,
-                                       (int)m->provider_status, cfg->sender_max_attempts, now, &changed);
+            g.action = SPD_RETRY;
+            g.attempts = m->row.attempts;
+            g.retry_after = m->retry_after_ms;
             if (m->row.attempts >= cfg->sender_max_attempts) {
                 if (app->messages_dead) sp_metric_add(app->messages_dead, 1);
             } else if (app->messages_retried) {
@@ -1046,16 +1128,12 @@ static void record_outcomes(spd_worker *w, sp_store *store) {
              * refused) is dead-lettered, to be replayed; the rest is final */
             bool fixable = m->outcome == SP_ERR_AUTH ||
                            (m->outcome == SP_ERR_NOT_FOUND && m->reason && strcmp(m->reason, "channel") == 0);
-            sp_store_outbox_state final = fixable ? SP_STORE_OUTBOX_DEAD : SP_STORE_OUTBOX_FAILED;
-            rc = sp_store_outbox_fail(store, w->owner, &m->row.seq, 1, final, error, (int)m->provider_status, now,
-                                      &changed);
+            g.action = fixable ? SPD_FAIL_DEAD : SPD_FAIL;
             if (app->messages_failed) sp_metric_add(app->messages_failed, 1);
         }
-        if (rc != SP_OK) {
-            sp_log_field f[] = {SP_LOG_S("error", sp_error_name(rc)), SP_LOG_S("message_id", m->row.message_id)};
-            sp_log(SP_LOG_ERROR, "send.record_failed", f, 2);
-        }
+        group_add(w, store, &g, m->row.seq, now);
     }
+    groups_flush(w, store, now);
 }
 
 /* ---- one batch ---- */
@@ -1211,6 +1289,7 @@ static void worker_free(spd_worker *w) {
     for (size_t i = 0; i < SP_VAULT_MAX_PII_FIELDS; i++) buf_free(&w->pii[i]);
     free(w->msgs);
     free(w->reqs);
+    free(w->group_seqs);
     sp_http_client_free(w->http);
     free(w);
 }
@@ -1426,7 +1505,8 @@ sp_error spd_sender_start(spd_app *app) {
             w->cap_reqs = cfg->sender_batch;
             w->msgs = calloc(w->cap_msgs, sizeof *w->msgs);
             w->reqs = calloc(w->cap_reqs, sizeof *w->reqs);
-            if (!w->msgs || !w->reqs) rc = SP_ERR_NO_MEMORY;
+            w->group_seqs = calloc(SPD_GROUPS * w->cap_msgs, sizeof *w->group_seqs);
+            if (!w->msgs || !w->reqs || !w->group_seqs) rc = SP_ERR_NO_MEMORY;
         }
         if (rc == SP_OK) rc = new_client(cfg, cfg->sender_in_flight, &w->http);
         if (rc == SP_OK && pthread_create(&s->workers[i], NULL, worker_main, w) != 0) rc = SP_ERR_NO_MEMORY;
