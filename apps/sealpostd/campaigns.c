@@ -161,6 +161,14 @@ static void campaign_create(spd_app *app, sp_http_request *req, spd_tenant *t) {
     }
     char *spec_text = json_dumps(spec, JSON_COMPACT);
     json_decref(spec);
+    if (spec_text && strlen(spec_text) > SP_STORE_MAX_CAMPAIGN_SPEC) {
+        json_free_t jfree = NULL;
+        json_get_alloc_funcs(NULL, &jfree);
+        jfree(spec_text);
+        json_decref(body);
+        spd_reply_error(req, 400, "bad_campaign", "message, to and audience together: at most 256 KiB");
+        return;
+    }
     bool later = send_at > now;
     /* stored as scheduled (for now when sent now): should starting it here
      * fail, the scheduler starts it instead, and nothing is left stuck */
@@ -173,8 +181,7 @@ static void campaign_create(spd_app *app, sp_http_request *req, spd_tenant *t) {
         rc = SP_OK;
     }
     json_free_t jfree = NULL;
-    json_malloc_t jmalloc = NULL;
-    json_get_alloc_funcs(&jmalloc, &jfree);
+    json_get_alloc_funcs(NULL, &jfree);
     if (spec_text) jfree(spec_text);
     json_decref(body);
     if (rc == SP_ERR_EXISTS) {

@@ -106,6 +106,7 @@ struct spd_campaign_spec {
     sp_template *tpl[TPL_COUNT];        /* subject and html may be NULL */
     spd_binding *bind[TPL_COUNT];       /* per placeholder index */
     size_t to_pii;                      /* the PII field that is the recipient */
+    bool uses_attributes;               /* some placeholder is an attribute: parse them per message */
     char to_field[SP_VAULT_MAX_FIELD + 1];
     /* the audience, owned */
     sp_store_audience_kind audience_kind;
@@ -197,6 +198,7 @@ static sp_error compile_one(const json_t *message, const char *key, bool require
             spec->bind[slot][i].pii = (size_t)p;
         } else if (attribute_name_ok(name)) {
             spec->bind[slot][i].kind = SRC_ATTRIBUTE;
+            spec->uses_attributes = true;
             spec->bind[slot][i].attribute = strdup(name);
             if (!spec->bind[slot][i].attribute) return SP_ERR_NO_MEMORY;
         } else {
@@ -370,7 +372,8 @@ typedef struct spd_chan {
     uint64_t version;         /* spd_channel_version of the row it was built from */
     sp_channel *channel;
     sp_wire *wire;            /* when the channel encrypts */
-    uint64_t wire_keyring_seen; /* bumps when the keyring reloaded */
+    uint64_t wire_keyring_seen; /* the worker's keyring_epoch the wire was built at */
+    uint64_t wire_checked_batch; /* the batch the keyring was last looked at in */
     sp_oauth2 *oauth2;        /* shared, owned by the sender */
     char *basic;              /* "Basic …" (a secret) */
     uint64_t checked_batch;   /* the batch it was last checked against the store in */
@@ -438,6 +441,7 @@ typedef struct spd_worker {
     spd_camp camps[SPD_CAMPAIGN_CACHE];
     uint64_t tick;
     uint64_t batch_no;
+    uint64_t keyring_epoch; /* bumps whenever a keyring of this worker reloaded */
     spd_msg *msgs;
     size_t n_msgs, cap_msgs;
     spd_req *reqs;
@@ -446,6 +450,7 @@ typedef struct spd_worker {
     size_t n_groups;
     uint64_t *group_seqs;  /* SPD_GROUPS * cap_msgs */
     /* per message scratch */
+    sp_store_profile_row *profile; /* the message's profile, a row reused */
     spd_buf pii[SP_VAULT_MAX_PII_FIELDS];
     bool pii_have[SP_VAULT_MAX_PII_FIELDS];
     sp_error pii_error;
@@ -551,7 +556,6 @@ static sp_error chan_get(spd_worker *w, sp_store *store, spd_tenant *t, const ch
             break;
         }
         if (!e->channel || e->used < victim->used) victim = e;
-        if (!victim->channel) continue;
     }
     if (c && c->checked_batch != w->batch_no) {
         sp_store_channel_row row;
@@ -588,29 +592,65 @@ static sp_error chan_get(spd_worker *w, sp_store *store, spd_tenant *t, const ch
             return rc;
         }
     }
-    /* the wire: rebuilt when the keyring changed (a rotation) */
+    /* the wire: rebuilt when the keyring changed (a rotation). The keyring
+     * is looked at once per batch and channel, not per message; a reload
+     * seen through any channel makes every channel of this worker rebuild
+     * (they may share the tenant's keyring). */
     sp_channel_encryption enc;
     sp_channel_get_encryption(c->channel, &enc);
-    if (enc.enabled) {
+    if (enc.enabled && c->wire_checked_batch != w->batch_no) {
         bool reloaded = false;
         sp_error rc = sp_keyring_reload_if_changed(t->keyring, &reloaded);
         if (rc != SP_OK) return rc;
-        if (reloaded || !c->wire) {
-            sp_wire *wire = NULL;
-            rc = sp_wire_new(&wire);
-            if (rc == SP_OK) rc = sp_keyring_load_wire(t->keyring, t->id, enc.key, wire);
-            if (rc == SP_OK && sp_wire_active_version(wire) == NULL) rc = SP_ERR_UNKNOWN_KEY_VERSION;
-            if (rc != SP_OK) {
-                sp_wire_free(wire);
-                return rc;
-            }
-            sp_wire_free(c->wire);
-            c->wire = wire;
+        if (reloaded) w->keyring_epoch++;
+        c->wire_checked_batch = w->batch_no;
+    }
+    if (enc.enabled && (!c->wire || c->wire_keyring_seen != w->keyring_epoch)) {
+        sp_wire *wire = NULL;
+        sp_error rc = sp_wire_new(&wire);
+        if (rc == SP_OK) rc = sp_keyring_load_wire(t->keyring, t->id, enc.key, wire);
+        if (rc == SP_OK && sp_wire_active_version(wire) == NULL) rc = SP_ERR_UNKNOWN_KEY_VERSION;
+        if (rc != SP_OK) {
+            sp_wire_free(wire);
+            return rc;
         }
+        sp_wire_free(c->wire);
+        c->wire = wire;
+        c->wire_keyring_seen = w->keyring_epoch;
     }
     c->used = ++w->tick;
     *out = c;
     return SP_OK;
+}
+
+/* A stored campaign's spec, compiled. kind 0: the campaign's channel is
+ * looked up for it. A spec that no longer parses (written by this daemon,
+ * so a newer rule or damage) is logged. */
+static sp_error campaign_spec_load(sp_store *store, const spd_tenant *t, const char *id, sp_channel_kind kind,
+                                   spd_campaign_spec **out) {
+    sp_store_campaign_row row;
+    memset(&row, 0, sizeof row);
+    sp_error rc = sp_store_campaign_get(store, t->id, id, &row);
+    if (rc == SP_OK && kind == 0) {
+        sp_store_channel_row ch;
+        memset(&ch, 0, sizeof ch);
+        rc = sp_store_channel_get(store, t->id, row.channel, &ch);
+        kind = ch.kind == SP_STORE_CHANNEL_EMAIL ? SP_CHANNEL_EMAIL : SP_CHANNEL_SMS;
+        sp_store_channel_row_clear(&ch);
+    }
+    json_error_t jerr;
+    json_t *doc = rc == SP_OK ? json_loadb(row.spec, row.spec_len, 0, &jerr) : NULL;
+    sp_store_campaign_row_clear(&row);
+    if (rc != SP_OK) return rc;
+    if (!doc) return SP_ERR_BAD_JSON;
+    char err[256];
+    rc = spd_campaign_spec_parse(doc, &t->settings, kind, out, err, sizeof err);
+    json_decref(doc);
+    if (rc != SP_OK) {
+        sp_log_field f[] = {SP_LOG_S("campaign", id), SP_LOG_S("reason", err)};
+        sp_log(SP_LOG_ERROR, "send.campaign_unreadable", f, 2);
+    }
+    return rc;
 }
 
 static sp_error camp_get(spd_worker *w, sp_store *store, spd_tenant *t, const char *id, sp_channel_kind kind,
@@ -625,23 +665,9 @@ static sp_error camp_get(spd_worker *w, sp_store *store, spd_tenant *t, const ch
         }
         if (!e->spec || e->used < victim->used) victim = e;
     }
-    sp_store_campaign_row row;
-    memset(&row, 0, sizeof row);
-    sp_error rc = sp_store_campaign_get(store, t->id, id, &row);
-    if (rc != SP_OK) return rc;
-    json_error_t jerr;
-    json_t *doc = json_loadb(row.spec, row.spec_len, 0, &jerr);
-    sp_store_campaign_row_clear(&row);
-    if (!doc) return SP_ERR_BAD_JSON;
-    char err[256];
     camp_clear(victim);
-    rc = spd_campaign_spec_parse(doc, &t->settings, kind, &victim->spec, err, sizeof err);
-    json_decref(doc);
-    if (rc != SP_OK) {
-        sp_log_field f[] = {SP_LOG_S("campaign", id), SP_LOG_S("reason", err)};
-        sp_log(SP_LOG_ERROR, "send.campaign_unreadable", f, 2);
-        return rc;
-    }
+    sp_error rc = campaign_spec_load(store, t, id, kind, &victim->spec);
+    if (rc != SP_OK) return rc;
     snprintf(victim->tenant, sizeof victim->tenant, "%s", t->id);
     snprintf(victim->id, sizeof victim->id, "%s", id);
     victim->used = ++w->tick;
@@ -739,13 +765,13 @@ static sp_error render_into(lookup_ctx *c, const spd_campaign_spec *spec, int sl
  * subject, body, html. The decrypted PII is wiped before returning. */
 static sp_error render_message(spd_worker *w, sp_store *store, spd_tenant *t, spd_msg *m, const char **missing) {
     const spd_campaign_spec *spec = m->camp->spec;
-    sp_store_profile_row *row = calloc(1, sizeof *row);
-    if (!row) return SP_ERR_NO_MEMORY;
+    if (!w->profile && !(w->profile = calloc(1, sizeof *w->profile))) return SP_ERR_NO_MEMORY;
+    sp_store_profile_row *row = w->profile;
     sp_error rc = sp_store_profile_get(store, t->id, m->row.profile_id, row);
     json_t *attrs = NULL;
     memset(w->pii_have, 0, sizeof w->pii_have);
     w->pii_error = SP_OK;
-    if (rc == SP_OK) {
+    if (rc == SP_OK && spec->uses_attributes) {
         json_error_t jerr;
         attrs = json_loadb(row->attributes, row->attributes_len, 0, &jerr);
     }
@@ -775,7 +801,6 @@ static sp_error render_message(spd_worker *w, sp_store *store, spd_tenant *t, sp
         if (w->pii_have[i]) buf_wipe(&w->pii[i]);
     json_decref(attrs);
     sp_store_profile_row_clear(row);
-    free(row);
     if (rc != SP_OK) buf_wipe(&m->text);
     return rc;
 }
@@ -1290,6 +1315,7 @@ static void worker_free(spd_worker *w) {
     free(w->msgs);
     free(w->reqs);
     free(w->group_seqs);
+    free(w->profile);
     sp_http_client_free(w->http);
     free(w);
 }
@@ -1366,23 +1392,8 @@ static sp_error start_campaign(spd_app *app, sp_store *store, const char *tenant
     spd_tenant *t = NULL;
     sp_error rc = spd_tenant_get(app, tenant_id, &t);
     if (rc != SP_OK) return rc;
-    sp_store_campaign_row row;
-    memset(&row, 0, sizeof row);
-    rc = sp_store_campaign_get(store, tenant_id, id, &row);
-    if (rc != SP_OK) return rc;
-    sp_store_channel_row ch;
-    memset(&ch, 0, sizeof ch);
-    rc = sp_store_channel_get(store, tenant_id, row.channel, &ch);
-    sp_channel_kind kind = ch.kind == SP_STORE_CHANNEL_EMAIL ? SP_CHANNEL_EMAIL : SP_CHANNEL_SMS;
-    sp_store_channel_row_clear(&ch);
-    json_error_t jerr;
-    json_t *doc = rc == SP_OK ? json_loadb(row.spec, row.spec_len, 0, &jerr) : NULL;
-    sp_store_campaign_row_clear(&row);
-    if (rc == SP_OK && !doc) rc = SP_ERR_BAD_JSON;
     spd_campaign_spec *spec = NULL;
-    char err[256];
-    if (rc == SP_OK) rc = spd_campaign_spec_parse(doc, &t->settings, kind, &spec, err, sizeof err);
-    json_decref(doc);
+    rc = campaign_spec_load(store, t, id, 0, &spec);
     if (rc != SP_OK) return rc;
     sp_store_audience aud;
     spd_campaign_spec_audience(spec, &aud);

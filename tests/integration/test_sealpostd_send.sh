@@ -202,6 +202,9 @@ expect_status "two audiences are refused" 400 bad_campaign
 tenant_curl POST /v1/campaigns '{"channel":"mail","message":{"body":"x"},"audience":{"all":true}}'
 expect_status "a campaign without the subject its channel needs is refused" 400 bad_campaign
 case $(pyj 'd["error"]["message"]') in *message.subject*) ok "the refusal names message.subject" ;; *) bad "names message.subject" "$(resp)" ;; esac
+"$PY" -c 'import json; t = "x" * 100000; print(json.dumps({"channel": "mail", "message": {"subject": t, "body": t, "html": t}, "audience": {"all": True}}))' >"$tmp/huge.json"
+tenant_curl POST /v1/campaigns "@$tmp/huge.json"
+expect_status "a campaign over 256 KiB in all is refused" 400 bad_campaign
 tenant_curl DELETE /v1/channels/mail
 expect_status "a channel in use cannot be deleted" 409 in_use
 
