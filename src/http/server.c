@@ -406,10 +406,14 @@ static bool sp_answer_after_body(sp_http_request *r) {
     if (MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL) {
         return true; /* chunked: SP_HTTP_DISCARD bounds the reading */
     }
+    /* Without a body the second call follows at once, and waiting for it
+     * matters: libmicrohttpd closes a connection whose response was queued
+     * from the first call, so answering there would end keep-alive. */
     const char *cl = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl == NULL) return true;
     uint64_t n;
-    if (cl == NULL || sp_parse_u64(cl, strlen(cl), UINT64_MAX, &n) != SP_OK) return false;
-    return n > 0 && n <= SP_HTTP_DISCARD;
+    if (sp_parse_u64(cl, strlen(cl), UINT64_MAX, &n) != SP_OK) return false;
+    return n <= SP_HTTP_DISCARD;
 }
 
 /* The request is answered before its body: the body is never buffered. */

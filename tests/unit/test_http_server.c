@@ -384,6 +384,26 @@ static void test_refusal_before_body(void **state) {
     free(body);
 }
 
+/* An answer given before the body (here a refusal from on_headers) must
+ * not end keep-alive either: libmicrohttpd closes a connection whose
+ * response came from its first call, so the server waits for the second. */
+static void test_keep_alive_after_early_answer(void **state) {
+    http_fixture *f = *state;
+    char url[256];
+    url_of(url, sizeof url, "https", "127.0.0.1", f->port, "/refuse");
+    CURL *h = client(f);
+    long connects = -1;
+    for (int i = 0; i < 4; i++) {
+        /* GET without a body, then a small body sent without waiting */
+        reply r = perform(h, url, i % 2 ? "body" : NULL, i % 2 ? 4 : 0, NULL);
+        assert_int_equal(r.status, 401);
+        curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
+        assert_int_equal(connects, i == 0 ? 1 : 0);
+        reply_free(&r);
+    }
+    curl_easy_cleanup(h);
+}
+
 static void test_keep_alive(void **state) {
     http_fixture *f = *state;
     char url[256];
@@ -983,6 +1003,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_echo_and_accessors, setup_started, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_before_body, setup_started, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive, setup_started, teardown),
+        cmocka_unit_test_setup_teardown(test_keep_alive_after_early_answer, setup_started, teardown),
         cmocka_unit_test_setup_teardown(test_body_limits, setup_started, teardown),
         cmocka_unit_test_setup_teardown(test_header_limit, setup_started, teardown),
         cmocka_unit_test_setup_teardown(test_handler_mistakes, setup_started, teardown),
