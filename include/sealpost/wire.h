@@ -107,6 +107,17 @@ SP_API SP_MUST_CHECK sp_error sp_open(sp_wire *wire, const sp_header *headers, s
                                       const uint8_t *body, size_t body_len, int64_t now, uint8_t *out,
                                       size_t out_cap, size_t *out_len, sp_opened *info);
 
+/* sp_open with a say between verification and decryption: once headers,
+ * timestamp and signature hold, check (unless NULL) sees what they vouch
+ * for (info's fields); any result but SP_OK stops there and is returned as
+ * it is, nothing decrypted. A receiver drops a repeated webhook-id this way
+ * before it spends a decryption or a parse on it. */
+typedef sp_error (*sp_open_check_fn)(void *arg, const sp_opened *verified);
+SP_API SP_MUST_CHECK sp_error sp_open_checked(sp_wire *wire, const sp_header *headers, size_t n_headers,
+                                              const uint8_t *body, size_t body_len, int64_t now,
+                                              sp_open_check_fn check, void *check_arg, uint8_t *out,
+                                              size_t out_cap, size_t *out_len, sp_opened *info);
+
 SP_API const char *sp_profile_name(sp_profile profile);
 SP_API SP_MUST_CHECK sp_error sp_profile_from_name(const char *name, sp_profile *out);
 

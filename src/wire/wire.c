@@ -556,8 +556,8 @@ static sp_error sp_open_jwe(sp_wire *w, sp_open_ctx *ctx, const uint8_t *body, s
 }
 
 static sp_error sp_open_run(sp_wire *w, const sp_header *headers, size_t n_headers, const uint8_t *body,
-                            size_t body_len, int64_t now, uint8_t *out, size_t out_cap, size_t *out_len,
-                            sp_opened *info) {
+                            size_t body_len, int64_t now, sp_open_check_fn check, void *check_arg, uint8_t *out,
+                            size_t out_cap, size_t *out_len, sp_opened *info) {
     SP_ENSURE(body_len <= w->max_body, SP_ERR_TOO_LARGE);
     sp_header_set set;
     SP_GUARD(sp_collect_headers(headers, n_headers, &set));
@@ -565,31 +565,40 @@ static sp_error sp_open_run(sp_wire *w, const sp_header *headers, size_t n_heade
     memset(&ctx, 0, sizeof ctx);
     SP_GUARD(sp_open_headers(w, &set, now ? now : sp_now_seconds(), &ctx));
     SP_GUARD(sp_open_verify(&ctx, &set, body, body_len));
+    /* what the signature vouches for, before any decryption */
+    sp_opened seen;
+    seen.profile = ctx.profile;
+    seen.alg = ctx.alg;
+    seen.timestamp = (int64_t)ctx.timestamp;
+    memcpy(seen.key_version, ctx.version->name, SP_KEY_VERSION_CHARS + 1);
+    memcpy(seen.message_id, set.value[SP_H_ID].data, set.value[SP_H_ID].len);
+    seen.message_id[set.value[SP_H_ID].len] = 0;
+    if (check != NULL) SP_GUARD(check(check_arg, &seen));
     if (ctx.profile == SP_PROFILE_COMPAT) {
         SP_GUARD(sp_open_compat(w, &ctx, &set, body, body_len, out, out_cap, out_len));
     } else {
         SP_GUARD(sp_open_jwe(w, &ctx, body, body_len, out, out_cap, out_len));
     }
-    if (info != NULL) {
-        info->profile = ctx.profile;
-        info->alg = ctx.alg;
-        info->timestamp = (int64_t)ctx.timestamp;
-        memcpy(info->key_version, ctx.version->name, SP_KEY_VERSION_CHARS + 1);
-        memcpy(info->message_id, set.value[SP_H_ID].data, set.value[SP_H_ID].len);
-        info->message_id[set.value[SP_H_ID].len] = 0;
-    }
+    if (info != NULL) *info = seen;
     return SP_OK;
 }
 
-sp_error sp_open(sp_wire *w, const sp_header *headers, size_t n_headers, const uint8_t *body, size_t body_len,
-                 int64_t now, uint8_t *out, size_t out_cap, size_t *out_len, sp_opened *info) {
+sp_error sp_open_checked(sp_wire *w, const sp_header *headers, size_t n_headers, const uint8_t *body,
+                         size_t body_len, int64_t now, sp_open_check_fn check, void *check_arg, uint8_t *out,
+                         size_t out_cap, size_t *out_len, sp_opened *info) {
     SP_ENSURE(w != NULL && out_len != NULL && (body != NULL || body_len == 0) && (out != NULL || out_cap == 0),
               SP_ERR_INVALID_ARGUMENT);
     static const uint8_t empty[1];
-    sp_error rc = sp_open_run(w, headers, n_headers, body ? body : empty, body_len, now, out, out_cap, out_len, info);
+    sp_error rc = sp_open_run(w, headers, n_headers, body ? body : empty, body_len, now, check, check_arg, out,
+                              out_cap, out_len, info);
     if (rc != SP_OK) {
         sp_wipe(out, out_cap);
         *out_len = 0;
     }
     return rc;
+}
+
+sp_error sp_open(sp_wire *w, const sp_header *headers, size_t n_headers, const uint8_t *body, size_t body_len,
+                 int64_t now, uint8_t *out, size_t out_cap, size_t *out_len, sp_opened *info) {
+    return sp_open_checked(w, headers, n_headers, body, body_len, now, NULL, NULL, out, out_cap, out_len, info);
 }

@@ -1130,6 +1130,72 @@ static void test_opened_info(void **state) {
     sp_wire_free(w);
 }
 
+/* sp_open_checked: the check sees the verified id and version before any
+ * decryption; its verdict stops the open; a forged message never reaches it. */
+typedef struct {
+    int calls;
+    sp_error verdict;
+    char id[SP_MESSAGE_ID_MAX + 1];
+    char version[SP_KEY_VERSION_CHARS + 1];
+    int64_t timestamp;
+} check_probe;
+
+static sp_error probe_check(void *arg, const sp_opened *v) {
+    check_probe *p = arg;
+    p->calls++;
+    memcpy(p->id, v->message_id, sizeof p->id);
+    memcpy(p->version, v->key_version, sizeof p->version);
+    p->timestamp = v->timestamp;
+    return p->verdict;
+}
+
+static void test_open_checked(void **state) {
+    (void)state;
+    sp_wire *w = make_wire(VER1, 1);
+    for (size_t c = 0; c < SP_ARRAY_LEN(combos); c++) {
+        sp_seal_params p = {.profile = combos[c].profile, .alg = combos[c].alg, .message_id = "wh_42", .timestamp = T0};
+        msg *m = msg_seal_iv(w, &p, NULL, (const uint8_t *)"checked", 7);
+        uint8_t out[32];
+        size_t out_len = 0;
+        sp_opened info;
+
+        check_probe probe = {.verdict = SP_OK};
+        assert_ok(sp_open_checked(w, m->hs, m->n, m->body, m->body_len, T0, probe_check, &probe, out, sizeof out,
+                                  &out_len, &info));
+        assert_int_equal(probe.calls, 1);
+        assert_string_equal(probe.id, "wh_42");
+        assert_string_equal(probe.version, VER1);
+        assert_int_equal(probe.timestamp, T0);
+        assert_int_equal(out_len, 7);
+        assert_memory_equal(out, "checked", 7);
+        assert_string_equal(info.message_id, "wh_42");
+
+        /* the check's verdict is returned as is, and nothing is decrypted */
+        probe = (check_probe){.verdict = SP_ERR_EXISTS};
+        memset(out, 0x5a, sizeof out);
+        assert_int_equal(sp_open_checked(w, m->hs, m->n, m->body, m->body_len, T0, probe_check, &probe, out,
+                                         sizeof out, &out_len, &info),
+                         SP_ERR_EXISTS);
+        assert_int_equal(probe.calls, 1);
+        assert_int_equal(out_len, 0);
+        for (size_t i = 0; i < sizeof out; i++) assert_int_equal(out[i], 0);
+
+        /* a tampered body or a stale timestamp fails before the check */
+        probe = (check_probe){.verdict = SP_OK};
+        m->body[m->body_len / 2] ^= 1;
+        assert_int_equal(sp_open_checked(w, m->hs, m->n, m->body, m->body_len, T0, probe_check, &probe, out,
+                                         sizeof out, &out_len, NULL),
+                         SP_ERR_AUTH);
+        m->body[m->body_len / 2] ^= 1;
+        assert_int_equal(sp_open_checked(w, m->hs, m->n, m->body, m->body_len, T0 + 3600, probe_check, &probe, out,
+                                         sizeof out, &out_len, NULL),
+                         SP_ERR_STALE_TIMESTAMP);
+        assert_int_equal(probe.calls, 0);
+        msg_free(m);
+    }
+    sp_wire_free(w);
+}
+
 /* ---- the parsers on their own ---- */
 
 static sp_error sig_parse(const char *s, sp_sig_list *out) { return sp_sig_header_parse(s, strlen(s), out); }
@@ -1668,6 +1734,7 @@ int main(void) {
         cmocka_unit_test(test_compat_iv_binding),
         cmocka_unit_test(test_out_buffer_on_failure),
         cmocka_unit_test(test_opened_info),
+        cmocka_unit_test(test_open_checked),
         cmocka_unit_test(test_sig_header_parse),
         cmocka_unit_test(test_message_id_valid),
         cmocka_unit_test(test_compat_body_parse),
