@@ -63,6 +63,7 @@ typedef enum sp_error {
     SP_ERR_PROVIDER_REJECTED = 45,    /* the provider refused the message for good (4xx other than 408/429) */
     SP_ERR_PROVIDER_UNAVAILABLE = 46, /* the provider failed or asked to wait (5xx, 408, 429): retry later */
     SP_ERR_NETWORK = 47,              /* no connection, TLS failure or timeout on the way to a peer: retry later */
+    SP_ERR_BAD_CALLBACK = 48,         /* a callback body in no known format, or breaking one's rules */
     /* append new codes here; never renumber */
     SP_ERR__COUNT
 } sp_error;

@@ -21,5 +21,6 @@
 #include "sealpost/http_client.h"
 #include "sealpost/template.h"
 #include "sealpost/channel.h"
+#include "sealpost/callback.h"
 
 #endif

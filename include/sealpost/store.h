@@ -534,6 +534,159 @@ typedef struct sp_store_outbox_row {
  * when none, out untouched. */
 SP_API SP_MUST_CHECK sp_error sp_store_outbox_get(sp_store *store, const char *message_id, sp_store_outbox_row *out);
 
+/* ---- callbacks and delivery tracking ----
+ * What providers report back about sent messages. A message's delivery
+ * state is kept beside its outbox state:
+ *
+ *   outbox:   queued -> sending -> sent | failed | dead   (our side)
+ *   delivery: none -> delivered | failed | bounced          (the provider's)
+ *
+ * and what a user sees is the delivery state once there is one, else the
+ * outbox state. Reports may come late, twice or out of order (a delivery
+ * report before our own 'sent' is recorded, a bounce after a delivery): the
+ * delivery state follows the event with the latest event time, a tie going
+ * to the graver one (bounced over failed over delivered), so the order of
+ * arrival never changes the outcome. Engagement (opened, clicked, replied,
+ * unsubscribed, complained) keeps the first time of each; an engagement on a
+ * message without a delivery state makes it delivered. Counts are counted
+ * from these columns, never incremented, so no event is counted twice.
+ *
+ * A provider's retries are recognised by webhook-id: callback_seen
+ * remembers each one for at least SP_STORE_CALLBACK_KEEP_MS. */
+
+#define SP_STORE_CALLBACK_KEEP_MS ((int64_t)4 * 24 * 3600 * 1000) /* the shortest keep allowed */
+#define SP_STORE_MAX_WEBHOOK_ID 128 /* printable ASCII without spaces */
+#define SP_STORE_MAX_REASON 32      /* suppression reasons: [a-z_]{1,32} */
+
+/* Whether the tenant has seen this webhook-id (a read: no transaction
+ * needed). For the cheap check before a callback is decrypted. */
+SP_API SP_MUST_CHECK sp_error sp_store_callback_seen(sp_store *store, const char *tenant, const char *webhook_id,
+                                                     bool *seen);
+/* Records a webhook-id at now_ms; fresh (never NULL) is false when it was
+ * recorded already, and then nothing changes: the caller drops the
+ * callback. Run it in the transaction that applies the callback's events,
+ * so the two are kept or lost together. */
+SP_API SP_MUST_CHECK sp_error sp_store_callback_record(sp_store *store, const char *tenant, const char *webhook_id,
+                                                       int64_t now_ms, bool *fresh);
+/* Forgets webhook-ids recorded before before_ms (every tenant's); removed
+ * (may be NULL) counts them. At most `limit` (1..100000) per call, so a
+ * large backlog never holds the write lock for long: call again while
+ * removed == limit. */
+SP_API SP_MUST_CHECK sp_error sp_store_callback_prune(sp_store *store, int64_t before_ms, size_t limit,
+                                                      uint64_t *removed);
+
+typedef enum {
+    SP_STORE_DELIVERY_NONE = 0,
+    SP_STORE_DELIVERY_DELIVERED = 1,
+    SP_STORE_DELIVERY_FAILED = 2,
+    SP_STORE_DELIVERY_BOUNCED = 3,
+} sp_store_delivery;
+
+/* "", "delivered", "failed", "bounced". */
+SP_API const char *sp_store_delivery_name(sp_store_delivery delivery);
+
+typedef enum {
+    SP_STORE_EVENT_DELIVERED = 1,
+    SP_STORE_EVENT_FAILED,       /* delivery failed (soft bounces too) */
+    SP_STORE_EVENT_BOUNCED,      /* hard bounce */
+    SP_STORE_EVENT_OPENED,
+    SP_STORE_EVENT_CLICKED,
+    SP_STORE_EVENT_REPLIED,
+    SP_STORE_EVENT_UNSUBSCRIBED,
+    SP_STORE_EVENT_COMPLAINED,   /* marked as spam */
+} sp_store_event_kind;
+
+typedef struct sp_store_delivery_event {
+    const char *message_id;  /* an outbox message id of the tenant */
+    sp_store_event_kind kind;
+    int64_t ts_ms;           /* the event's time (Unix ms; > 0) */
+    int code;                /* failure code for FAILED/BOUNCED (0..99999), else 0 */
+} sp_store_delivery_event;
+
+/* What applying one event did. */
+typedef enum {
+    SP_STORE_APPLIED_CHANGED = 1,  /* the message's state or engagement moved */
+    SP_STORE_APPLIED_SAME = 2,     /* known message, nothing new (a repeat, or older than what is there) */
+    SP_STORE_APPLIED_UNKNOWN = 3,  /* no such message for this tenant: ignored */
+} sp_store_applied;
+
+/* Applies events (1..SP_STORE_MAX_BATCH) to the tenant's messages, in
+ * order, by the rules above; encrypted says whether the callback that
+ * carried them was sealed (kept per message for the test-send report).
+ * results (may be NULL) gets one sp_store_applied per event. Atomic: runs
+ * in the caller's transaction or one of its own. */
+SP_API SP_MUST_CHECK sp_error sp_store_delivery_apply(sp_store *store, const char *tenant,
+                                                      const sp_store_delivery_event *events, size_t n,
+                                                      bool encrypted, int64_t now_ms, sp_store_applied *results);
+
+/* The profile behind a message and its channel's kind, for suppression
+ * (SP_ERR_NOT_FOUND when the tenant has no such message). */
+SP_API SP_MUST_CHECK sp_error sp_store_message_profile(sp_store *store, const char *tenant, const char *message_id,
+                                                       char profile_id[SP_STORE_MAX_ID + 1],
+                                                       sp_store_channel_kind *kind);
+
+/* Stops sends of one kind (email or SMS) to a profile, with a reason
+ * ([a-z_]{1,32}, e.g. "hard_bounce", "unsubscribed", "complained",
+ * "opt_out"): its messages of that kind still 'queued' become 'failed' with
+ * last_error "suppressed: <reason>" (cancelled, may be NULL, counts them),
+ * and expanding a campaign skips the profile from now on. Suppressing again
+ * keeps the first reason and time. Unknown profile: SP_ERR_NOT_FOUND. */
+SP_API SP_MUST_CHECK sp_error sp_store_suppress(sp_store *store, const char *tenant, const char *profile_id,
+                                                sp_store_channel_kind kind, const char *reason, int64_t now_ms,
+                                                uint64_t *cancelled);
+/* Whether a profile is suppressed for a kind; reason (may be NULL) gets why. */
+SP_API SP_MUST_CHECK sp_error sp_store_suppressed(sp_store *store, const char *tenant, const char *profile_id,
+                                                  sp_store_channel_kind kind, bool *suppressed,
+                                                  char reason[SP_STORE_MAX_REASON + 1]);
+/* Lifts a suppression (a user who opts back in); SP_ERR_NOT_FOUND when there was none. */
+SP_API SP_MUST_CHECK sp_error sp_store_unsuppress(sp_store *store, const char *tenant, const char *profile_id,
+                                                  sp_store_channel_kind kind);
+
+/* One message with its delivery tracking. */
+typedef struct sp_store_message_status {
+    sp_store_outbox_row outbox;
+    sp_store_delivery delivery;
+    int64_t delivery_at;     /* event time (ms) of the event that set delivery; 0 if none */
+    int failure_code;        /* of the failure or bounce that set delivery; 0 if none */
+    int64_t opened_at, clicked_at, replied_at, unsubscribed_at, complained_at; /* first times (ms), 0 if never */
+    int64_t callback_at;     /* when the last callback about it arrived (ms); 0 if none */
+    bool callback_encrypted; /* whether that callback was sealed */
+} sp_store_message_status;
+
+/* SP_ERR_NOT_FOUND when the tenant has no such message. */
+SP_API SP_MUST_CHECK sp_error sp_store_message_status_get(sp_store *store, const char *tenant,
+                                                          const char *message_id, sp_store_message_status *out);
+
+/* A campaign's (or, campaign NULL, the tenant's test sends') messages by
+ * what a user sees: each message counts once among queued..bounced. */
+typedef struct sp_store_campaign_stats {
+    uint64_t total;
+    uint64_t queued, sending, sent, delivered, failed, bounced, dead;
+    uint64_t opened, clicked, replied, unsubscribed, complained;
+} sp_store_campaign_stats;
+
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_stats_get(sp_store *store, const char *tenant, const char *campaign,
+                                                          sp_store_campaign_stats *out);
+/* Failed and bounced messages per failure code, codes in increasing order. */
+typedef sp_error (*sp_store_code_count_fn)(void *arg, int code, uint64_t failed, uint64_t bounced);
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_failure_codes(sp_store *store, const char *tenant,
+                                                              const char *campaign, sp_store_code_count_fn fn,
+                                                              void *arg);
+
+/* Activity over time: per bucket of bucket_ms (1000 .. 31 days in ms)
+ * starting at a multiple of bucket_ms, how many messages were sent
+ * (sent_at), reached each delivery state (delivery_at) and were first
+ * opened, clicked, replied to in it. Buckets with nothing are left out; at
+ * most max_buckets (1..10000), the earliest first. */
+typedef struct sp_store_stats_bucket {
+    int64_t start_ms;
+    uint64_t sent, delivered, failed, bounced, opened, clicked, replied;
+} sp_store_stats_bucket;
+typedef sp_error (*sp_store_bucket_fn)(void *arg, const sp_store_stats_bucket *bucket);
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_timeline(sp_store *store, const char *tenant, const char *campaign,
+                                                         int64_t bucket_ms, size_t max_buckets,
+                                                         sp_store_bucket_fn fn, void *arg);
+
 SP_END_DECLS
 
 #endif

@@ -58,6 +58,7 @@ static const sp_error_entry sp_errors[SP_ERR__COUNT] = {
     [SP_ERR_PROVIDER_REJECTED] = {"SP_ERR_PROVIDER_REJECTED", "the provider rejected the message"},
     [SP_ERR_PROVIDER_UNAVAILABLE] = {"SP_ERR_PROVIDER_UNAVAILABLE", "the provider is unavailable"},
     [SP_ERR_NETWORK] = {"SP_ERR_NETWORK", "network error"},
+    [SP_ERR_BAD_CALLBACK] = {"SP_ERR_BAD_CALLBACK", "malformed callback"},
 };
 
 static const sp_error_entry *sp_error_lookup(sp_error err) {
