@@ -11,7 +11,11 @@
  *   static void suite_set_schema_version(const char *url, int version);
  *       records `version` in schema_version behind the store's back;
  *   static void suite_downgrade_to_1(const char *url);
- *       takes schema version 2's objects away, as a version 1 database.
+static void suite_downgrade_to_2(const char *url);
+ *       takes the objects of schema versions 2 and 3 away, as a version 1
+ *       database;
+ *   static void suite_downgrade_to_2(const char *url);
+ *       takes schema version 3's objects away, as a version 2 database.
  * and then lists SUITE_TESTS in its cmocka group.
  *
  * What is held on every backend: migrations run once and a newer schema is
@@ -39,6 +43,7 @@ static bool suite_new_database(char *url, size_t cap, const char *dir);
 static void suite_drop_database(const char *url);
 static void suite_set_schema_version(const char *url, int version);
 static void suite_downgrade_to_1(const char *url);
+static void suite_downgrade_to_2(const char *url);
 
 typedef struct {
     char dir[256];
@@ -989,12 +994,17 @@ static void test_migration_to_outbox(void **state) {
     f->s = NULL;
     suite_downgrade_to_1(f->url);
     assert_ok(sp_store_open(f->url, &f->s));
-    assert_int_equal(sp_store_schema_version(f->s), 2);
+    assert_int_equal(sp_store_schema_version(f->s), 3);
     assert_int_equal(suite_profiles(f->s, "acme"), 1);
     suite_channel(f->s, "acme", "sms");
     suite_campaign(f->s, "acme", "c1", "sms");
     assert_int_equal(suite_expand_all(f->s, "acme", "c1", MS0), 1);
     assert_int_equal(suite_counts(f->s, "acme", "c1").queued, 1);
+    /* and version 3's: a suppression, a webhook-id */
+    assert_ok(sp_store_suppress(f->s, "acme", "kept", SP_STORE_CHANNEL_SMS, "opt_out", MS0, NULL));
+    bool fresh = false;
+    assert_ok(sp_store_callback_record(f->s, "acme", "wh", MS0, &fresh));
+    assert_true(fresh);
 }
 
 typedef struct {
@@ -1665,6 +1675,12 @@ static void test_outbox_allocation_failures(void **state) {
         if (rc == SP_OK) rc = sp_store_outbox_expand(s, "acme", "c", &all, MS0, NULL);
         if (rc == SP_OK) rc = sp_store_outbox_claim(s, "w", MS0 + (int64_t)n, 1, 10, suite_take, &got, NULL);
         if (rc == SP_OK && got.n > 0) rc = sp_store_outbox_done(s, "w", got.seqs, got.n, MS0, NULL);
+        sp_store_delivery_event ev = {got.msgs[0].message_id, SP_STORE_EVENT_OPENED, MS0 + (int64_t)n, 0};
+        sp_store_applied applied = 0;
+        sp_store_campaign_stats stats;
+        memset(&stats, 0, sizeof stats);
+        if (rc == SP_OK && got.n > 0) rc = sp_store_delivery_apply(s, "acme", &ev, 1, true, MS0, &applied);
+        if (rc == SP_OK) rc = sp_store_campaign_stats_get(s, "acme", "c", &stats);
         bool reached = sp_test_fault_disarm(fault);
         if (rc != SP_OK) {
             failures++;
@@ -1672,6 +1688,9 @@ static void test_outbox_allocation_failures(void **state) {
         } else {
             assert_memory_equal(chr.secrets, sealed, 3);
             assert_string_equal(cr.spec, "{\"template\":\"Hi {{first_name}}\",\"audience\":\"all\"}");
+            assert_int_equal(stats.total, 1);
+            assert_int_equal(stats.opened, 1);
+            if (got.n > 0) assert_true(applied == SP_STORE_APPLIED_CHANGED || applied == SP_STORE_APPLIED_SAME);
         }
         sp_store_channel_row_clear(&chr);
         sp_store_campaign_row_clear(&cr);
@@ -1782,6 +1801,800 @@ static void test_outbox_two_processes(void **state) {
     free(all);
 }
 
+
+/* ---- callbacks and delivery tracking (schema version 3) ---- */
+
+static void suite_channel_kind(sp_store *s, const char *tenant, const char *id, sp_store_channel_kind kind) {
+    sp_store_channel c = {tenant, id, kind, "{}", 2, NULL, 0};
+    assert_ok(sp_store_channel_put(s, &c, T0, NULL));
+}
+
+static void suite_send(sp_store *s, const char *tenant, const char *channel, const char *profile, const char *mid) {
+    assert_ok(sp_store_outbox_enqueue(s, tenant, channel, profile, mid, MS0, NULL, NULL));
+}
+
+static sp_store_applied suite_apply(sp_store *s, const char *tenant, const char *mid, sp_store_event_kind kind,
+                                    int64_t ts, int code) {
+    sp_store_delivery_event e = {mid, kind, ts, code};
+    sp_store_applied r = 0;
+    assert_ok(sp_store_delivery_apply(s, tenant, &e, 1, true, MS0 + 999, &r));
+    return r;
+}
+
+static sp_store_message_status suite_status(sp_store *s, const char *tenant, const char *mid) {
+    sp_store_message_status m;
+    memset(&m, 0x5a, sizeof m);
+    assert_ok(sp_store_message_status_get(s, tenant, mid, &m));
+    return m;
+}
+
+static bool suite_seen(sp_store *s, const char *tenant, const char *id) {
+    bool seen = false;
+    assert_ok(sp_store_callback_seen(s, tenant, id, &seen));
+    return seen;
+}
+
+static void test_callbacks_seen(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    assert_ok(sp_store_tenant_create(s, "other", "{}", 2, T0));
+    bool fresh = false;
+    assert_false(suite_seen(s, "acme", "wh_1"));
+    assert_ok(sp_store_callback_record(s, "acme", "wh_1", MS0, &fresh));
+    assert_true(fresh);
+    assert_true(suite_seen(s, "acme", "wh_1"));
+    /* a retry: recorded already, nothing changes */
+    assert_ok(sp_store_callback_record(s, "acme", "wh_1", MS0 + 5000, &fresh));
+    assert_false(fresh);
+    /* per tenant: the same id elsewhere is new */
+    assert_false(suite_seen(s, "other", "wh_1"));
+    assert_ok(sp_store_callback_record(s, "other", "wh_1", MS0 + 1, &fresh));
+    assert_true(fresh);
+    /* every printable character but the space */
+    char full[SP_STORE_MAX_WEBHOOK_ID + 1];
+    for (size_t i = 0; i < SP_STORE_MAX_WEBHOOK_ID; i++) full[i] = (char)(0x21 + i % 94);
+    full[SP_STORE_MAX_WEBHOOK_ID] = 0;
+    assert_ok(sp_store_callback_record(s, "acme", full, MS0 + 2, &fresh));
+    assert_true(fresh && suite_seen(s, "acme", full));
+    /* recorded inside a transaction rolled back: forgotten */
+    assert_ok(sp_store_begin(s));
+    assert_ok(sp_store_callback_record(s, "acme", "wh_rolled", MS0, &fresh));
+    assert_true(fresh);
+    sp_store_rollback(s);
+    assert_false(suite_seen(s, "acme", "wh_rolled"));
+
+    /* pruning: strictly before the time, at most `limit` per call */
+    for (int i = 0; i < 10; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "old-%d", i);
+        assert_ok(sp_store_callback_record(s, "acme", id, MS0 - 100000 + i, &fresh));
+    }
+    uint64_t removed = 99;
+    assert_ok(sp_store_callback_prune(s, MS0 - 100000, 100, &removed));
+    assert_int_equal(removed, 0);
+    assert_ok(sp_store_callback_prune(s, MS0, 4, &removed));
+    assert_int_equal(removed, 4);
+    assert_ok(sp_store_callback_prune(s, MS0, 4, &removed));
+    assert_int_equal(removed, 4);
+    assert_ok(sp_store_callback_prune(s, MS0, 4, NULL));
+    assert_ok(sp_store_callback_prune(s, MS0, 4, &removed));
+    assert_int_equal(removed, 0);
+    for (int i = 0; i < 10; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "old-%d", i);
+        assert_false(suite_seen(s, "acme", id));
+    }
+    /* the ones at or after the time stay, every tenant's */
+    assert_true(suite_seen(s, "acme", "wh_1"));
+    assert_true(suite_seen(s, "other", "wh_1"));
+    assert_ok(sp_store_callback_prune(s, MS0 + 2, 100000, &removed));
+    assert_int_equal(removed, 2); /* acme's and other's wh_1 */
+    assert_true(suite_seen(s, "acme", full));
+
+    /* a tenant's delete takes its ids */
+    assert_ok(sp_store_callback_record(s, "other", "wh_2", MS0 + 10, &fresh));
+    assert_ok(sp_store_tenant_delete(s, "other"));
+    assert_ok(sp_store_tenant_create(s, "other", "{}", 2, T0));
+    assert_false(suite_seen(s, "other", "wh_2"));
+    assert_rc(sp_store_callback_record(s, "ghost", "wh_1", MS0, &fresh), SP_ERR_NOT_FOUND);
+}
+
+static void test_delivery_apply(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    suite_channel_kind(s, "acme", "sms", SP_STORE_CHANNEL_SMS);
+    suite_upsert(s, "acme", "p1", "{}", NULL, 0, T0);
+    suite_send(s, "acme", "sms", "p1", "msg_a");
+    suite_send(s, "acme", "sms", "p1", "msg_b");
+
+    /* untouched: no tracking at all */
+    sp_store_message_status m = suite_status(s, "acme", "msg_a");
+    assert_string_equal(m.outbox.message_id, "msg_a");
+    assert_string_equal(m.outbox.profile_id, "p1");
+    assert_int_equal(m.outbox.state, SP_STORE_OUTBOX_QUEUED);
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_NONE);
+    assert_int_equal(m.delivery_at + m.failure_code + m.opened_at + m.clicked_at + m.replied_at, 0);
+    assert_int_equal(m.unsubscribed_at + m.complained_at + m.callback_at, 0);
+    assert_false(m.callback_encrypted);
+
+    /* a delivery report before our own 'sent' is recorded: kept beside it */
+    sp_store_delivery_event e = {"msg_a", SP_STORE_EVENT_DELIVERED, MS0 + 10, 0};
+    sp_store_applied r = 0;
+    assert_ok(sp_store_delivery_apply(s, "acme", &e, 1, false, MS0 + 50, &r));
+    assert_int_equal(r, SP_STORE_APPLIED_CHANGED);
+    m = suite_status(s, "acme", "msg_a");
+    assert_int_equal(m.outbox.state, SP_STORE_OUTBOX_QUEUED);
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_DELIVERED);
+    assert_int_equal(m.delivery_at, MS0 + 10);
+    assert_int_equal(m.callback_at, MS0 + 50);
+    assert_false(m.callback_encrypted);
+    /* the same again: nothing new, but the callback's time and seal are kept */
+    assert_ok(sp_store_delivery_apply(s, "acme", &e, 1, true, MS0 + 60, &r));
+    assert_int_equal(r, SP_STORE_APPLIED_SAME);
+    m = suite_status(s, "acme", "msg_a");
+    assert_int_equal(m.callback_at, MS0 + 60);
+    assert_true(m.callback_encrypted);
+
+    /* every engagement keeps its first time */
+    const sp_store_event_kind kinds[] = {SP_STORE_EVENT_OPENED, SP_STORE_EVENT_CLICKED, SP_STORE_EVENT_REPLIED,
+                                         SP_STORE_EVENT_UNSUBSCRIBED, SP_STORE_EVENT_COMPLAINED};
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(suite_apply(s, "acme", "msg_a", kinds[i], MS0 + 100 + (int64_t)i, 0),
+                         SP_STORE_APPLIED_CHANGED);
+        assert_int_equal(suite_apply(s, "acme", "msg_a", kinds[i], MS0 + 500, 0), SP_STORE_APPLIED_SAME);
+    }
+    assert_int_equal(suite_apply(s, "acme", "msg_a", SP_STORE_EVENT_OPENED, MS0 + 90, 0), SP_STORE_APPLIED_CHANGED);
+    m = suite_status(s, "acme", "msg_a");
+    assert_int_equal(m.opened_at, MS0 + 90);
+    assert_int_equal(m.clicked_at, MS0 + 101);
+    assert_int_equal(m.replied_at, MS0 + 102);
+    assert_int_equal(m.unsubscribed_at, MS0 + 103);
+    assert_int_equal(m.complained_at, MS0 + 104);
+    /* engagement on a delivered message leaves its delivery alone */
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_DELIVERED);
+    assert_int_equal(m.delivery_at, MS0 + 10);
+
+    /* failures and bounces carry their codes; a later failure wins */
+    assert_int_equal(suite_apply(s, "acme", "msg_b", SP_STORE_EVENT_FAILED, MS0 + 10, 471), SP_STORE_APPLIED_CHANGED);
+    m = suite_status(s, "acme", "msg_b");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_FAILED);
+    assert_int_equal(m.failure_code, 471);
+    assert_int_equal(suite_apply(s, "acme", "msg_b", SP_STORE_EVENT_BOUNCED, MS0 + 20, 550), SP_STORE_APPLIED_CHANGED);
+    m = suite_status(s, "acme", "msg_b");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_BOUNCED);
+    assert_int_equal(m.delivery_at, MS0 + 20);
+    assert_int_equal(m.failure_code, 550);
+    /* an unsubscribe proves nothing about delivery */
+    suite_send(s, "acme", "sms", "p1", "msg_c");
+    assert_int_equal(suite_apply(s, "acme", "msg_c", SP_STORE_EVENT_UNSUBSCRIBED, MS0 + 5, 0),
+                     SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_apply(s, "acme", "msg_c", SP_STORE_EVENT_COMPLAINED, MS0 + 6, 0), SP_STORE_APPLIED_CHANGED);
+    m = suite_status(s, "acme", "msg_c");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_NONE);
+    assert_int_equal(m.unsubscribed_at, MS0 + 5);
+    assert_int_equal(m.complained_at, MS0 + 6);
+
+    /* a batch: in order, one result each, unknown ids ignored */
+    sp_store_delivery_event batch[] = {{"msg_nope", SP_STORE_EVENT_DELIVERED, MS0, 0},
+                                       {"msg_c", SP_STORE_EVENT_DELIVERED, MS0 + 7, 0},
+                                       {"msg_c", SP_STORE_EVENT_DELIVERED, MS0 + 7, 0},
+                                       {"msg_c", SP_STORE_EVENT_FAILED, MS0 + 8, 3}};
+    sp_store_applied rs[4] = {0};
+    assert_ok(sp_store_delivery_apply(s, "acme", batch, 4, false, MS0 + 70, rs));
+    assert_int_equal(rs[0], SP_STORE_APPLIED_UNKNOWN);
+    assert_int_equal(rs[1], SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(rs[2], SP_STORE_APPLIED_SAME);
+    assert_int_equal(rs[3], SP_STORE_APPLIED_CHANGED);
+    assert_ok(sp_store_delivery_apply(s, "acme", batch, 4, false, MS0 + 70, NULL));
+    m = suite_status(s, "acme", "msg_c");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_FAILED);
+    assert_int_equal(m.failure_code, 3);
+    assert_string_equal(sp_store_delivery_name(SP_STORE_DELIVERY_BOUNCED), "bounced");
+    assert_string_equal(sp_store_delivery_name(SP_STORE_DELIVERY_NONE), "");
+
+    /* another tenant's message is unknown to this one, and left alone */
+    assert_ok(sp_store_tenant_create(s, "other", "{}", 2, T0));
+    sp_store_delivery_event foreign = {"msg_b", SP_STORE_EVENT_DELIVERED, MS0 + 900, 0};
+    assert_ok(sp_store_delivery_apply(s, "other", &foreign, 1, false, MS0 + 5555, &r));
+    assert_int_equal(r, SP_STORE_APPLIED_UNKNOWN);
+    m = suite_status(s, "acme", "msg_b");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_BOUNCED);
+    assert_int_equal(m.callback_at, MS0 + 999);
+    assert_true(m.callback_encrypted);
+    sp_store_message_status none;
+    memset(&none, 0x5a, sizeof none);
+    assert_rc(sp_store_message_status_get(s, "other", "msg_b", &none), SP_ERR_NOT_FOUND);
+    assert_int_equal((uint8_t)none.outbox.message_id[0], 0x5a);
+    char profile[SP_STORE_MAX_ID + 1];
+    sp_store_channel_kind kind = 0;
+    assert_rc(sp_store_message_profile(s, "other", "msg_b", profile, &kind), SP_ERR_NOT_FOUND);
+    assert_ok(sp_store_message_profile(s, "acme", "msg_b", profile, &kind));
+    assert_string_equal(profile, "p1");
+    assert_int_equal(kind, SP_STORE_CHANNEL_SMS);
+
+    /* applied inside a transaction rolled back: nothing stays */
+    suite_send(s, "acme", "sms", "p1", "msg_d");
+    assert_ok(sp_store_begin(s));
+    assert_int_equal(suite_apply(s, "acme", "msg_d", SP_STORE_EVENT_BOUNCED, MS0, 1), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_apply(s, "acme", "msg_d", SP_STORE_EVENT_OPENED, MS0, 0), SP_STORE_APPLIED_CHANGED);
+    sp_store_rollback(s);
+    m = suite_status(s, "acme", "msg_d");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_NONE);
+    assert_int_equal(m.opened_at + m.callback_at, 0);
+    /* and a batch failing half-way leaves nothing either (here: a read-only
+     * transaction refuses it before anything) */
+    assert_ok(sp_store_begin_read(s));
+    sp_store_delivery_event d = {"msg_d", SP_STORE_EVENT_DELIVERED, MS0, 0};
+    assert_rc(sp_store_delivery_apply(s, "acme", &d, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    sp_store_rollback(s);
+    assert_int_equal(suite_status(s, "acme", "msg_d").delivery, SP_STORE_DELIVERY_NONE);
+}
+
+/* Reports arriving in any order end in one outcome. */
+static void test_delivery_out_of_order(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    suite_channel_kind(s, "acme", "sms", SP_STORE_CHANNEL_SMS);
+    suite_upsert(s, "acme", "p1", "{}", NULL, 0, T0);
+    const char *ids[] = {"msg_1", "msg_2", "msg_3", "msg_4", "msg_5", "msg_6"};
+    for (size_t i = 0; i < 6; i++) suite_send(s, "acme", "sms", "p1", ids[i]);
+
+    /* a delivery older than the failure there: stays failed */
+    assert_int_equal(suite_apply(s, "acme", "msg_1", SP_STORE_EVENT_FAILED, MS0 + 20, 7), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_apply(s, "acme", "msg_1", SP_STORE_EVENT_DELIVERED, MS0 + 10, 0), SP_STORE_APPLIED_SAME);
+    sp_store_message_status m = suite_status(s, "acme", "msg_1");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_FAILED);
+    assert_int_equal(m.delivery_at, MS0 + 20);
+    assert_int_equal(m.failure_code, 7);
+    /* a bounce after a delivery, later: the bounce */
+    assert_int_equal(suite_apply(s, "acme", "msg_2", SP_STORE_EVENT_DELIVERED, MS0 + 10, 0), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_apply(s, "acme", "msg_2", SP_STORE_EVENT_BOUNCED, MS0 + 30, 550), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_status(s, "acme", "msg_2").delivery, SP_STORE_DELIVERY_BOUNCED);
+    /* a tie goes to the graver, whichever came first */
+    assert_int_equal(suite_apply(s, "acme", "msg_3", SP_STORE_EVENT_BOUNCED, MS0 + 10, 1), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_apply(s, "acme", "msg_3", SP_STORE_EVENT_FAILED, MS0 + 10, 2), SP_STORE_APPLIED_SAME);
+    assert_int_equal(suite_apply(s, "acme", "msg_3", SP_STORE_EVENT_DELIVERED, MS0 + 10, 0), SP_STORE_APPLIED_SAME);
+    assert_int_equal(suite_apply(s, "acme", "msg_4", SP_STORE_EVENT_DELIVERED, MS0 + 10, 0), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_apply(s, "acme", "msg_4", SP_STORE_EVENT_FAILED, MS0 + 10, 2), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_apply(s, "acme", "msg_4", SP_STORE_EVENT_BOUNCED, MS0 + 10, 1), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_status(s, "acme", "msg_3").delivery, SP_STORE_DELIVERY_BOUNCED);
+    assert_int_equal(suite_status(s, "acme", "msg_4").delivery, SP_STORE_DELIVERY_BOUNCED);
+    assert_int_equal(suite_status(s, "acme", "msg_4").failure_code, 1);
+    /* an open before the delivery report: delivered at the open, and the
+     * report, older, changes nothing */
+    assert_int_equal(suite_apply(s, "acme", "msg_5", SP_STORE_EVENT_OPENED, MS0 + 40, 0), SP_STORE_APPLIED_CHANGED);
+    m = suite_status(s, "acme", "msg_5");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_DELIVERED);
+    assert_int_equal(m.delivery_at, MS0 + 40);
+    assert_int_equal(suite_apply(s, "acme", "msg_5", SP_STORE_EVENT_DELIVERED, MS0 + 35, 0), SP_STORE_APPLIED_SAME);
+    assert_int_equal(suite_status(s, "acme", "msg_5").delivery_at, MS0 + 40);
+    /* a click after a failure report: the click is kept, the failure too */
+    assert_int_equal(suite_apply(s, "acme", "msg_6", SP_STORE_EVENT_FAILED, MS0 + 10, 4), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_apply(s, "acme", "msg_6", SP_STORE_EVENT_CLICKED, MS0 + 50, 0), SP_STORE_APPLIED_CHANGED);
+    m = suite_status(s, "acme", "msg_6");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_FAILED);
+    assert_int_equal(m.failure_code, 4);
+    assert_int_equal(m.clicked_at, MS0 + 50);
+
+    /* every order of two sets of five reports: the same end each time */
+    const sp_store_delivery_event sets[2][5] = {
+        {{NULL, SP_STORE_EVENT_DELIVERED, MS0 + 10, 0},
+         {NULL, SP_STORE_EVENT_DELIVERED, MS0 + 30, 0},
+         {NULL, SP_STORE_EVENT_FAILED, MS0 + 20, 5},
+         {NULL, SP_STORE_EVENT_OPENED, MS0 + 15, 0},
+         {NULL, SP_STORE_EVENT_CLICKED, MS0 + 5, 0}},
+        {{NULL, SP_STORE_EVENT_DELIVERED, MS0 + 10, 0},
+         {NULL, SP_STORE_EVENT_FAILED, MS0 + 20, 5},
+         {NULL, SP_STORE_EVENT_BOUNCED, MS0 + 20, 7},
+         {NULL, SP_STORE_EVENT_OPENED, MS0 + 15, 0},
+         {NULL, SP_STORE_EVENT_FAILED, MS0 + 20, 9}},
+    };
+    const sp_store_delivery want_state[2] = {SP_STORE_DELIVERY_DELIVERED, SP_STORE_DELIVERY_BOUNCED};
+    const int64_t want_at[2] = {MS0 + 30, MS0 + 20};
+    const int want_code[2] = {0, 7};
+    const int64_t want_clicked[2] = {MS0 + 5, 0};
+    assert_ok(sp_store_begin(s));
+    for (int set = 0; set < 2; set++) {
+        for (int perm = 0; perm < 120; perm++) {
+            /* the perm-th permutation, by its factorial digits */
+            int pool[5] = {0, 1, 2, 3, 4}, left = 5, k = perm;
+            sp_store_delivery_event ev[5];
+            char mid[32];
+            snprintf(mid, sizeof mid, "msg_p%d_%d", set, perm);
+            suite_send(s, "acme", "sms", "p1", mid);
+            for (int i = 0; i < 5; i++) {
+                int fact = 1;
+                for (int j = 2; j < left; j++) fact *= j;
+                int pick = k / fact;
+                k %= fact;
+                ev[i] = sets[set][pool[pick]];
+                ev[i].message_id = mid;
+                for (int j = pick; j < left - 1; j++) pool[j] = pool[j + 1];
+                left--;
+            }
+            /* one event per call for half of them, one batch for the others */
+            if (perm % 2) {
+                for (int i = 0; i < 5; i++) assert_ok(sp_store_delivery_apply(s, "acme", &ev[i], 1, false, MS0, NULL));
+            } else {
+                assert_ok(sp_store_delivery_apply(s, "acme", ev, 5, false, MS0, NULL));
+            }
+            m = suite_status(s, "acme", mid);
+            assert_int_equal(m.delivery, want_state[set]);
+            assert_int_equal(m.delivery_at, want_at[set]);
+            assert_int_equal(m.failure_code, want_code[set]);
+            assert_int_equal(m.opened_at, MS0 + 15);
+            assert_int_equal(m.clicked_at, want_clicked[set]);
+        }
+    }
+    assert_ok(sp_store_commit(s));
+}
+
+typedef struct {
+    int codes[8];
+    uint64_t failed[8], bounced[8];
+    size_t n;
+    sp_store_stats_bucket buckets[16];
+    size_t nb;
+} suite_report;
+
+static sp_error suite_collect_code(void *arg, int code, uint64_t failed, uint64_t bounced) {
+    suite_report *r = arg;
+    if (r->n == 8) return SP_ERR_TOO_LARGE;
+    r->codes[r->n] = code;
+    r->failed[r->n] = failed;
+    r->bounced[r->n++] = bounced;
+    return SP_OK;
+}
+
+static sp_error suite_collect_bucket(void *arg, const sp_store_stats_bucket *b) {
+    suite_report *r = arg;
+    if (r->nb == 16) return SP_ERR_TOO_LARGE;
+    r->buckets[r->nb++] = *b;
+    return SP_OK;
+}
+
+static sp_store_campaign_stats suite_stats(sp_store *s, const char *tenant, const char *campaign) {
+    sp_store_campaign_stats c;
+    memset(&c, 0x5a, sizeof c);
+    assert_ok(sp_store_campaign_stats_get(s, tenant, campaign, &c));
+    return c;
+}
+
+/* A campaign whose every message's fate is known: 40 messages in eight
+ * patterns of five, plus three more left queued or sending. The expected
+ * numbers are counted here from the patterns, not from the store's rules. */
+static void test_campaign_stats(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    enum { N = 40, MIN = 60000 };
+    suite_channel_kind(s, "acme", "sms", SP_STORE_CHANNEL_SMS);
+    suite_campaign(s, "acme", "camp", "sms");
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "u%02d", i);
+        suite_upsert(s, "acme", id, "{}", NULL, 0, T0);
+    }
+    assert_int_equal(suite_expand_all(s, "acme", "camp", MS0), N);
+    suite_claimed got;
+    assert_int_equal(suite_claim(s, "w", MS0, 60000, 64, &got), N);
+    /* time zero of the campaign: a minute boundary */
+    const int64_t base = (MS0 / MIN + 10) * MIN;
+    struct {
+        int sent, delivered, failed, bounced, dead, opened, clicked, replied, unsub, complained;
+    } want = {0};
+    int64_t want_sent[8] = {0}, want_delivered[8] = {0}, want_failed[8] = {0}, want_bounced[8] = {0},
+            want_opened[8] = {0}, want_clicked[8] = {0}, want_replied[8] = {0}; /* per minute after base */
+    uint64_t want_code_failed[2] = {0}, want_code_bounced[2] = {0};     /* codes 30, 550 */
+    for (size_t i = 0; i < got.n; i++) {
+        const char *mid = got.msgs[i].message_id;
+        uint64_t seq = got.seqs[i];
+        int pattern = (int)(i % 8);
+        int64_t sent_at = base + (int64_t)(i % 3) * MIN; /* minutes 0..2 */
+        int64_t t = base + 3 * MIN + (int64_t)(i % 2) * MIN; /* reports: minutes 3..4 */
+        int sm = (int)(i % 3), tm = 3 + (int)(i % 2);
+        if (pattern == 5) {
+            assert_ok(sp_store_outbox_fail(s, "w", &seq, 1, SP_STORE_OUTBOX_FAILED, "refused", 400, sent_at, NULL));
+            want.failed++;
+            continue;
+        }
+        if (pattern == 6) {
+            assert_ok(sp_store_outbox_fail(s, "w", &seq, 1, SP_STORE_OUTBOX_DEAD, "gone", 503, sent_at, NULL));
+            want.dead++;
+            continue;
+        }
+        assert_ok(sp_store_outbox_done(s, "w", &seq, 1, sent_at, NULL));
+        want_sent[sm]++;
+        switch (pattern) {
+        case 0: /* no report yet */
+            want.sent++;
+            break;
+        case 1:
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_DELIVERED, t, 0);
+            want.delivered++;
+            want_delivered[tm]++;
+            break;
+        case 2:
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_DELIVERED, t, 0);
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_OPENED, t + 2 * MIN, 0);
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_CLICKED, t + 3 * MIN, 0);
+            want.delivered++;
+            want.opened++;
+            want.clicked++;
+            want_delivered[tm]++;
+            want_opened[tm + 2]++;
+            want_clicked[tm + 3]++;
+            break;
+        case 3:
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_FAILED, t, 30);
+            want.failed++;
+            want_failed[tm]++;
+            want_code_failed[0]++;
+            break;
+        case 4:
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_BOUNCED, t, 550);
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_DELIVERED, t - 1, 0);
+            want.bounced++;
+            want_bounced[tm]++;
+            want_code_bounced[1]++;
+            break;
+        default: /* 7: engagement only */
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_OPENED, t, 0);
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_REPLIED, t, 0);
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_UNSUBSCRIBED, t + MIN, 0);
+            suite_apply(s, "acme", mid, SP_STORE_EVENT_COMPLAINED, t + MIN, 0);
+            want.delivered++;
+            want.opened++;
+            want.replied++;
+            want.unsub++;
+            want.complained++;
+            want_delivered[tm]++;
+            want_opened[tm]++;
+            want_replied[tm]++;
+            break;
+        }
+    }
+    /* three newcomers: two stay queued, one is being sent */
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "late%d", i);
+        suite_upsert(s, "acme", id, "{}", NULL, 0, T0);
+    }
+    assert_int_equal(suite_expand_all(s, "acme", "camp", MS0 + 1), 3);
+    assert_int_equal(suite_claim(s, "w", MS0 + 1, 60000, 1, &got), 1);
+
+    sp_store_campaign_stats c = suite_stats(s, "acme", "camp");
+    assert_int_equal(c.total, N + 3);
+    assert_int_equal(c.queued, 2);
+    assert_int_equal(c.sending, 1);
+    assert_int_equal(c.sent, want.sent);
+    assert_int_equal(c.delivered, want.delivered);
+    assert_int_equal(c.failed, want.failed);
+    assert_int_equal(c.bounced, want.bounced);
+    assert_int_equal(c.dead, want.dead);
+    assert_int_equal(c.queued + c.sending + c.sent + c.delivered + c.failed + c.bounced + c.dead, c.total);
+    assert_int_equal(c.opened, want.opened);
+    assert_int_equal(c.clicked, want.clicked);
+    assert_int_equal(c.replied, want.replied);
+    assert_int_equal(c.unsubscribed, want.unsub);
+    assert_int_equal(c.complained, want.complained);
+
+    suite_report r;
+    memset(&r, 0, sizeof r);
+    assert_ok(sp_store_campaign_failure_codes(s, "acme", "camp", suite_collect_code, &r));
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.codes[0], 30);
+    assert_int_equal(r.failed[0], want_code_failed[0]);
+    assert_int_equal(r.bounced[0], 0);
+    assert_int_equal(r.codes[1], 550);
+    assert_int_equal(r.failed[1], 0);
+    assert_int_equal(r.bounced[1], want_code_bounced[1]);
+
+    assert_ok(sp_store_campaign_timeline(s, "acme", "camp", MIN, 100, suite_collect_bucket, &r));
+    size_t nb = 0;
+    for (int m = 0; m < 8; m++) {
+        bool any = want_sent[m] || want_delivered[m] || want_failed[m] || want_bounced[m] || want_opened[m] ||
+                   want_clicked[m] || want_replied[m];
+        if (!any) continue;
+        assert_true(nb < r.nb);
+        const sp_store_stats_bucket *b = &r.buckets[nb++];
+        assert_int_equal(b->start_ms, base + m * MIN);
+        assert_int_equal(b->sent, want_sent[m]);
+        assert_int_equal(b->delivered, want_delivered[m]);
+        assert_int_equal(b->failed, want_failed[m]);
+        assert_int_equal(b->bounced, want_bounced[m]);
+        assert_int_equal(b->opened, want_opened[m]);
+        assert_int_equal(b->clicked, want_clicked[m]);
+        assert_int_equal(b->replied, want_replied[m]);
+    }
+    assert_int_equal(r.nb, nb);
+    /* at most max_buckets, the earliest; one big bucket holds everything */
+    r.nb = 0;
+    assert_ok(sp_store_campaign_timeline(s, "acme", "camp", MIN, 2, suite_collect_bucket, &r));
+    assert_int_equal(r.nb, 2);
+    assert_int_equal(r.buckets[0].start_ms, base);
+    assert_int_equal(r.buckets[1].start_ms, base + MIN);
+    r.nb = 0;
+    const int64_t day = (int64_t)24 * 3600 * 1000;
+    assert_ok(sp_store_campaign_timeline(s, "acme", "camp", day, 10, suite_collect_bucket, &r));
+    assert_true(r.nb >= 1 && r.nb <= 2); /* base may sit near a day's end */
+    uint64_t sent_total = 0;
+    for (size_t i = 0; i < r.nb; i++) {
+        assert_int_equal(r.buckets[i].start_ms % day, 0);
+        sent_total += r.buckets[i].sent;
+    }
+    assert_int_equal(sent_total, N - 2 * (N / 8));
+
+    /* a callback's error stops the walk and is returned */
+    r.nb = 16;
+    assert_rc(sp_store_campaign_timeline(s, "acme", "camp", MIN, 100, suite_collect_bucket, &r), SP_ERR_TOO_LARGE);
+
+    /* test sends count apart, under campaign NULL; other campaigns and
+     * tenants count nothing here */
+    suite_upsert(s, "acme", "tester", "{}", NULL, 0, T0);
+    suite_send(s, "acme", "sms", "tester", "msg_test_1");
+    suite_send(s, "acme", "sms", "tester", "msg_test_2");
+    suite_apply(s, "acme", "msg_test_1", SP_STORE_EVENT_FAILED, base, 12);
+    c = suite_stats(s, "acme", NULL);
+    assert_int_equal(c.total, 2);
+    assert_int_equal(c.queued, 1);
+    assert_int_equal(c.failed, 1);
+    memset(&r, 0, sizeof r);
+    assert_ok(sp_store_campaign_failure_codes(s, "acme", NULL, suite_collect_code, &r));
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.codes[0], 12);
+    assert_ok(sp_store_campaign_timeline(s, "acme", NULL, MIN, 100, suite_collect_bucket, &r));
+    assert_int_equal(r.nb, 1);
+    assert_int_equal(r.buckets[0].failed, 1);
+    assert_int_equal(r.buckets[0].sent, 0);
+    c = suite_stats(s, "acme", "nope");
+    assert_int_equal(c.total + c.queued + c.opened, 0);
+    assert_ok(sp_store_tenant_create(s, "other", "{}", 2, T0));
+    c = suite_stats(s, "other", "camp");
+    assert_int_equal(c.total, 0);
+}
+
+static bool suite_is_suppressed(sp_store *s, const char *profile, sp_store_channel_kind kind, const char *why) {
+    bool suppressed = false;
+    char reason[SP_STORE_MAX_REASON + 1] = "x";
+    assert_ok(sp_store_suppressed(s, "acme", profile, kind, &suppressed, reason));
+    if (suppressed && why) assert_string_equal(reason, why);
+    if (!suppressed) assert_string_equal(reason, "");
+    return suppressed;
+}
+
+static void test_suppression(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    suite_channel_kind(s, "acme", "mail", SP_STORE_CHANNEL_EMAIL);
+    suite_channel_kind(s, "acme", "sms", SP_STORE_CHANNEL_SMS);
+    suite_upsert(s, "acme", "p1", "{}", NULL, 0, T0);
+    suite_upsert(s, "acme", "p2", "{}", NULL, 0, T0);
+    suite_campaign(s, "acme", "mails", "mail");
+    assert_int_equal(suite_expand_all(s, "acme", "mails", MS0), 2);
+    suite_send(s, "acme", "mail", "p1", "msg_mail_test");
+    suite_send(s, "acme", "sms", "p1", "msg_sms_test");
+    suite_send(s, "acme", "mail", "p1", "msg_mail_claimed");
+    /* one email of p1's is being sent: it finishes its attempt */
+    suite_claimed got;
+    assert_int_equal(suite_claim(s, "w", MS0, 60000, 64, &got), 5);
+    uint64_t keep[4];
+    size_t nkeep = 0;
+    for (size_t i = 0; i < got.n; i++)
+        if (strcmp(got.msgs[i].message_id, "msg_mail_claimed") != 0) keep[nkeep++] = got.seqs[i];
+    assert_int_equal(nkeep, 4);
+    assert_ok(sp_store_outbox_defer(s, "w", keep, nkeep, MS0, "kms", MS0, NULL)); /* back to queued */
+
+    assert_false(suite_is_suppressed(s, "p1", SP_STORE_CHANNEL_EMAIL, NULL));
+    uint64_t cancelled = 99;
+    assert_ok(sp_store_suppress(s, "acme", "p1", SP_STORE_CHANNEL_EMAIL, "hard_bounce", MS0 + 5, &cancelled));
+    assert_int_equal(cancelled, 2); /* the campaign's email and the test email */
+    assert_true(suite_is_suppressed(s, "p1", SP_STORE_CHANNEL_EMAIL, "hard_bounce"));
+    assert_false(suite_is_suppressed(s, "p1", SP_STORE_CHANNEL_SMS, NULL));
+    assert_false(suite_is_suppressed(s, "p2", SP_STORE_CHANNEL_EMAIL, NULL));
+    sp_store_outbox_row row = suite_message(s, "msg_mail_test");
+    assert_int_equal(row.state, SP_STORE_OUTBOX_FAILED);
+    assert_string_equal(row.last_error, "suppressed: hard_bounce");
+    assert_int_equal(row.updated, MS0 + 5);
+    assert_int_equal(suite_message(s, "msg_sms_test").state, SP_STORE_OUTBOX_QUEUED);
+    assert_int_equal(suite_message(s, "msg_mail_claimed").state, SP_STORE_OUTBOX_SENDING);
+    sp_store_outbox_counts n = suite_counts(s, "acme", "mails");
+    assert_int_equal(n.failed, 1);
+    assert_int_equal(n.queued, 1); /* p2's */
+    /* again: the first reason stays; what was queued since is cancelled */
+    suite_send(s, "acme", "mail", "p1", "msg_mail_later");
+    assert_ok(sp_store_suppress(s, "acme", "p1", SP_STORE_CHANNEL_EMAIL, "complained", MS0 + 9, &cancelled));
+    assert_int_equal(cancelled, 1);
+    assert_true(suite_is_suppressed(s, "p1", SP_STORE_CHANNEL_EMAIL, "hard_bounce"));
+    assert_string_equal(suite_message(s, "msg_mail_later").last_error, "suppressed: hard_bounce");
+    assert_ok(sp_store_suppress(s, "acme", "p1", SP_STORE_CHANNEL_EMAIL, "complained", MS0 + 9, NULL));
+
+    /* expanding skips p1 for email, not for SMS */
+    suite_upsert(s, "acme", "p3", "{}", NULL, 0, T0);
+    suite_campaign(s, "acme", "mails2", "mail");
+    const char *list[] = {"p1", "p3"};
+    sp_store_audience ids = {.kind = SP_STORE_AUDIENCE_IDS, .ids = list, .n_ids = 2};
+    uint64_t added = 0;
+    assert_ok(sp_store_outbox_expand(s, "acme", "mails2", &ids, MS0, &added));
+    assert_int_equal(added, 1);
+    assert_int_equal(suite_expand_all(s, "acme", "mails2", MS0), 1); /* p2 */
+    sp_store_audience attr = {.kind = SP_STORE_AUDIENCE_ATTRIBUTE, .attribute = "a", .text = "b"};
+    suite_upsert(s, "acme", "p1", "{\"a\":\"b\"}", NULL, 0, T0);
+    assert_ok(sp_store_outbox_expand(s, "acme", "mails2", &attr, MS0, &added));
+    assert_int_equal(added, 0);
+    suite_campaign(s, "acme", "texts", "sms");
+    assert_int_equal(suite_expand_all(s, "acme", "texts", MS0), 3);
+
+    /* lifted: expand takes p1 again */
+    assert_ok(sp_store_unsuppress(s, "acme", "p1", SP_STORE_CHANNEL_EMAIL));
+    assert_rc(sp_store_unsuppress(s, "acme", "p1", SP_STORE_CHANNEL_EMAIL), SP_ERR_NOT_FOUND);
+    assert_false(suite_is_suppressed(s, "p1", SP_STORE_CHANNEL_EMAIL, NULL));
+    assert_ok(sp_store_outbox_expand(s, "acme", "mails2", &attr, MS0, &added));
+    assert_int_equal(added, 1);
+
+    /* an unknown profile: NOT_FOUND, and the transaction goes on */
+    assert_ok(sp_store_begin(s));
+    assert_rc(sp_store_suppress(s, "acme", "ghost", SP_STORE_CHANNEL_SMS, "opt_out", MS0, &cancelled),
+              SP_ERR_NOT_FOUND);
+    assert_ok(sp_store_suppress(s, "acme", "p2", SP_STORE_CHANNEL_SMS, "opt_out", MS0, &cancelled));
+    assert_int_equal(cancelled, 1); /* p2's text */
+    assert_ok(sp_store_commit(s));
+    assert_true(suite_is_suppressed(s, "p2", SP_STORE_CHANNEL_SMS, "opt_out"));
+    /* rolled back: never suppressed */
+    assert_ok(sp_store_begin(s));
+    assert_ok(sp_store_suppress(s, "acme", "p3", SP_STORE_CHANNEL_SMS, "opt_out", MS0, NULL));
+    sp_store_rollback(s);
+    assert_false(suite_is_suppressed(s, "p3", SP_STORE_CHANNEL_SMS, NULL));
+
+    /* a profile's delete takes its suppressions */
+    assert_ok(sp_store_suppress(s, "acme", "p3", SP_STORE_CHANNEL_SMS, "opt_out", MS0, NULL));
+    assert_ok(sp_store_profile_delete(s, "acme", "p3"));
+    suite_upsert(s, "acme", "p3", "{}", NULL, 0, T0);
+    assert_false(suite_is_suppressed(s, "p3", SP_STORE_CHANNEL_SMS, NULL));
+    /* and another tenant's profile of the same id is another profile */
+    assert_ok(sp_store_tenant_create(s, "other", "{}", 2, T0));
+    assert_rc(sp_store_suppress(s, "other", "p2", SP_STORE_CHANNEL_SMS, "opt_out", MS0, NULL), SP_ERR_NOT_FOUND);
+}
+
+/* A version 2 database (the version 3 objects taken away behind the
+ * store's back) is brought to version 3 and keeps its messages, which can
+ * then be tracked. */
+static void test_migration_to_tracking(void **state) {
+    suite_fixture *f = *state;
+    suite_channel_kind(f->s, "acme", "sms", SP_STORE_CHANNEL_SMS);
+    suite_upsert(f->s, "acme", "p1", "{}", NULL, 0, T0);
+    suite_send(f->s, "acme", "sms", "p1", "msg_old");
+    sp_store_close(f->s);
+    f->s = NULL;
+    suite_downgrade_to_2(f->url);
+    assert_ok(sp_store_open(f->url, &f->s));
+    assert_int_equal(sp_store_schema_version(f->s), 3);
+    sp_store_message_status m = suite_status(f->s, "acme", "msg_old");
+    assert_int_equal(m.outbox.state, SP_STORE_OUTBOX_QUEUED);
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_NONE);
+    assert_false(m.callback_encrypted);
+    assert_int_equal(suite_apply(f->s, "acme", "msg_old", SP_STORE_EVENT_DELIVERED, MS0, 0), SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_stats(f->s, "acme", NULL).delivered, 1);
+    assert_ok(sp_store_suppress(f->s, "acme", "p1", SP_STORE_CHANNEL_SMS, "opt_out", MS0, NULL));
+    bool fresh = false;
+    assert_ok(sp_store_callback_record(f->s, "acme", "wh", MS0, &fresh));
+    assert_true(fresh);
+}
+
+static sp_error suite_no_code(void *arg, int code, uint64_t failed, uint64_t bounced) {
+    (void)arg;
+    (void)code;
+    (void)failed;
+    (void)bounced;
+    return SP_OK;
+}
+
+static sp_error suite_no_bucket(void *arg, const sp_store_stats_bucket *b) {
+    (void)arg;
+    (void)b;
+    return SP_OK;
+}
+
+static void test_tracking_arguments(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    suite_channel_kind(s, "acme", "sms", SP_STORE_CHANNEL_SMS);
+    suite_upsert(s, "acme", "p", "{}", NULL, 0, T0);
+    suite_send(s, "acme", "sms", "p", "msg_x");
+    bool b = false;
+    char long_id[SP_STORE_MAX_WEBHOOK_ID + 2];
+    memset(long_id, 'w', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = 0;
+    const char *bad_ids[] = {NULL, "", "with space", "tab\t", "caf\xc3\xa9", "del\x7f", long_id};
+    for (size_t i = 0; i < SP_ARRAY_LEN(bad_ids); i++) {
+        assert_rc(sp_store_callback_seen(s, "acme", bad_ids[i], &b), SP_ERR_INVALID_ARGUMENT);
+        assert_rc(sp_store_callback_record(s, "acme", bad_ids[i], MS0, &b), SP_ERR_INVALID_ARGUMENT);
+    }
+    assert_rc(sp_store_callback_seen(NULL, "acme", "w", &b), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_callback_seen(s, "Acme", "w", &b), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_callback_seen(s, "acme", "w", NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_callback_record(s, "acme", "w", 0, &b), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_callback_record(s, "acme", "w", MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_callback_prune(s, 0, 10, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_callback_prune(s, MS0, 0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_callback_prune(s, MS0, 100001, NULL), SP_ERR_INVALID_ARGUMENT);
+
+    /* events: every field checked, the whole batch refused for one */
+    sp_store_delivery_event good = {"msg_x", SP_STORE_EVENT_DELIVERED, MS0, 0};
+    sp_store_delivery_event bad[] = {
+        {NULL, SP_STORE_EVENT_DELIVERED, MS0, 0},     {"", SP_STORE_EVENT_DELIVERED, MS0, 0},
+        {"msg x", SP_STORE_EVENT_DELIVERED, MS0, 0},  {"msg_x", 0, MS0, 0},
+        {"msg_x", SP_STORE_EVENT_COMPLAINED + 1, MS0, 0}, {"msg_x", SP_STORE_EVENT_DELIVERED, 0, 0},
+        {"msg_x", SP_STORE_EVENT_FAILED, MS0, -1},    {"msg_x", SP_STORE_EVENT_BOUNCED, MS0, 100000},
+    };
+    for (size_t i = 0; i < SP_ARRAY_LEN(bad); i++) {
+        sp_store_delivery_event two[2] = {good, bad[i]};
+        assert_rc(sp_store_delivery_apply(s, "acme", two, 2, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    }
+    sp_store_delivery_event *many = calloc(SP_STORE_MAX_BATCH + 1, sizeof *many);
+    assert_non_null(many);
+    for (size_t i = 0; i <= SP_STORE_MAX_BATCH; i++) many[i] = good;
+    assert_rc(sp_store_delivery_apply(s, "acme", many, SP_STORE_MAX_BATCH + 1, false, MS0, NULL),
+              SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_delivery_apply(s, "acme", many, 0, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    free(many);
+    assert_rc(sp_store_delivery_apply(s, "acme", NULL, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_delivery_apply(s, "acme", &good, 1, false, 0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_delivery_apply(s, "", &good, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    /* the top code is allowed; any code on a non-failure is ignored */
+    sp_store_delivery_event top = {"msg_x", SP_STORE_EVENT_FAILED, MS0, 99999};
+    assert_ok(sp_store_delivery_apply(s, "acme", &top, 1, false, MS0, NULL));
+    sp_store_delivery_event later = {"msg_x", SP_STORE_EVENT_DELIVERED, MS0 + 1, 42};
+    assert_ok(sp_store_delivery_apply(s, "acme", &later, 1, false, MS0, NULL));
+    assert_int_equal(suite_status(s, "acme", "msg_x").failure_code, 0);
+
+    char profile[SP_STORE_MAX_ID + 1];
+    sp_store_channel_kind kind;
+    assert_rc(sp_store_message_profile(s, "acme", "msg x", profile, &kind), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_message_profile(s, "acme", "msg_x", NULL, &kind), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_message_profile(s, "acme", "msg_x", profile, NULL), SP_ERR_INVALID_ARGUMENT);
+    sp_store_message_status st;
+    assert_rc(sp_store_message_status_get(s, "acme", "", &st), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_message_status_get(s, "acme", "msg_x", NULL), SP_ERR_INVALID_ARGUMENT);
+
+    /* suppressions */
+    char long_reason[SP_STORE_MAX_REASON + 2];
+    memset(long_reason, 'r', sizeof long_reason - 1);
+    long_reason[sizeof long_reason - 1] = 0;
+    const char *bad_reasons[] = {NULL, "", "Hard_bounce", "hard-bounce", "opt out", "x1", long_reason};
+    for (size_t i = 0; i < SP_ARRAY_LEN(bad_reasons); i++)
+        assert_rc(sp_store_suppress(s, "acme", "p", SP_STORE_CHANNEL_SMS, bad_reasons[i], MS0, NULL),
+                  SP_ERR_INVALID_ARGUMENT);
+    long_reason[SP_STORE_MAX_REASON] = 0;
+    assert_ok(sp_store_suppress(s, "acme", "p", SP_STORE_CHANNEL_EMAIL, long_reason, MS0, NULL));
+    assert_rc(sp_store_suppress(s, "acme", "p", 0, "opt_out", MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_suppress(s, "acme", "p", 3, "opt_out", MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_suppress(s, "acme", "", SP_STORE_CHANNEL_SMS, "opt_out", MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_suppress(s, "acme", "p", SP_STORE_CHANNEL_SMS, "opt_out", 0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_suppressed(s, "acme", "p", SP_STORE_CHANNEL_SMS, NULL, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_suppressed(s, "acme", "p", 9, &b, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_ok(sp_store_suppressed(s, "acme", "p", SP_STORE_CHANNEL_EMAIL, &b, NULL));
+    assert_true(b);
+    assert_rc(sp_store_unsuppress(s, "acme", "p", 0), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_unsuppress(s, "acme", "p\n", SP_STORE_CHANNEL_SMS), SP_ERR_INVALID_ARGUMENT);
+
+    /* statistics */
+    sp_store_campaign_stats cs;
+    assert_rc(sp_store_campaign_stats_get(s, "acme", "Bad", &cs), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_campaign_stats_get(s, "acme", NULL, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_campaign_failure_codes(s, "acme", "c", NULL, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_campaign_failure_codes(s, "a b", "c", suite_no_code, NULL), SP_ERR_INVALID_ARGUMENT);
+    const int64_t day = (int64_t)24 * 3600 * 1000;
+    assert_rc(sp_store_campaign_timeline(s, "acme", "c", 999, 10, suite_no_bucket, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_campaign_timeline(s, "acme", "c", 31 * day + 1, 10, suite_no_bucket, NULL),
+              SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_campaign_timeline(s, "acme", "c", 1000, 0, suite_no_bucket, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_campaign_timeline(s, "acme", "c", 1000, 10001, suite_no_bucket, NULL),
+              SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_campaign_timeline(s, "acme", "c", 1000, 10, NULL, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_ok(sp_store_campaign_timeline(s, "acme", NULL, 31 * day, 10000, suite_no_bucket, NULL));
+    assert_ok(sp_store_campaign_timeline(s, "acme", "c", 1000, 1, suite_no_bucket, NULL));
+}
+
 #define SUITE_TEST(fn) cmocka_unit_test_setup_teardown(fn, suite_setup, suite_teardown)
 #define SUITE_TESTS                                                                                              \
     SUITE_TEST(test_migrations), SUITE_TEST(test_tenants), SUITE_TEST(test_credentials), SUITE_TEST(test_profiles), \
@@ -1791,6 +2604,9 @@ static void test_outbox_two_processes(void **state) {
         SUITE_TEST(test_import_keyring_file), SUITE_TEST(test_migration_to_outbox), SUITE_TEST(test_channels),   \
         SUITE_TEST(test_campaigns), SUITE_TEST(test_outbox_expand), SUITE_TEST(test_outbox_state_machine), SUITE_TEST(test_outbox_defer),       \
         SUITE_TEST(test_outbox_lease_expiry), SUITE_TEST(test_outbox_arguments),                                 \
-        SUITE_TEST(test_outbox_allocation_failures), SUITE_TEST(test_outbox_two_processes)
+        SUITE_TEST(test_outbox_allocation_failures), SUITE_TEST(test_outbox_two_processes),                    \
+        SUITE_TEST(test_callbacks_seen), SUITE_TEST(test_delivery_apply), SUITE_TEST(test_delivery_out_of_order), \
+        SUITE_TEST(test_campaign_stats), SUITE_TEST(test_suppression), SUITE_TEST(test_migration_to_tracking),    \
+        SUITE_TEST(test_tracking_arguments)
 
 #endif

@@ -14,7 +14,10 @@
  * POST /v1/campaigns/{id}/test sends the campaign's message to one profile
  * now and answers with a validation report (what the provider answered,
  * whether the payload was encrypted and free of the recipient's plaintext,
- * which placeholder had no value), as a channel's set-up check.
+ * which placeholder had no value), as a channel's set-up check. The test
+ * message has an outbox row of its own (status_url), and with ?wait=N the
+ * answer waits up to N seconds for the provider's callback about it,
+ * reporting whether one came and whether it was sealed.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -317,7 +320,37 @@ static void campaign_replay(spd_app *app, sp_http_request *req, spd_tenant *t, c
     spd_reply_json(req, 200, json_pack("{s:I}", "replayed", (json_int_t)n));
 }
 
+/* Waits up to wait_s for the provider's callback about a test send; the
+ * callback itself arrives on another server thread. */
+static json_t *await_callback(spd_app *app, const char *tenant, const char *message_id, unsigned wait_s) {
+    struct timespec start, now, pause = {0, 100 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        sp_store *store;
+        sp_store_message_status st;
+        memset(&st, 0, sizeof st);
+        if (spd_store(app, &store) == SP_OK && sp_store_message_status_get(store, tenant, message_id, &st) == SP_OK &&
+            st.callback_at > 0)
+            return json_pack("{s:b,s:b}", "received", 1, "encrypted", st.callback_encrypted);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - start.tv_sec >= (time_t)wait_s || atomic_load(&app->shutting_down)) break;
+        nanosleep(&pause, NULL);
+    }
+    return json_string("pending");
+}
+
 static void campaign_test(spd_app *app, sp_http_request *req, spd_tenant *t, const char *id) {
+    unsigned wait_s = 0;
+    const char *wt = sp_http_query(req, "wait");
+    if (wt) {
+        char *end = NULL;
+        unsigned long v = strtoul(wt, &end, 10);
+        if (!wt[0] || !end || *end || wt[0] == '-' || wt[0] == '+' || v > 30) {
+            spd_reply_error(req, 400, "bad_request", "wait: whole seconds, 0..30");
+            return;
+        }
+        wait_s = (unsigned)v;
+    }
     json_t *body = spd_body_object(req, false);
     if (!body) return;
     const json_t *pid = json_object_get(body, "profile_id");
@@ -352,7 +385,13 @@ static void campaign_test(spd_app *app, sp_http_request *req, spd_tenant *t, con
     json_object_set_new(reply, "missing_placeholder", rep.missing[0] ? json_string(rep.missing) : json_null());
     /* encrypted callbacks are checked when the provider's report arrives:
      * only a message the provider took can have one */
-    json_object_set_new(reply, "callback", delivered ? json_string("pending") : json_null());
+    char url[SP_STORE_MAX_MESSAGE_ID + 16];
+    snprintf(url, sizeof url, "/v1/messages/%s", rep.message_id);
+    json_object_set_new(reply, "status_url", rep.tracked ? json_string(url) : json_null());
+    json_t *callback = json_null();
+    if (delivered && rep.tracked && wait_s > 0) callback = await_callback(app, t->id, rep.message_id, wait_s);
+    else if (delivered) callback = json_string("pending");
+    json_object_set_new(reply, "callback", callback);
     spd_reply_json(req, 200, reply);
 }
 

@@ -151,9 +151,10 @@ bool spd_name_ok(const char *id) {
     return true;
 }
 
-/* {"id","kind","config":{…public…},"encryption_key_version","created","updated"} */
-static json_t *channel_json(const char *id, sp_store_channel_kind kind, const char *config, size_t config_len,
-                            const char *key_version, int64_t created, int64_t updated) {
+/* {"id","kind","config":{…public…},"encryption_key_version","callback_urls","created","updated"} */
+static json_t *channel_json(const spd_app *app, const char *tenant, const char *id, sp_store_channel_kind kind,
+                            const char *config, size_t config_len, const char *key_version, int64_t created,
+                            int64_t updated) {
     json_error_t jerr;
     json_t *doc = json_loadb(config, config_len, 0, &jerr);
     json_t *o = json_object();
@@ -166,6 +167,13 @@ static json_t *channel_json(const char *id, sp_store_channel_kind kind, const ch
     json_object_set_new(o, "kind", json_string(sp_store_channel_kind_name(kind)));
     json_object_set_new(o, "config", doc);
     if (key_version && key_version[0]) json_object_set_new(o, "encryption_key_version", json_string(key_version));
+    /* where the provider reports back (docs/PROTOCOL.md §10.1) */
+    json_t *urls = spd_callback_urls(app, tenant, id);
+    if (!urls) {
+        json_decref(o);
+        return NULL;
+    }
+    json_object_set_new(o, "callback_urls", urls);
     json_object_set_new(o, "created", json_integer(created));
     json_object_set_new(o, "updated", json_integer(updated));
     return o;
@@ -263,7 +271,7 @@ static void channel_put(spd_app *app, sp_http_request *req, spd_tenant *t, const
     sp_log_field f[] = {SP_LOG_S("tenant", t->id), SP_LOG_S("channel", id), SP_LOG_B("created", created),
                         SP_LOG_B("encrypted", enc.enabled)};
     sp_log(SP_LOG_INFO, "channel.saved", f, 4);
-    json_t *reply = channel_json(id, kind, pub, pub_len, version, now, now);
+    json_t *reply = channel_json(app, t->id, id, kind, pub, pub_len, version, now, now);
     free(pub);
     if (!reply) {
         spd_fail(req, SP_ERR_NO_MEMORY, "channel.reply");
@@ -299,7 +307,8 @@ static void channel_get(spd_app *app, sp_http_request *req, spd_tenant *t, const
         if (sp_keyring_find(t->keyring, t->id, key, NULL, &e) == SP_OK) memcpy(version, e.version, sizeof version);
     }
     json_decref(cfg);
-    json_t *reply = channel_json(row.id, row.kind, row.config, row.config_len, version, row.created, row.updated);
+    json_t *reply =
+        channel_json(app, t->id, row.id, row.kind, row.config, row.config_len, version, row.created, row.updated);
     sp_store_channel_row_clear(&row);
     if (!reply) {
         spd_fail(req, SP_ERR_NO_MEMORY, "channel.reply");
@@ -308,8 +317,18 @@ static void channel_get(spd_app *app, sp_http_request *req, spd_tenant *t, const
     spd_reply_json(req, 200, reply);
 }
 
+typedef struct list_ctx {
+    spd_page page;
+    const spd_app *app;
+    const char *tenant;
+} list_ctx;
+
 static sp_error list_one(void *arg, const sp_store_channel_row *row) {
-    return spd_page_add(arg, channel_json(row->id, row->kind, row->config, row->config_len, NULL, row->created, row->updated), row->id);
+    list_ctx *c = arg;
+    return spd_page_add(&c->page,
+                        channel_json(c->app, c->tenant, row->id, row->kind, row->config, row->config_len, NULL,
+                                     row->created, row->updated),
+                        row->id);
 }
 
 static void channel_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
@@ -318,15 +337,15 @@ static void channel_list(spd_app *app, sp_http_request *req, spd_tenant *t) {
     if (!spd_page_query(req, spd_name_ok, &after, &limit)) return;
     sp_store *store;
     sp_error rc = spd_store(app, &store);
-    spd_page c = {.items = json_array()};
-    if (!c.items) rc = SP_ERR_NO_MEMORY;
+    list_ctx c = {.page = {.items = json_array()}, .app = app, .tenant = t->id};
+    if (!c.page.items) rc = SP_ERR_NO_MEMORY;
     if (rc == SP_OK) rc = sp_store_channel_list(store, t->id, after, limit, list_one, &c);
     if (rc != SP_OK) {
-        json_decref(c.items);
+        json_decref(c.page.items);
         spd_fail(req, rc, "channel.list");
         return;
     }
-    spd_reply_page(req, "channels", &c, limit);
+    spd_reply_page(req, "channels", &c.page, limit);
 }
 
 static void channel_delete(spd_app *app, sp_http_request *req, spd_tenant *t, const char *id) {

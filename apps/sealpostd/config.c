@@ -73,6 +73,10 @@ static const spd_cfg_entry entries[] = {
     {{"server", "shutdown_grace", "10s",
       "On SIGTERM, how long requests in flight may take to finish (s, m), 0s..10m"},
      CFG_MILLIS, 0, 600, OFF(shutdown_grace_ms), 0},
+    {{"server", "public_url", "",
+      "Base URL providers reach this daemon at, for the channels' callback URLs (https://host[:port][/path]); "
+      "default https://<listen address>"},
+     CFG_STRING, 0, 0, OFF(public_url), SZ(public_url)},
     {{"store", "url", "",
       "Database: sqlite:PATH or postgresql://user@host:port/db; default sqlite:<data dir>/sealpost.db"},
      CFG_STRING, 1, 0, OFF(store_url), SZ(store_url)},
@@ -123,6 +127,17 @@ static const spd_cfg_entry entries[] = {
      CFG_MILLIS, 1, 60, OFF(sender_poll_ms), 0},
     {{"sender", "ca_file", "", "PEM bundle trusted for providers instead of the system's CAs; empty: system"},
      CFG_STRING, 0, 0, OFF(sender_ca_file), SZ(sender_ca_file)},
+    {{"callbacks", "max_body", "256K", "Largest callback body a provider may post (suffix K or M), 1K..1M"},
+     CFG_SIZE, 1024, 1u << 20, OFF(callbacks_max_body), 0},
+    {{"callbacks", "tolerance", "300s",
+      "How far a callback's webhook-timestamp may be from this host's clock (s, m, h), 1s..1d"},
+     CFG_SECONDS, 1, 86400, OFF(callbacks_tolerance_s), 0},
+    {{"callbacks", "keep", "5d",
+      "How long callback webhook-ids are remembered to drop provider retries (s, m, h, d), 4d..90d"},
+     CFG_SECONDS64, 4 * 86400, 90 * 86400, OFF(callbacks_keep_s), 0},
+    {{"callbacks", "allow", "0.0.0.0/0,::/0",
+      "Addresses allowed to post callbacks: comma-separated CIDRs, at most 64 (default everyone)"},
+     CFG_CIDRS, 0, 0, OFF(callbacks_allow), 0},
 };
 
 #define N_ENTRIES (sizeof entries / sizeof entries[0])
@@ -481,6 +496,18 @@ sp_error spd_config_load(const char *path, spd_config *out, char *err, size_t ca
     if (out->plain_http && !is_loopback(out->listen_address)) {
         snprintf(err, cap, "%s: plain_http: only allowed when listen is a loopback address", path);
         return SP_ERR_BAD_CONFIG;
+    }
+    if (out->public_url[0]) {
+        const char *u = out->public_url;
+        size_t len = strlen(u);
+        bool scheme = strncmp(u, "https://", 8) == 0 || strncmp(u, "http://", 7) == 0;
+        const char *host = u + (u[4] == 's' ? 8 : 7);
+        if (!scheme || *host == '\0' || *host == '/' || strpbrk(u, " \t?#\\\"") != NULL) {
+            snprintf(err, cap, "%s: public_url: must be an http(s) URL without a query or fragment, "
+                     "e.g. https://sealpost.example.com", path);
+            return SP_ERR_BAD_CONFIG;
+        }
+        while (len > 0 && out->public_url[len - 1] == '/') out->public_url[--len] = '\0';
     }
     if (out->rate_burst < 1) {
         snprintf(err, cap, "%s: rate_burst: must be at least 1", path);

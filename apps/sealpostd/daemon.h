@@ -19,6 +19,9 @@
  *   channels.c  /v1/channels: provider channels, secrets sealed at rest
  *   campaigns.c /v1/campaigns: campaigns, audiences, test sends, counts
  *   sender.c    the send pipeline: workers over the outbox, scheduler
+ *   callbacks.c /callbacks/v1: providers' sealed delivery reports and
+ *               inbound messages, verified, de-duplicated and recorded
+ *   tracking.c  /v1/messages/{id} and /v1/campaigns/{id}/stats
  *
  * Apps use only the public headers of libsealpost (and jansson).
  */
@@ -91,6 +94,14 @@ typedef struct spd_config {
     unsigned sender_timeout_ms;    /* one provider request, connect included */
     unsigned sender_poll_ms;       /* idle wait between looks at the outbox */
     char sender_ca_file[SPD_MAX_PATH]; /* "" : the system's CAs */
+    /* [server] public_url: how providers reach this daemon; "" derives
+     * https://<listen address>:<port> (spd_public_url) */
+    char public_url[512];
+    /* [callbacks] */
+    size_t callbacks_max_body;     /* 1K..1M */
+    unsigned callbacks_tolerance_s;/* webhook-timestamp window */
+    int64_t callbacks_keep_s;      /* webhook-ids remembered, 4d..90d */
+    spd_allow_list callbacks_allow;/* who may post callbacks */
 } spd_config;
 
 /* Loads and validates the file; on failure writes one clear line
@@ -203,7 +214,27 @@ typedef struct spd_app {
     sp_metric *messages_dead;
     sp_metric *messages_deferred;
     sp_metric *outbox_depth;
+    /* callbacks (callbacks.c; main.c sets up the series) */
+    uint16_t bound_port;           /* the port listened on (listen may say 0) */
+    sp_metric *callbacks_result[5];        /* spd_callback_result */
+    sp_metric *delivery_events[8];         /* by sp_store_event_kind - 1 */
+    sp_metric *suppressions[4];            /* spd_suppress_reason */
 } spd_app;
+
+/* sealpost_callbacks_total{result}: the index into callbacks_result. */
+typedef enum spd_callback_result {
+    SPD_CB_ACCEPTED = 0,
+    SPD_CB_DUPLICATE,
+    SPD_CB_REJECTED,  /* 401 (and 403, 413): authentication, decryption, unknown channel */
+    SPD_CB_INVALID,   /* 400: authentic but not a valid body */
+    SPD_CB_ERROR,     /* 5xx: could not be stored */
+} spd_callback_result;
+#define SPD_CB_RESULT_NAMES {"accepted", "duplicate", "rejected", "invalid", "error"}
+/* sealpost_delivery_events_total{event}, in sp_store_event_kind order. */
+#define SPD_DELIVERY_EVENT_NAMES                                                                                    \
+    {"delivered", "failed", "bounced", "opened", "clicked", "replied", "unsubscribed", "complained"}
+/* sealpost_suppressions_total{reason}. */
+#define SPD_SUPPRESS_REASON_NAMES {"hard_bounce", "unsubscribed", "complained", "opt_out"}
 
 /* Keyed hash of a client access key or an API secret (HMAC-SHA256 under the
  * pepper, the two kinds domain-separated). */
@@ -285,6 +316,9 @@ typedef enum spd_route_id {
     SPD_ROUTE_CAMPAIGNS,     /* /v1/campaigns */
     SPD_ROUTE_CAMPAIGN,      /* /v1/campaigns/{id} */
     SPD_ROUTE_CAMPAIGN_ACTION, /* /v1/campaigns/{id}/test, …/cancel, …/replay */
+    SPD_ROUTE_CAMPAIGN_STATS,  /* /v1/campaigns/{id}/stats */
+    SPD_ROUTE_MESSAGE,         /* /v1/messages/{message_id} */
+    SPD_ROUTE_CALLBACK,        /* /callbacks/v1/{tenant}/{channel}/dlr|inbound: no credential */
 } spd_route_id;
 
 typedef struct spd_route_match {
@@ -415,6 +449,7 @@ typedef struct spd_send_report {
     char message_id[SP_STORE_MAX_MESSAGE_ID + 1];
     char missing[SP_TEMPLATE_MAX_NAME + 1]; /* a placeholder with no value, "" when none */
     uint64_t total_us;
+    bool tracked;            /* the send has an outbox row: /v1/messages/{id} and callbacks find it */
 } spd_send_report;
 /* Expands a queued or scheduled campaign's audience into the outbox and
  * marks it sending, in one transaction. */
@@ -423,6 +458,32 @@ sp_error spd_campaign_start(spd_app *app, sp_store *store, const char *tenant, c
  * now, on this thread, reporting what happened. */
 sp_error spd_send_test(spd_app *app, const char *tenant, const char *campaign, const char *profile_id,
                        spd_send_report *report);
+
+/* ---- callbacks (callbacks.c) ---- */
+
+/* on_headers of a callback route: the allow-list ([callbacks] allow, 403),
+ * an announced body over [callbacks] max_body (413), shutting down (503).
+ * No credential: the wire signature is the authentication. */
+sp_http_verdict spd_callback_headers(spd_app *app, sp_http_request *req);
+/* on_request of a callback route (m from spd_route_match_path): verify,
+ * de-duplicate, decrypt, parse, record, reply. */
+void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_match *m);
+/* The base URL providers reach this daemon at, without a trailing '/'. */
+void spd_public_url(const spd_app *app, char *out, size_t cap);
+/* {"delivery_report": ".../dlr", "inbound": ".../inbound"} of a channel;
+ * NULL when out of memory. */
+json_t *spd_callback_urls(const spd_app *app, const char *tenant, const char *channel);
+/* Forgets webhook-ids older than [callbacks] keep, in bounded chunks (the
+ * scheduler calls it hourly). */
+void spd_callbacks_prune(spd_app *app, sp_store *store);
+
+/* ---- delivery tracking (tracking.c) ---- */
+/* GET /v1/messages/{message_id} */
+void spd_message_get(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *message_id);
+/* GET /v1/campaigns/{id}/stats?bucket=<seconds> */
+void spd_campaign_stats(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *campaign_id);
+/* The message's status as the API shows it; NULL when out of memory. */
+json_t *spd_message_json(const sp_store_message_status *st);
 
 /* ---- routes (admin.c) ---- */
 void spd_admin_route(spd_app *app, sp_http_request *req, const spd_auth *auth, const char *path_after_prefix);

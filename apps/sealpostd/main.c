@@ -360,7 +360,27 @@ static sp_error make_metrics(spd_app *app) {
         return rc;
     sp_metric_set(queue, 0);
     app->outbox_depth = queue;
-    return SP_OK;
+    /* callbacks: every series exists from the start, so a scrape shows 0s */
+    static const char *const results[] = SPD_CB_RESULT_NAMES;
+    static const char *const events[] = SPD_DELIVERY_EVENT_NAMES;
+    static const char *const reasons[] = SPD_SUPPRESS_REASON_NAMES;
+    char labels[64];
+    for (size_t i = 0; rc == SP_OK && i < sizeof results / sizeof results[0]; i++) {
+        snprintf(labels, sizeof labels, "result=\"%s\"", results[i]);
+        rc = counter(app, "sealpost_callbacks_total", "Provider callbacks by result", labels,
+                     &app->callbacks_result[i]);
+    }
+    for (size_t i = 0; rc == SP_OK && i < sizeof events / sizeof events[0]; i++) {
+        snprintf(labels, sizeof labels, "event=\"%s\"", events[i]);
+        rc = counter(app, "sealpost_delivery_events_total", "Callback events that changed a message's tracking",
+                     labels, &app->delivery_events[i]);
+    }
+    for (size_t i = 0; rc == SP_OK && i < sizeof reasons / sizeof reasons[0]; i++) {
+        snprintf(labels, sizeof labels, "reason=\"%s\"", reasons[i]);
+        rc = counter(app, "sealpost_suppressions_total", "Profiles suppressed by callbacks, by reason", labels,
+                     &app->suppressions[i]);
+    }
+    return rc;
 }
 
 static void log_error(const char *event, sp_error rc) {
@@ -432,6 +452,7 @@ static int run(spd_app *app) {
         log_error("start.http_failed", rc);
         goto out;
     }
+    app->bound_port = sp_http_server_port(server);
     rc = spd_sender_start(app);
     if (rc != SP_OK) {
         fprintf(stderr, "sealpostd: cannot start the send workers: %s\n", sp_strerror(rc));

@@ -17,6 +17,11 @@
  * tenants_generation moves (any change made here) and after CACHE_TTL_S
  * seconds (changes made by another process sharing the database).
  *
+ * The callback routes (/callbacks/v1/…, callbacks.c) take no credential:
+ * on_headers checks only their allow-list and size and keeps no state, and
+ * on_request finds the route again from the path; the wire signature is
+ * their authentication.
+ *
  * Every authentication failure writes one audit line "auth.failure" with
  * the API, the peer, the reason and the credential id when known (never
  * the secret), and counts sealpost_auth_failures_total{api}; the reason is
@@ -65,6 +70,10 @@ static const route_def routes[] = {
     {SPD_ROUTE_CAMPAIGN_ACTION, "/v1/campaigns/*/test", "/v1/campaigns/{id}/test", "POST"},
     {SPD_ROUTE_CAMPAIGN_ACTION, "/v1/campaigns/*/cancel", "/v1/campaigns/{id}/cancel", "POST"},
     {SPD_ROUTE_CAMPAIGN_ACTION, "/v1/campaigns/*/replay", "/v1/campaigns/{id}/replay", "POST"},
+    {SPD_ROUTE_CAMPAIGN_STATS, "/v1/campaigns/*/stats", "/v1/campaigns/{id}/stats", "GET"},
+    {SPD_ROUTE_MESSAGE, "/v1/messages/*", "/v1/messages/{message_id}", "GET"},
+    {SPD_ROUTE_CALLBACK, "/callbacks/v1/*/*/dlr", "/callbacks/v1/{tenant}/{channel}/dlr", "POST"},
+    {SPD_ROUTE_CALLBACK, "/callbacks/v1/*/*/inbound", "/callbacks/v1/{tenant}/{channel}/inbound", "POST"},
 };
 
 static int hex_value(char c) {
@@ -679,6 +688,9 @@ sp_http_verdict spd_on_headers(void *arg, sp_http_request *req) {
         healthz(app, req);
         return SP_HTTP_ANSWERED;
     }
+    /* no credential and no per-request state: the signature authenticates,
+     * and on_request finds the route again from the path */
+    if (m.route == SPD_ROUTE_CALLBACK) return spd_callback_headers(app, req);
     bool admin_api = m.route == SPD_ROUTE_METRICS || m.route == SPD_ROUTE_TENANTS || m.route == SPD_ROUTE_TENANT ||
                      m.route == SPD_ROUTE_CREDENTIALS || m.route == SPD_ROUTE_CREDENTIAL;
     if (admin_api && !peer_is_admin(app, req)) {
@@ -738,7 +750,12 @@ void spd_on_request(void *arg, sp_http_request *req) {
     spd_app *app = arg;
     request_state *state = sp_http_user(req);
     if (!state) {
-        spd_reply_error(req, 500, "internal", "internal error");
+        spd_route_match cb;
+        spd_route_match_path(sp_http_method(req), sp_http_path(req), &cb);
+        if (cb.route == SPD_ROUTE_CALLBACK && cb.method_ok)
+            spd_callback_request(app, req, &cb);
+        else
+            spd_reply_error(req, 500, "internal", "internal error");
         return;
     }
     const spd_auth *auth = &state->auth;
@@ -778,9 +795,16 @@ void spd_on_request(void *arg, sp_http_request *req) {
         /* the routes name the action literally: it is the last segment */
         spd_campaigns_route(app, req, auth, m->id, strrchr(sp_http_path(req), '/') + 1);
         return;
+    case SPD_ROUTE_CAMPAIGN_STATS:
+        spd_campaign_stats(app, req, auth, m->id);
+        return;
+    case SPD_ROUTE_MESSAGE:
+        spd_message_get(app, req, auth, m->id);
+        return;
     case SPD_ROUTE_NONE:
     case SPD_ROUTE_HEALTHZ:
     case SPD_ROUTE_METRICS:
+    case SPD_ROUTE_CALLBACK:
         break;
     }
     spd_reply_error(req, 404, "not_found", "no such route");

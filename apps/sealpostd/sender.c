@@ -25,7 +25,7 @@
  * rest back without counting an attempt.
  *
  * The scheduler thread moves scheduled campaigns whose time has come into
- * the outbox.
+ * the outbox, and prunes remembered callback webhook-ids hourly.
  *
  * Per worker and reused: one HTTP client, one store connection, caches of
  * channels (with their wire keys) and campaign specs, and request slots
@@ -1455,6 +1455,7 @@ static void *scheduler_main(void *arg) {
     spd_sender *s = arg;
     spd_app *app = s->app;
     unsigned rounds = 0;
+    int64_t last_prune = 0;
     while (!atomic_load(&s->stopping)) {
         sp_store *store = NULL;
         due_list due;
@@ -1470,6 +1471,11 @@ static void *scheduler_main(void *arg) {
         }
         if (due.n > 0) spd_sender_wake(app);
         if (rc == SP_OK && rounds++ % 5 == 0) measure_depth(app, store);
+        /* callback webhook-ids past [callbacks] keep: at start, then hourly */
+        if (rc == SP_OK && (last_prune == 0 || now_ms() - last_prune >= 3600 * 1000)) {
+            spd_callbacks_prune(app, store);
+            last_prune = now_ms();
+        }
         wait_for_work(s, 1000);
     }
     return NULL;
@@ -1511,7 +1517,7 @@ sp_error spd_sender_start(spd_app *app) {
         if (rc == SP_OK) {
             w->sender = s;
             w->index = i;
-            snprintf(w->owner, sizeof w->owner, "%s:%ld:%u", host, (long)getpid(), i);
+            snprintf(w->owner, sizeof w->owner, "%.24s:%ld:%u", host, (long)getpid(), i);
             w->cap_msgs = cfg->sender_batch;
             w->cap_reqs = cfg->sender_batch;
             w->msgs = calloc(w->cap_msgs, sizeof *w->msgs);
@@ -1566,6 +1572,68 @@ void spd_sender_stop(spd_app *app, unsigned grace_ms) {
 
 static bool contains(const char *hay, size_t hay_len, const char *needle, size_t len) {
     return len > 0 && hay && memmem(hay, hay_len, needle, len) != NULL;
+}
+
+typedef struct test_claim {
+    const char *want;
+    uint64_t seq;
+    bool found, other;
+} test_claim;
+
+static sp_error test_claim_one(void *arg, const sp_store_outbox_msg *row) {
+    test_claim *c = arg;
+    if (strcmp(row->message_id, c->want) == 0) {
+        c->seq = row->seq;
+        c->found = true;
+    } else {
+        c->other = true;
+    }
+    return SP_OK;
+}
+
+/* Gives the test send an outbox row of its own, already claimed by this
+ * thread, so the provider's callback about it finds it (and
+ * /v1/messages/{id} shows it) while no worker sends it a second time. The
+ * row is queued as due at the epoch's first millisecond, which puts it
+ * first in the claim order, and claimed in the same transaction: another
+ * claimer never sees it queued. Anything unexpected (another row came
+ * first) rolls back, and the test send goes untracked. */
+static bool test_track(spd_app *app, sp_store *store, const spd_worker *w, const spd_msg *m, uint64_t *seq) {
+    test_claim c = {m->row.message_id, 0, false, false};
+    sp_error rc = sp_store_begin(store);
+    if (rc == SP_OK)
+        rc = sp_store_outbox_enqueue(store, m->row.tenant, m->row.channel, m->row.profile_id, m->row.message_id, 1,
+                                     NULL, NULL);
+    if (rc == SP_OK)
+        rc = sp_store_outbox_claim(store, w->owner, now_ms(), app->config.sender_lease_ms, 1, test_claim_one, &c,
+                                   NULL);
+    if (rc == SP_OK && (!c.found || c.other)) rc = SP_ERR_CONFLICT;
+    if (rc == SP_OK) rc = sp_store_commit(store);
+    if (rc != SP_OK) {
+        sp_store_rollback(store);
+        sp_log_field f[] = {SP_LOG_S("message_id", m->row.message_id), SP_LOG_S("error", sp_error_name(rc))};
+        sp_log(SP_LOG_WARN, "send.test_untracked", f, 2);
+        return false;
+    }
+    *seq = c.seq;
+    return true;
+}
+
+/* The test send's outcome on its row. */
+static void test_settle(sp_store *store, const spd_worker *w, const spd_msg *m, uint64_t seq) {
+    sp_error rc;
+    if (m->outcome == SP_OK) {
+        rc = sp_store_outbox_done(store, w->owner, &seq, 1, now_ms(), NULL);
+    } else {
+        char error[SP_STORE_MAX_ERROR + 1];
+        snprintf(error, sizeof error, "%s %u", sp_error_name(m->outcome), m->provider_status);
+        rc = sp_store_outbox_fail(store, w->owner, &seq, 1, SP_STORE_OUTBOX_FAILED, error, (int)m->provider_status,
+                                  now_ms(), NULL);
+    }
+    if (rc != SP_OK) {
+        sp_log_field f[] = {SP_LOG_S("message_id", m->row.message_id), SP_LOG_S("error", sp_error_name(rc))};
+        sp_log(SP_LOG_WARN, "send.test_record_failed", f, 2);
+    }
 }
 
 sp_error spd_send_test(spd_app *app, const char *tenant, const char *campaign, const char *profile_id,
@@ -1634,6 +1702,8 @@ sp_error spd_send_test(spd_app *app, const char *tenant, const char *campaign, c
         report->plaintext_absent = !seen;
         sp_http_client_request hr = http_request_of(r, m->chan);
         buf_wipe(&m->text);
+        uint64_t seq = 0;
+        report->tracked = test_track(app, store, w, m, &seq);
         rc = sp_http_client_submit(w->http, &hr, r);
         while (rc == SP_OK && sp_http_client_in_flight(w->http) > 0) {
             size_t done = 0;
@@ -1642,7 +1712,10 @@ sp_error spd_send_test(spd_app *app, const char *tenant, const char *campaign, c
         if (rc == SP_OK) {
             report->result = m->outcome;
             report->provider_status = m->provider_status;
+        } else {
+            m->outcome = rc;
         }
+        if (report->tracked) test_settle(store, w, m, seq);
     }
     if (m) buf_wipe(&m->text);
     if (rc != SP_OK) report->result = rc;

@@ -38,6 +38,23 @@ SP_BEGIN_DECLS
 #define SP_CALLBACK_MAX_MESSAGE_ID 64   /* meta: [A-Za-z0-9_.:-]{1,64}, like outbox message ids */
 #define SP_CALLBACK_MAX_TEXT 1600       /* a reply's or inbound message's text, in bytes */
 #define SP_CALLBACK_MAX_FROM 32         /* an inbound sender: printable ASCII */
+/* Limits on what is checked and dropped, and on the shape of a body. */
+#define SP_CALLBACK_MAX_DESCRIPTION 1024 /* a failure's description, in bytes */
+#define SP_CALLBACK_MAX_URL 4096         /* a clicked link, in bytes */
+#define SP_CALLBACK_MAX_SMSC 64          /* a Kannel SMSC id: printable ASCII */
+#define SP_CALLBACK_MAX_REPLY 256        /* a Kannel SMSC reply text, in bytes */
+#define SP_CALLBACK_MAX_CODE 99999       /* codes are 0..99999 */
+/* JSON: nesting deeper than this is SP_ERR_BAD_CALLBACK, and more values
+ * (each '[', '{' and ',' outside strings counts one) SP_ERR_TOO_LARGE, so a
+ * body cannot make the decoder build a tree far beyond what 1,000 events
+ * need. The valid shapes nest 4 deep; the rest is for unknown members. */
+#define SP_CALLBACK_MAX_DEPTH 16
+#define SP_CALLBACK_MAX_JSON_VALUES (64u * SP_CALLBACK_MAX_EVENTS)
+/* Form bodies: fields per body, a key's and an unknown value's decoded
+ * length; keys are printable ASCII without spaces. */
+#define SP_CALLBACK_MAX_FORM_FIELDS 32
+#define SP_CALLBACK_MAX_FORM_KEY 32
+#define SP_CALLBACK_MAX_FORM_VALUE 4096
 
 typedef enum sp_callback_format {
     SP_CALLBACK_FORMAT_AUTO = 0, /* by the body's first bytes: '[' SMS, '{' email v2, else form */
@@ -80,16 +97,32 @@ typedef sp_error (*sp_callback_event_fn)(void *arg, const sp_callback_event *eve
 /* Parses a whole body (1..SP_CALLBACK_MAX_BODY bytes) and, only when all of
  * it is valid, calls fn once per event in body order; fn's error stops the
  * calls and is returned. n_events (may be NULL) gets how many events the
- * body holds. Errors: SP_ERR_TOO_LARGE (body or event count over the
- * limits), SP_ERR_BAD_CALLBACK (anything else wrong, including an unknown
- * event name, a missing or malformed meta, a code outside 0..99999, a text
- * over its limit), SP_ERR_NO_MEMORY. An empty list of events is valid. */
+ * body holds (0 when it is refused; set before the first call to fn).
+ * Errors: SP_ERR_TOO_LARGE (body, event count or JSON value count over the
+ * limits), SP_ERR_BAD_CALLBACK (anything else wrong, including an empty or
+ * all-white-space body, bad JSON or form encoding, invalid UTF-8, NUL
+ * bytes, a duplicate key, an unknown event name, a wrong type, a missing or
+ * malformed meta, a code outside 0..99999, a text over its limit),
+ * SP_ERR_NO_MEMORY, SP_ERR_INVALID_ARGUMENT (fn NULL, body NULL with a
+ * length, a format not listed). An empty list of events is valid.
+ *
+ * Details beyond docs/PROTOCOL.md §10.4: ts is an integer or a string of
+ * digits (no sign, no leading zero), refused at or past 2^41 ms; codes
+ * likewise. A text is UTF-8 without NUL in every format (form values are
+ * checked for it). A sender is handed out for INBOUND only: an SMS item's
+ * "from" and a form reply's "from" are checked and dropped. A form body
+ * may end in white space; its raw bytes are otherwise visible ASCII, empty
+ * pairs are skipped, keys are compared after decoding, and "type" decides
+ * a delivery report even when "from" and "text" are present. */
 SP_API SP_MUST_CHECK sp_error sp_callback_parse(const uint8_t *body, size_t body_len, sp_callback_format format,
                                                 sp_callback_event_fn fn, void *arg, size_t *n_events);
 
-/* Whether a reply is an opt-out: after trimming spaces and punctuation and
- * ignoring case, one of STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT,
- * OPTOUT, OPT-OUT, REVOKE (and "STOP <anything>"). The text is not kept. */
+/* Whether a reply is an opt-out: after trimming ASCII white space at both
+ * ends and '.' and '!' at the end, and ignoring ASCII case, one of STOP,
+ * STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, OPTOUT, OPT-OUT, OPT OUT, REVOKE,
+ * or "STOP" followed by a space or tab and anything ("STOP please"). Any
+ * bytes are safe (non-ASCII ones just never match; NULL is false). The text
+ * is not kept. */
 SP_API bool sp_callback_is_opt_out(const char *text, size_t len);
 
 /* "delivered", "failed", "hard_bounce", "soft_bounce", "opened", "clicked",

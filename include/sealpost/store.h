@@ -545,11 +545,16 @@ SP_API SP_MUST_CHECK sp_error sp_store_outbox_get(sp_store *store, const char *m
  * outbox state. Reports may come late, twice or out of order (a delivery
  * report before our own 'sent' is recorded, a bounce after a delivery): the
  * delivery state follows the event with the latest event time, a tie going
- * to the graver one (bounced over failed over delivered), so the order of
- * arrival never changes the outcome. Engagement (opened, clicked, replied,
- * unsubscribed, complained) keeps the first time of each; an engagement on a
- * message without a delivery state makes it delivered. Counts are counted
- * from these columns, never incremented, so no event is counted twice.
+ * to the graver one (bounced over failed over delivered), then to the
+ * greater failure code, so the order of arrival never changes the outcome.
+ * Engagement (opened, clicked, replied, unsubscribed, complained) keeps the
+ * first time of each. An open, a click or a reply on a message without a
+ * delivery state makes it delivered at the engagement's time; engagement is
+ * never weighed against reports otherwise, so the one place arrival order
+ * still shows is a message with both (its delivery_at, or a failure report
+ * contradicting an open). An unsubscribe or a complaint sets its own time
+ * only. Counts are counted from these columns, never incremented, so no
+ * event is counted twice.
  *
  * A provider's retries are recognised by webhook-id: callback_seen
  * remembers each one for at least SP_STORE_CALLBACK_KEEP_MS. */
@@ -600,7 +605,7 @@ typedef struct sp_store_delivery_event {
     const char *message_id;  /* an outbox message id of the tenant */
     sp_store_event_kind kind;
     int64_t ts_ms;           /* the event's time (Unix ms; > 0) */
-    int code;                /* failure code for FAILED/BOUNCED (0..99999), else 0 */
+    int code;                /* failure code for FAILED/BOUNCED (0..99999); ignored for the others */
 } sp_store_delivery_event;
 
 /* What applying one event did. */
@@ -614,7 +619,10 @@ typedef enum {
  * order, by the rules above; encrypted says whether the callback that
  * carried them was sealed (kept per message for the test-send report).
  * results (may be NULL) gets one sp_store_applied per event. Atomic: runs
- * in the caller's transaction or one of its own. */
+ * in the caller's transaction or one of its own. Each event is one indexed
+ * read of its message (locked on PostgreSQL) and one write of it; every
+ * known message's callback_at and callback_encrypted are written, whether
+ * or not the event changed anything else. */
 SP_API SP_MUST_CHECK sp_error sp_store_delivery_apply(sp_store *store, const char *tenant,
                                                       const sp_store_delivery_event *events, size_t n,
                                                       bool encrypted, int64_t now_ms, sp_store_applied *results);
@@ -629,8 +637,11 @@ SP_API SP_MUST_CHECK sp_error sp_store_message_profile(sp_store *store, const ch
  * ([a-z_]{1,32}, e.g. "hard_bounce", "unsubscribed", "complained",
  * "opt_out"): its messages of that kind still 'queued' become 'failed' with
  * last_error "suppressed: <reason>" (cancelled, may be NULL, counts them),
- * and expanding a campaign skips the profile from now on. Suppressing again
- * keeps the first reason and time. Unknown profile: SP_ERR_NOT_FOUND. */
+ * and expanding a campaign skips the profile from now on (test sends and
+ * messages already claimed are not stopped). Suppressing again keeps the
+ * first reason and time, and cancels what has been queued since. Unknown
+ * profile: SP_ERR_NOT_FOUND, without spoiling an open transaction, so the
+ * caller may go on with it. A profile's suppressions go with it. */
 SP_API SP_MUST_CHECK sp_error sp_store_suppress(sp_store *store, const char *tenant, const char *profile_id,
                                                 sp_store_channel_kind kind, const char *reason, int64_t now_ms,
                                                 uint64_t *cancelled);
@@ -658,7 +669,10 @@ SP_API SP_MUST_CHECK sp_error sp_store_message_status_get(sp_store *store, const
                                                           const char *message_id, sp_store_message_status *out);
 
 /* A campaign's (or, campaign NULL, the tenant's test sends') messages by
- * what a user sees: each message counts once among queued..bounced. */
+ * what a user sees: each message counts once among queued..bounced ('failed'
+ * both when our side gave up and when the provider reported a failure);
+ * total counts them all, and each engagement counts the messages that have
+ * its time. An unknown campaign has no messages: all zero. */
 typedef struct sp_store_campaign_stats {
     uint64_t total;
     uint64_t queued, sending, sent, delivered, failed, bounced, dead;
@@ -667,7 +681,8 @@ typedef struct sp_store_campaign_stats {
 
 SP_API SP_MUST_CHECK sp_error sp_store_campaign_stats_get(sp_store *store, const char *tenant, const char *campaign,
                                                           sp_store_campaign_stats *out);
-/* Failed and bounced messages per failure code, codes in increasing order. */
+/* Failed and bounced messages (by delivery state) per failure code, codes
+ * in increasing order. fn must not use the store. */
 typedef sp_error (*sp_store_code_count_fn)(void *arg, int code, uint64_t failed, uint64_t bounced);
 SP_API SP_MUST_CHECK sp_error sp_store_campaign_failure_codes(sp_store *store, const char *tenant,
                                                               const char *campaign, sp_store_code_count_fn fn,
@@ -677,7 +692,8 @@ SP_API SP_MUST_CHECK sp_error sp_store_campaign_failure_codes(sp_store *store, c
  * starting at a multiple of bucket_ms, how many messages were sent
  * (sent_at), reached each delivery state (delivery_at) and were first
  * opened, clicked, replied to in it. Buckets with nothing are left out; at
- * most max_buckets (1..10000), the earliest first. */
+ * most max_buckets (1..10000), the earliest first. fn must not use the
+ * store. */
 typedef struct sp_store_stats_bucket {
     int64_t start_ms;
     uint64_t sent, delivered, failed, bounced, opened, clicked, replied;

@@ -1406,41 +1406,492 @@ sp_error sp_store_outbox_counts_get(sp_store *store, const char *tenant, const c
     return rc;
 }
 
+/* The current row's first 16 columns (SP_Q_OUTBOX_GET's) as an outbox row. */
+static sp_error sp_outbox_row_read(sp_store *s, sp_store_outbox_row *r) {
+    memset(r, 0, sizeof *r);
+    int64_t seq = s->drv->col_int(s->db, 0), attempts = s->drv->col_int(s->db, 7);
+    int64_t status = s->drv->col_int(s->db, 12);
+    r->seq = seq > 0 ? (uint64_t)seq : 0;
+    r->attempts = attempts >= 0 && attempts <= UINT32_MAX ? (uint32_t)attempts : 0;
+    r->provider_status = status >= 0 && status <= 999 ? (int)status : 0;
+    size_t len = 0;
+    const uint8_t *state = s->drv->col_bytes(s->db, 6, &len);
+    r->state = (sp_store_outbox_state)sp_index_of(sp_outbox_names, SP_ARRAY_LEN(sp_outbox_names), state, len);
+    SP_ENSURE(r->seq != 0 && r->state != 0, SP_ERR_STORE);
+    SP_GUARD(sp_col_name(s, 1, r->tenant, sizeof r->tenant));
+    SP_GUARD(sp_col_opt_name(s, 2, r->campaign, sizeof r->campaign));
+    SP_GUARD(sp_col_name(s, 3, r->channel, sizeof r->channel));
+    SP_GUARD(sp_col_name(s, 4, r->profile_id, sizeof r->profile_id));
+    SP_GUARD(sp_col_name(s, 5, r->message_id, sizeof r->message_id));
+    SP_GUARD(sp_col_opt_name(s, 9, r->lease_owner, sizeof r->lease_owner));
+    SP_GUARD(sp_col_opt_name(s, 11, r->last_error, sizeof r->last_error));
+    r->next_attempt = s->drv->col_int(s->db, 8);
+    r->lease_until = s->drv->col_int(s->db, 10);
+    r->created = s->drv->col_int(s->db, 13);
+    r->updated = s->drv->col_int(s->db, 14);
+    r->sent_at = s->drv->col_int(s->db, 15);
+    return SP_OK;
+}
+
 sp_error sp_store_outbox_get(sp_store *store, const char *message_id, sp_store_outbox_row *out) {
     SP_ENSURE(store != NULL && sp_message_id_ok(message_id) && out != NULL, SP_ERR_INVALID_ARGUMENT);
     sp_store_param p[1] = {sp_p_text(message_id)};
     sp_store_outbox_row r;
-    memset(&r, 0, sizeof r);
     bool row = false;
     sp_error rc = store->drv->run(store->db, SP_Q_OUTBOX_GET, p, 1, NULL);
     if (rc == SP_OK) rc = store->drv->step(store->db, &row);
     if (rc == SP_OK && !row) rc = SP_ERR_NOT_FOUND;
-    if (rc == SP_OK) {
-        sp_store *s = store;
-        int64_t seq = s->drv->col_int(s->db, 0), attempts = s->drv->col_int(s->db, 7);
-        int64_t status = s->drv->col_int(s->db, 12);
-        r.seq = seq > 0 ? (uint64_t)seq : 0;
-        r.attempts = attempts >= 0 && attempts <= UINT32_MAX ? (uint32_t)attempts : 0;
-        r.provider_status = status >= 0 && status <= 999 ? (int)status : 0;
-        size_t len = 0;
-        const uint8_t *state = s->drv->col_bytes(s->db, 6, &len);
-        r.state = (sp_store_outbox_state)sp_index_of(sp_outbox_names, SP_ARRAY_LEN(sp_outbox_names), state, len);
-        if (r.seq == 0 || r.state == 0) rc = SP_ERR_STORE;
-        if (rc == SP_OK) rc = sp_col_name(s, 1, r.tenant, sizeof r.tenant);
-        if (rc == SP_OK) rc = sp_col_opt_name(s, 2, r.campaign, sizeof r.campaign);
-        if (rc == SP_OK) rc = sp_col_name(s, 3, r.channel, sizeof r.channel);
-        if (rc == SP_OK) rc = sp_col_name(s, 4, r.profile_id, sizeof r.profile_id);
-        if (rc == SP_OK) rc = sp_col_name(s, 5, r.message_id, sizeof r.message_id);
-        if (rc == SP_OK) rc = sp_col_opt_name(s, 9, r.lease_owner, sizeof r.lease_owner);
-        if (rc == SP_OK) rc = sp_col_opt_name(s, 11, r.last_error, sizeof r.last_error);
-        r.next_attempt = s->drv->col_int(s->db, 8);
-        r.lease_until = s->drv->col_int(s->db, 10);
-        r.created = s->drv->col_int(s->db, 13);
-        r.updated = s->drv->col_int(s->db, 14);
-        r.sent_at = s->drv->col_int(s->db, 15);
-    }
+    if (rc == SP_OK) rc = sp_outbox_row_read(store, &r);
     store->drv->finish(store->db);
     if (rc == SP_OK) *out = r;
+    return rc;
+}
+
+/* ---- callbacks and delivery tracking ---- */
+
+#define SP_STORE_MAX_PRUNE 100000
+#define SP_STORE_MAX_CODE 99999
+#define SP_STORE_MIN_BUCKET_MS ((int64_t)1000)
+#define SP_STORE_MAX_BUCKET_MS ((int64_t)31 * 24 * 3600 * 1000)
+#define SP_STORE_MAX_BUCKETS 10000
+
+static const char *const sp_delivery_names[] = {[SP_STORE_DELIVERY_DELIVERED] = "delivered",
+                                                [SP_STORE_DELIVERY_FAILED] = "failed",
+                                                [SP_STORE_DELIVERY_BOUNCED] = "bounced"};
+
+const char *sp_store_delivery_name(sp_store_delivery delivery) {
+    return sp_name_of(sp_delivery_names, SP_ARRAY_LEN(sp_delivery_names), (int)delivery);
+}
+
+/* A provider's webhook-id: printable ASCII without spaces, 1..128. */
+static bool sp_webhook_id_ok(const char *s) {
+    if (s == NULL) return false;
+    size_t n = strnlen(s, SP_STORE_MAX_WEBHOOK_ID + 1);
+    if (n < 1 || n > SP_STORE_MAX_WEBHOOK_ID) return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] <= 0x20 || s[i] > 0x7e) return false;
+    }
+    return true;
+}
+
+/* Suppression reasons: [a-z_]{1,32}. */
+static bool sp_reason_ok(const char *s) {
+    if (s == NULL) return false;
+    size_t n = strnlen(s, SP_STORE_MAX_REASON + 1);
+    if (n < 1 || n > SP_STORE_MAX_REASON) return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= 'a' && s[i] <= 'z') || s[i] == '_')) return false;
+    }
+    return true;
+}
+
+static bool sp_kind_ok(sp_store_channel_kind kind) { return *sp_store_channel_kind_name(kind) != 0; }
+
+sp_error sp_store_callback_seen(sp_store *store, const char *tenant, const char *webhook_id, bool *seen) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_webhook_id_ok(webhook_id) && seen != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(webhook_id)};
+    int64_t one = 0;
+    bool found = false;
+    SP_GUARD(sp_q_int(store, SP_Q_CALLBACK_SEEN, p, 2, &one, &found));
+    *seen = found;
+    return SP_OK;
+}
+
+sp_error sp_store_callback_record(sp_store *store, const char *tenant, const char *webhook_id, int64_t now_ms,
+                                  bool *fresh) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_webhook_id_ok(webhook_id) && now_ms > 0 && fresh != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[3] = {sp_p_text(tenant), sp_p_text(webhook_id), sp_p_int(now_ms)};
+    uint64_t changes = 0;
+    SP_GUARD(sp_q_exec(store, SP_Q_CALLBACK_RECORD, p, 3, &changes));
+    *fresh = changes > 0;
+    return SP_OK;
+}
+
+sp_error sp_store_callback_prune(sp_store *store, int64_t before_ms, size_t limit, uint64_t *removed) {
+    SP_ENSURE(store != NULL && before_ms > 0 && limit >= 1 && limit <= SP_STORE_MAX_PRUNE, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_int(before_ms), sp_p_int((int64_t)limit)};
+    uint64_t changes = 0;
+    SP_GUARD(sp_q_exec(store, SP_Q_CALLBACK_PRUNE, p, 2, &changes));
+    if (removed) *removed = changes;
+    return SP_OK;
+}
+
+/* What one message's row holds of its tracking (SP_Q_DELIVERY_READ). The
+ * engagement times are in event-kind order: opened .. complained; 0 is
+ * never. */
+#define SP_ENGAGEMENTS 5
+typedef struct {
+    int64_t seq;
+    sp_store_delivery delivery;
+    int64_t at, code;
+    int64_t engaged[SP_ENGAGEMENTS];
+} sp_tracked;
+
+/* Whether a delivery report (state d at `at` with `code`) replaces what the
+ * row has: the latest time wins, a tie goes to the graver state (the enum's
+ * order: delivered < failed < bounced), then to the greater code, so the
+ * outcome is the same in whatever order reports arrive. */
+static bool sp_delivery_wins(const sp_tracked *t, sp_store_delivery d, int64_t at, int64_t code) {
+    if (t->delivery == SP_STORE_DELIVERY_NONE) return true;
+    if (at != t->at) return at > t->at;
+    if (d != t->delivery) return d > t->delivery;
+    return code > t->code;
+}
+
+/* Applies one event to t; true when something moved. */
+static bool sp_track(sp_tracked *t, const sp_store_delivery_event *e) {
+    bool changed = false;
+    sp_store_delivery d = SP_STORE_DELIVERY_NONE;
+    int64_t code = 0;
+    switch (e->kind) {
+    case SP_STORE_EVENT_DELIVERED:
+        d = SP_STORE_DELIVERY_DELIVERED;
+        break;
+    case SP_STORE_EVENT_FAILED:
+        d = SP_STORE_DELIVERY_FAILED;
+        code = e->code;
+        break;
+    case SP_STORE_EVENT_BOUNCED:
+        d = SP_STORE_DELIVERY_BOUNCED;
+        code = e->code;
+        break;
+    default: {
+        int64_t *first = &t->engaged[e->kind - SP_STORE_EVENT_OPENED];
+        if (*first == 0 || e->ts_ms < *first) {
+            *first = e->ts_ms;
+            changed = true;
+        }
+        /* an open, a click or a reply proves delivery to a message nobody
+         * reported on yet; it is not weighed against reports (it would move
+         * delivery_at with every later open). Unsubscribes and complaints
+         * may come from a list or a feedback loop, and prove nothing. */
+        if (e->kind <= SP_STORE_EVENT_REPLIED && t->delivery == SP_STORE_DELIVERY_NONE) {
+            d = SP_STORE_DELIVERY_DELIVERED;
+        }
+        break;
+    }
+    }
+    if (d != SP_STORE_DELIVERY_NONE && sp_delivery_wins(t, d, e->ts_ms, code)) {
+        t->delivery = d;
+        t->at = e->ts_ms;
+        t->code = code;
+        changed = true;
+    }
+    return changed;
+}
+
+typedef struct {
+    const char *tenant;
+    const sp_store_delivery_event *events;
+    size_t n;
+    bool encrypted;
+    int64_t now;
+    sp_store_applied *results;
+} sp_apply_args;
+
+/* Reads the message's row (locked where the dialect can); found false when
+ * the tenant has no such message. */
+static sp_error sp_tracked_read(sp_store *s, const char *tenant, const char *message_id, sp_tracked *t, bool *found) {
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(message_id)};
+    bool row = false;
+    sp_error rc = s->drv->run(s->db, SP_Q_DELIVERY_READ, p, 2, NULL);
+    if (rc == SP_OK) rc = s->drv->step(s->db, &row);
+    if (rc == SP_OK && row) {
+        memset(t, 0, sizeof *t);
+        t->seq = s->drv->col_int(s->db, 0);
+        size_t len = 0;
+        const uint8_t *d = s->drv->col_bytes(s->db, 1, &len);
+        t->delivery = (sp_store_delivery)sp_index_of(sp_delivery_names, SP_ARRAY_LEN(sp_delivery_names), d, len);
+        if (t->seq <= 0 || (d != NULL && t->delivery == SP_STORE_DELIVERY_NONE)) rc = SP_ERR_STORE;
+        t->at = s->drv->col_int(s->db, 2);
+        t->code = s->drv->col_int(s->db, 3);
+        for (int i = 0; i < SP_ENGAGEMENTS; i++) t->engaged[i] = s->drv->col_int(s->db, 4 + i);
+    }
+    s->drv->finish(s->db);
+    *found = row;
+    return rc;
+}
+
+static sp_error sp_apply_op(sp_store *s, void *arg) {
+    sp_apply_args *a = arg;
+    for (size_t i = 0; i < a->n; i++) {
+        const sp_store_delivery_event *e = &a->events[i];
+        sp_tracked t;
+        bool found = false;
+        SP_GUARD(sp_tracked_read(s, a->tenant, e->message_id, &t, &found));
+        if (!found) {
+            if (a->results) a->results[i] = SP_STORE_APPLIED_UNKNOWN;
+            continue;
+        }
+        bool changed = sp_track(&t, e);
+        /* written either way: when the last callback came, and whether sealed */
+        bool delivered = t.delivery != SP_STORE_DELIVERY_NONE;
+        sp_store_param p[11] = {
+            sp_p_int(t.seq),
+            delivered ? sp_p_text(sp_store_delivery_name(t.delivery)) : (sp_store_param){SP_STORE_TEXT, NULL, 0, 0},
+            sp_p_int(t.at),
+            sp_p_int(t.code),
+            sp_p_int(t.engaged[0]),
+            sp_p_int(t.engaged[1]),
+            sp_p_int(t.engaged[2]),
+            sp_p_int(t.engaged[3]),
+            sp_p_int(t.engaged[4]),
+            sp_p_int(a->now),
+            sp_p_int(a->encrypted ? 1 : 0)};
+        uint64_t changes = 0;
+        SP_GUARD(sp_q_exec(s, SP_Q_DELIVERY_WRITE, p, 11, &changes));
+        SP_ENSURE(changes == 1, SP_ERR_STORE);
+        if (a->results) a->results[i] = changed ? SP_STORE_APPLIED_CHANGED : SP_STORE_APPLIED_SAME;
+    }
+    return SP_OK;
+}
+
+static bool sp_event_ok(const sp_store_delivery_event *e) {
+    return sp_message_id_ok(e->message_id) && e->kind >= SP_STORE_EVENT_DELIVERED &&
+           e->kind <= SP_STORE_EVENT_COMPLAINED && e->ts_ms > 0 && e->code >= 0 && e->code <= SP_STORE_MAX_CODE;
+}
+
+sp_error sp_store_delivery_apply(sp_store *store, const char *tenant, const sp_store_delivery_event *events,
+                                 size_t n, bool encrypted, int64_t now_ms, sp_store_applied *results) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && events != NULL && now_ms > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(n >= 1 && n <= SP_STORE_MAX_BATCH, SP_ERR_INVALID_ARGUMENT);
+    for (size_t i = 0; i < n; i++) SP_ENSURE(sp_event_ok(&events[i]), SP_ERR_INVALID_ARGUMENT);
+    /* the reads lock rows for the writes that follow: refused up front in a
+     * read-only transaction, as the writes would be */
+    SP_ENSURE(!(store->in_tx && store->read_only), SP_ERR_INVALID_ARGUMENT);
+    sp_apply_args a = {tenant, events, n, encrypted, now_ms, results};
+    return sp_store_atomic(store, sp_apply_op, &a);
+}
+
+sp_error sp_store_message_profile(sp_store *store, const char *tenant, const char *message_id,
+                                  char profile_id[SP_STORE_MAX_ID + 1], sp_store_channel_kind *kind) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_message_id_ok(message_id) && profile_id != NULL &&
+                  kind != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(message_id)};
+    char id[SP_STORE_MAX_ID + 1];
+    sp_store_channel_kind k = 0;
+    bool row = false;
+    sp_error rc = store->drv->run(store->db, SP_Q_MESSAGE_PROFILE, p, 2, NULL);
+    if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+    if (rc == SP_OK && !row) rc = SP_ERR_NOT_FOUND;
+    if (rc == SP_OK) rc = sp_col_name(store, 0, id, sizeof id);
+    if (rc == SP_OK) {
+        size_t len = 0;
+        const uint8_t *name = store->drv->col_bytes(store->db, 1, &len);
+        k = (sp_store_channel_kind)sp_index_of(sp_kind_names, SP_ARRAY_LEN(sp_kind_names), name, len);
+        if (k == 0) rc = SP_ERR_STORE;
+    }
+    store->drv->finish(store->db);
+    SP_GUARD(rc);
+    memcpy(profile_id, id, strlen(id) + 1);
+    *kind = k;
+    return SP_OK;
+}
+
+typedef struct {
+    const sp_store_param *key; /* tenant, profile, kind */
+    const char *reason;
+    int64_t now;
+    uint64_t cancelled;
+} sp_suppress_args;
+
+/* The suppression's reason; found false when there is none. */
+static sp_error sp_suppression_read(sp_store *s, const sp_store_param *key, char reason[SP_STORE_MAX_REASON + 1],
+                                    bool *found) {
+    bool row = false;
+    sp_error rc = s->drv->run(s->db, SP_Q_SUPPRESSED, key, 3, NULL);
+    if (rc == SP_OK) rc = s->drv->step(s->db, &row);
+    if (rc == SP_OK && row) rc = sp_col_name(s, 0, reason, SP_STORE_MAX_REASON + 1);
+    s->drv->finish(s->db);
+    *found = row;
+    return rc;
+}
+
+static sp_error sp_suppress_op(sp_store *s, void *arg) {
+    sp_suppress_args *a = arg;
+    sp_store_param p[5] = {a->key[0], a->key[1], a->key[2], sp_p_text(a->reason), sp_p_int(a->now)};
+    /* made only for a profile that exists (no foreign-key error, which
+     * would spoil the caller's PostgreSQL transaction for a NOT_FOUND it
+     * may well expect), kept when there: the first reason stays */
+    SP_GUARD(sp_q_exec(s, SP_Q_SUPPRESS_INSERT, p, 5, NULL));
+    char reason[SP_STORE_MAX_REASON + 1];
+    bool found = false;
+    SP_GUARD(sp_suppression_read(s, a->key, reason, &found));
+    SP_ENSURE(found, SP_ERR_NOT_FOUND);
+    /* queued messages are cancelled again each time: a retry may have put
+     * one back in the queue since */
+    static const char prefix[] = "suppressed: ";
+    char error[sizeof prefix + SP_STORE_MAX_REASON];
+    size_t n = strlen(reason); /* at most SP_STORE_MAX_REASON: sp_col_name's cap */
+    memcpy(error, prefix, sizeof prefix - 1);
+    memcpy(error + sizeof prefix - 1, reason, n + 1);
+    sp_store_param c[5] = {a->key[0], a->key[1], a->key[2], sp_p_int(a->now), sp_p_text(error)};
+    return sp_q_exec(s, SP_Q_SUPPRESS_CANCEL, c, 5, &a->cancelled);
+}
+
+sp_error sp_store_suppress(sp_store *store, const char *tenant, const char *profile_id, sp_store_channel_kind kind,
+                           const char *reason, int64_t now_ms, uint64_t *cancelled) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_id_ok(profile_id) && sp_kind_ok(kind) &&
+                  sp_reason_ok(reason) && now_ms > 0,
+              SP_ERR_INVALID_ARGUMENT);
+    sp_store_param key[3] = {sp_p_text(tenant), sp_p_text(profile_id), sp_p_text(sp_store_channel_kind_name(kind))};
+    sp_suppress_args a = {key, reason, now_ms, 0};
+    SP_GUARD(sp_store_atomic(store, sp_suppress_op, &a));
+    if (cancelled) *cancelled = a.cancelled;
+    return SP_OK;
+}
+
+sp_error sp_store_suppressed(sp_store *store, const char *tenant, const char *profile_id, sp_store_channel_kind kind,
+                             bool *suppressed, char reason[SP_STORE_MAX_REASON + 1]) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_id_ok(profile_id) && sp_kind_ok(kind) &&
+                  suppressed != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    sp_store_param key[3] = {sp_p_text(tenant), sp_p_text(profile_id), sp_p_text(sp_store_channel_kind_name(kind))};
+    char why[SP_STORE_MAX_REASON + 1] = "";
+    bool found = false;
+    SP_GUARD(sp_suppression_read(store, key, why, &found));
+    *suppressed = found;
+    if (reason) memcpy(reason, why, strlen(why) + 1);
+    return SP_OK;
+}
+
+sp_error sp_store_unsuppress(sp_store *store, const char *tenant, const char *profile_id,
+                             sp_store_channel_kind kind) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_id_ok(profile_id) && sp_kind_ok(kind),
+              SP_ERR_INVALID_ARGUMENT);
+    sp_store_param key[3] = {sp_p_text(tenant), sp_p_text(profile_id), sp_p_text(sp_store_channel_kind_name(kind))};
+    uint64_t changes = 0;
+    SP_GUARD(sp_q_exec(store, SP_Q_UNSUPPRESS, key, 3, &changes));
+    return changes ? SP_OK : SP_ERR_NOT_FOUND;
+}
+
+sp_error sp_store_message_status_get(sp_store *store, const char *tenant, const char *message_id,
+                                     sp_store_message_status *out) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_message_id_ok(message_id) && out != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(message_id)};
+    sp_store_message_status m;
+    memset(&m, 0, sizeof m);
+    bool row = false;
+    sp_error rc = store->drv->run(store->db, SP_Q_MESSAGE_STATUS, p, 2, NULL);
+    if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+    if (rc == SP_OK && !row) rc = SP_ERR_NOT_FOUND;
+    if (rc == SP_OK) rc = sp_outbox_row_read(store, &m.outbox);
+    if (rc == SP_OK) {
+        sp_store *s = store;
+        size_t len = 0;
+        const uint8_t *d = s->drv->col_bytes(s->db, 16, &len);
+        m.delivery = (sp_store_delivery)sp_index_of(sp_delivery_names, SP_ARRAY_LEN(sp_delivery_names), d, len);
+        if (d != NULL && m.delivery == SP_STORE_DELIVERY_NONE) rc = SP_ERR_STORE;
+        m.delivery_at = s->drv->col_int(s->db, 17);
+        int64_t code = s->drv->col_int(s->db, 18);
+        m.failure_code = code >= 0 && code <= SP_STORE_MAX_CODE ? (int)code : 0;
+        m.opened_at = s->drv->col_int(s->db, 19);
+        m.clicked_at = s->drv->col_int(s->db, 20);
+        m.replied_at = s->drv->col_int(s->db, 21);
+        m.unsubscribed_at = s->drv->col_int(s->db, 22);
+        m.complained_at = s->drv->col_int(s->db, 23);
+        m.callback_at = s->drv->col_int(s->db, 24);
+        m.callback_encrypted = s->drv->col_int(s->db, 25) != 0;
+    }
+    store->drv->finish(store->db);
+    if (rc == SP_OK) *out = m;
+    return rc;
+}
+
+/* The statement for a campaign, or for the tenant's test sends (campaign
+ * NULL, which then takes no parameter of its own). */
+static bool sp_campaign_arg_ok(const char *campaign) { return campaign == NULL || sp_name_ok(campaign); }
+
+static uint64_t sp_col_count(sp_store *s, int col, sp_error *rc) {
+    int64_t v = s->drv->col_int(s->db, col);
+    if (v < 0) *rc = SP_ERR_STORE;
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+sp_error sp_store_campaign_stats_get(sp_store *store, const char *tenant, const char *campaign,
+                                     sp_store_campaign_stats *out) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_campaign_arg_ok(campaign) && out != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    /* what a user sees: an outbox state, or a delivery state past it */
+    static const char *const shown[] = {"", "queued", "sending", "sent", "failed", "dead", "delivered", "bounced"};
+    sp_store_campaign_stats c;
+    memset(&c, 0, sizeof c);
+    uint64_t *slot[] = {NULL, &c.queued, &c.sending, &c.sent, &c.failed, &c.dead, &c.delivered, &c.bounced};
+    uint64_t *engaged[] = {&c.opened, &c.clicked, &c.replied, &c.unsubscribed, &c.complained};
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(campaign ? campaign : "")};
+    sp_error rc = store->drv->run(store->db, campaign ? SP_Q_STATS : SP_Q_STATS_TESTS, p, campaign ? 2 : 1, NULL);
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+        if (rc != SP_OK || !row) break;
+        size_t len = 0;
+        const uint8_t *name = store->drv->col_bytes(store->db, 0, &len);
+        int v = sp_index_of(shown, SP_ARRAY_LEN(shown), name, len);
+        if (v == 0) {
+            rc = SP_ERR_STORE;
+            break;
+        }
+        uint64_t n = sp_col_count(store, 1, &rc);
+        *slot[v] += n;
+        c.total += n;
+        for (int i = 0; i < SP_ENGAGEMENTS; i++) *engaged[i] += sp_col_count(store, 2 + i, &rc);
+    }
+    store->drv->finish(store->db);
+    if (rc == SP_OK) *out = c;
+    return rc;
+}
+
+sp_error sp_store_campaign_failure_codes(sp_store *store, const char *tenant, const char *campaign,
+                                         sp_store_code_count_fn fn, void *arg) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_campaign_arg_ok(campaign) && fn != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(campaign ? campaign : "")};
+    sp_error rc = store->drv->run(store->db, campaign ? SP_Q_FAILURE_CODES : SP_Q_FAILURE_CODES_TESTS, p,
+                                  campaign ? 2 : 1, NULL);
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+        if (rc != SP_OK || !row) break;
+        int64_t code = store->drv->col_int(store->db, 0);
+        uint64_t failed = sp_col_count(store, 1, &rc), bounced = sp_col_count(store, 2, &rc);
+        if (rc == SP_OK && (code < 0 || code > SP_STORE_MAX_CODE)) rc = SP_ERR_STORE;
+        if (rc == SP_OK) rc = fn(arg, (int)code, failed, bounced);
+    }
+    store->drv->finish(store->db);
+    return rc;
+}
+
+sp_error sp_store_campaign_timeline(sp_store *store, const char *tenant, const char *campaign, int64_t bucket_ms,
+                                    size_t max_buckets, sp_store_bucket_fn fn, void *arg) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_campaign_arg_ok(campaign) && fn != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(bucket_ms >= SP_STORE_MIN_BUCKET_MS && bucket_ms <= SP_STORE_MAX_BUCKET_MS, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(max_buckets >= 1 && max_buckets <= SP_STORE_MAX_BUCKETS, SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[4] = {sp_p_text(tenant), sp_p_text(campaign ? campaign : ""), sp_p_int(bucket_ms),
+                           sp_p_int((int64_t)max_buckets)};
+    sp_error rc = campaign ? store->drv->run(store->db, SP_Q_TIMELINE, p, 4, NULL)
+                           : store->drv->run(store->db, SP_Q_TIMELINE_TESTS, (sp_store_param[3]){p[0], p[2], p[3]}, 3,
+                                             NULL);
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+        if (rc != SP_OK || !row) break;
+        sp_store_stats_bucket b;
+        b.start_ms = store->drv->col_int(store->db, 0);
+        b.sent = sp_col_count(store, 1, &rc);
+        b.delivered = sp_col_count(store, 2, &rc);
+        b.failed = sp_col_count(store, 3, &rc);
+        b.bounced = sp_col_count(store, 4, &rc);
+        b.opened = sp_col_count(store, 5, &rc);
+        b.clicked = sp_col_count(store, 6, &rc);
+        b.replied = sp_col_count(store, 7, &rc);
+        if (rc == SP_OK) rc = fn(arg, &b);
+    }
+    store->drv->finish(store->db);
     return rc;
 }
 

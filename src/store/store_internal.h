@@ -108,10 +108,34 @@ typedef enum sp_store_q {
                                   updated, sent at */
     SP_Q_OUTBOX_DEFER_ONE,     /* owner, seq, next attempt, error, now */
     SP_Q_OUTBOX_DEFER_MANY,    /* as one, seqs (array) */
+    /* migration 3: callbacks, delivery tracking, suppressions */
+    SP_Q_CALLBACK_SEEN,        /* tenant, webhook id -> 1 */
+    SP_Q_CALLBACK_RECORD,      /* tenant, webhook id, now (DO NOTHING when recorded) */
+    SP_Q_CALLBACK_PRUNE,       /* before, limit */
+    SP_Q_DELIVERY_READ,        /* tenant, message id -> seq, delivery, delivery at, failure code, opened, clicked,
+                                  replied, unsubscribed, complained (row-locked where the dialect can) */
+    SP_Q_DELIVERY_WRITE,       /* seq, delivery or NULL, delivery at, failure code, opened, clicked, replied,
+                                  unsubscribed, complained (times: 0 is NULL), callback at, encrypted */
+    SP_Q_MESSAGE_PROFILE,      /* tenant, message id -> profile, channel kind */
+    SP_Q_MESSAGE_STATUS,       /* tenant, message id -> as SP_Q_OUTBOX_GET, then delivery, delivery at,
+                                  failure code, opened, clicked, replied, unsubscribed, complained, callback at,
+                                  encrypted */
+    SP_Q_SUPPRESS_INSERT,      /* tenant, profile, kind, reason, now (DO NOTHING when suppressed) */
+    SP_Q_SUPPRESS_CANCEL,      /* tenant, profile, kind, now, last_error: its queued messages of that kind */
+    SP_Q_SUPPRESSED,           /* tenant, profile, kind -> reason */
+    SP_Q_UNSUPPRESS,           /* tenant, profile, kind */
+    SP_Q_STATS,                /* tenant, campaign -> shown state, count, opened, clicked, replied, unsubscribed,
+                                  complained (counts) */
+    SP_Q_STATS_TESTS,          /* tenant -> as stats, over the test sends */
+    SP_Q_FAILURE_CODES,        /* tenant, campaign -> code, failed, bounced (in code order) */
+    SP_Q_FAILURE_CODES_TESTS,  /* tenant -> as codes */
+    SP_Q_TIMELINE,             /* tenant, campaign, bucket ms, max buckets -> start, sent, delivered, failed,
+                                  bounced, opened, clicked, replied */
+    SP_Q_TIMELINE_TESTS,       /* tenant, bucket ms, max buckets -> as timeline */
     SP_Q__COUNT
 } sp_store_q;
 
-#define SP_STORE_MAX_PARAMS 8
+#define SP_STORE_MAX_PARAMS 12
 
 /* SP_STORE_INT_ARRAY: data points at len int64_t values, bound as one
  * bigint[] (only statements a dialect has an array form of: *_MANY). */

@@ -122,7 +122,8 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
 #define SP_PG_EXPAND                                                                                                 \
     "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, next_attempt, created, " \
     "updated) SELECT $1, $2, $3, p.id, 'msg_' || sp_uuid_v7()::text, 'queued', 0, $4, $4, $4 FROM profiles p "     \
-    "WHERE p.tenant = $1 "
+    "WHERE p.tenant = $1 AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant = $1 "                    \
+    "AND x.profile_id = p.id AND x.kind = (SELECT c.kind FROM channels c WHERE c.tenant = $1 AND c.id = $3)) "
 #define SP_PG_EXPAND_END " ON CONFLICT (tenant, campaign, profile_id) DO NOTHING"
     [SP_Q_OUTBOX_EXPAND_ALL] = SP_PG_EXPAND SP_PG_EXPAND_END,
     [SP_Q_OUTBOX_EXPAND_ID] = SP_PG_EXPAND "AND p.id = $5" SP_PG_EXPAND_END,
@@ -179,6 +180,62 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
     [SP_Q_OUTBOX_GET] = "SELECT seq, tenant, campaign, channel, profile_id, message_id, state, attempts, "
                         "next_attempt, lease_owner, lease_until, last_error, provider_status, created, updated, "
                         "sent_at FROM outbox WHERE message_id = $1",
+    [SP_Q_CALLBACK_SEEN] = "SELECT 1::BIGINT FROM callbacks_seen WHERE tenant = $1 AND webhook_id = $2",
+    [SP_Q_CALLBACK_RECORD] = "INSERT INTO callbacks_seen (tenant, webhook_id, received) VALUES ($1, $2, $3) "
+                             "ON CONFLICT (tenant, webhook_id) DO NOTHING",
+    /* processes pruning together pass over each other's rows */
+    [SP_Q_CALLBACK_PRUNE] = "DELETE FROM callbacks_seen WHERE (tenant, webhook_id) IN (SELECT tenant, webhook_id "
+                            "FROM callbacks_seen WHERE received < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    /* two processes applying reports on one message take turns */
+    [SP_Q_DELIVERY_READ] = "SELECT seq, delivery, delivery_at, failure_code, opened_at, clicked_at, replied_at, "
+                           "unsubscribed_at, complained_at FROM outbox WHERE message_id = $2 AND tenant = $1 "
+                           "FOR UPDATE",
+    [SP_Q_DELIVERY_WRITE] = "UPDATE outbox SET delivery = $2, delivery_at = NULLIF($3, 0), failure_code = $4, "
+                            "opened_at = NULLIF($5, 0), clicked_at = NULLIF($6, 0), replied_at = NULLIF($7, 0), "
+                            "unsubscribed_at = NULLIF($8, 0), complained_at = NULLIF($9, 0), callback_at = $10, "
+                            "callback_encrypted = $11 WHERE seq = $1",
+    [SP_Q_MESSAGE_PROFILE] = "SELECT o.profile_id, c.kind FROM outbox o JOIN channels c ON c.tenant = o.tenant "
+                             "AND c.id = o.channel WHERE o.message_id = $2 AND o.tenant = $1",
+    [SP_Q_MESSAGE_STATUS] = "SELECT seq, tenant, campaign, channel, profile_id, message_id, state, attempts, "
+                            "next_attempt, lease_owner, lease_until, last_error, provider_status, created, updated, "
+                            "sent_at, delivery, delivery_at, failure_code, opened_at, clicked_at, replied_at, "
+                            "unsubscribed_at, complained_at, callback_at, callback_encrypted FROM outbox "
+                            "WHERE message_id = $2 AND tenant = $1",
+    /* only for a profile there: a foreign-key error would spoil a
+     * PostgreSQL transaction the caller means to go on with */
+    [SP_Q_SUPPRESS_INSERT] = "INSERT INTO suppressions (tenant, profile_id, kind, reason, created) "
+                             "SELECT tenant, id, $3, $4, $5 FROM profiles WHERE tenant = $1 AND id = $2 "
+                             "ON CONFLICT (tenant, profile_id, kind) DO NOTHING",
+    [SP_Q_SUPPRESS_CANCEL] = "UPDATE outbox SET state = 'failed', last_error = $5, updated = $4 "
+                             "WHERE tenant = $1 AND profile_id = $2 AND state = 'queued' AND channel IN "
+                             "(SELECT id FROM channels WHERE tenant = $1 AND kind = $3)",
+    [SP_Q_SUPPRESSED] = "SELECT reason FROM suppressions WHERE tenant = $1 AND profile_id = $2 AND kind = $3",
+    [SP_Q_UNSUPPRESS] = "DELETE FROM suppressions WHERE tenant = $1 AND profile_id = $2 AND kind = $3",
+/* What a user sees: the delivery state once there is one, else the outbox
+ * state ('failed' from either is one group). */
+#define SP_PG_STATS                                                                                             \
+    "SELECT COALESCE(delivery, state), COUNT(*), COUNT(opened_at), COUNT(clicked_at), COUNT(replied_at), "       \
+    "COUNT(unsubscribed_at), COUNT(complained_at) FROM outbox WHERE tenant = $1 AND campaign "
+    [SP_Q_STATS] = SP_PG_STATS "= $2 GROUP BY 1",
+    [SP_Q_STATS_TESTS] = SP_PG_STATS "IS NULL GROUP BY 1",
+#undef SP_PG_STATS
+#define SP_PG_CODES                                                                                             \
+    "SELECT failure_code, COUNT(*) FILTER (WHERE delivery = 'failed'), COUNT(*) FILTER (WHERE delivery = "       \
+    "'bounced') FROM outbox WHERE tenant = $1 AND delivery IN ('failed', 'bounced') AND campaign "
+    [SP_Q_FAILURE_CODES] = SP_PG_CODES "= $2 GROUP BY failure_code ORDER BY failure_code",
+    [SP_Q_FAILURE_CODES_TESTS] = SP_PG_CODES "IS NULL GROUP BY failure_code ORDER BY failure_code",
+#undef SP_PG_CODES
+/* One pass over the campaign's rows, each seen under each of its times. */
+#define SP_PG_TIMELINE(campaign, b, max)                                                                        \
+    "SELECT x.t / " b " * " b ", COUNT(*) FILTER (WHERE x.k = 1), COUNT(*) FILTER (WHERE x.k = 2), "             \
+    "COUNT(*) FILTER (WHERE x.k = 3), COUNT(*) FILTER (WHERE x.k = 4), COUNT(*) FILTER (WHERE x.k = 5), "        \
+    "COUNT(*) FILTER (WHERE x.k = 6), COUNT(*) FILTER (WHERE x.k = 7) FROM outbox o CROSS JOIN LATERAL "         \
+    "(VALUES (o.sent_at, 1), (o.delivery_at, CASE o.delivery WHEN 'delivered' THEN 2 WHEN 'failed' THEN 3 "      \
+    "ELSE 4 END), (o.opened_at, 5), (o.clicked_at, 6), (o.replied_at, 7)) x (t, k) WHERE o.tenant = $1 "        \
+    "AND x.t IS NOT NULL AND o.campaign " campaign " GROUP BY 1 ORDER BY 1 LIMIT " max
+    [SP_Q_TIMELINE] = SP_PG_TIMELINE("= $2", "$3", "$4"),
+    [SP_Q_TIMELINE_TESTS] = SP_PG_TIMELINE("IS NULL", "$2", "$3"),
+#undef SP_PG_TIMELINE
 };
 
 /* Version 1: the whole schema. Later versions append here; a shipped entry
@@ -239,6 +296,28 @@ static const char *const sp_pg_migrations[] = {
     "CREATE UNIQUE INDEX outbox_campaign ON outbox (tenant, campaign, profile_id);"
     "CREATE INDEX outbox_claim ON outbox (next_attempt, seq) WHERE state IN ('queued', 'sending');"
     "CREATE INDEX outbox_sends ON outbox (tenant, channel, state) WHERE campaign IS NULL;",
+
+    /* Version 3: what providers report back. A webhook-id is remembered per
+     * tenant (callbacks_seen, pruned by age through its index on received);
+     * a message's delivery state and first engagement times are columns of
+     * its outbox row, so a campaign's numbers are counted over the outbox
+     * index (tenant, campaign, profile_id) that version 2 made; suppressions
+     * go with their profile. outbox_profile finds a profile's queued
+     * messages when it is suppressed. Added columns are NULL or a constant
+     * default: no table rewrite. */
+    "CREATE TABLE callbacks_seen (tenant TEXT COLLATE \"C\" NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, "
+    "  webhook_id TEXT COLLATE \"C\" NOT NULL, received BIGINT NOT NULL, PRIMARY KEY (tenant, webhook_id));"
+    "CREATE INDEX callbacks_seen_received ON callbacks_seen (received);"
+    "CREATE TABLE suppressions (tenant TEXT COLLATE \"C\" NOT NULL, profile_id TEXT COLLATE \"C\" NOT NULL, "
+    "  kind TEXT NOT NULL CHECK (kind IN ('email', 'sms')), reason TEXT NOT NULL, created BIGINT NOT NULL, "
+    "  PRIMARY KEY (tenant, profile_id, kind), "
+    "  FOREIGN KEY (tenant, profile_id) REFERENCES profiles (tenant, id) ON DELETE CASCADE);"
+    "ALTER TABLE outbox ADD COLUMN delivery TEXT CHECK (delivery IN ('delivered', 'failed', 'bounced')), "
+    "  ADD COLUMN delivery_at BIGINT, ADD COLUMN failure_code BIGINT, ADD COLUMN opened_at BIGINT, "
+    "  ADD COLUMN clicked_at BIGINT, ADD COLUMN replied_at BIGINT, ADD COLUMN unsubscribed_at BIGINT, "
+    "  ADD COLUMN complained_at BIGINT, ADD COLUMN callback_at BIGINT, "
+    "  ADD COLUMN callback_encrypted BIGINT NOT NULL DEFAULT 0;"
+    "CREATE INDEX outbox_profile ON outbox (tenant, profile_id);",
 };
 
 typedef struct {

@@ -146,7 +146,8 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
 #define SP_SQLITE_EXPAND                                                                                             \
     "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, next_attempt, created, " \
     "updated) SELECT ?1, ?2, ?3, p.id, 'msg_' || sp_uuid_v7(), 'queued', 0, ?4, ?4, ?4 FROM profiles p "          \
-    "WHERE p.tenant = ?1 "
+    "WHERE p.tenant = ?1 AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant = ?1 "                    \
+    "AND x.profile_id = p.id AND x.kind = (SELECT c.kind FROM channels c WHERE c.tenant = ?1 AND c.id = ?3)) "
 #define SP_SQLITE_EXPAND_END " ON CONFLICT (tenant, campaign, profile_id) DO NOTHING"
     [SP_Q_OUTBOX_EXPAND_ALL] = SP_SQLITE_EXPAND SP_SQLITE_EXPAND_END,
     [SP_Q_OUTBOX_EXPAND_ID] = SP_SQLITE_EXPAND "AND p.id = ?5" SP_SQLITE_EXPAND_END,
@@ -212,6 +213,61 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
     [SP_Q_OUTBOX_GET] = "SELECT seq, tenant, campaign, channel, profile_id, message_id, state, attempts, "
                         "next_attempt, lease_owner, lease_until, last_error, provider_status, created, updated, "
                         "sent_at FROM outbox WHERE message_id = ?1",
+    [SP_Q_CALLBACK_SEEN] = "SELECT 1 FROM callbacks_seen WHERE tenant = ?1 AND webhook_id = ?2",
+    [SP_Q_CALLBACK_RECORD] = "INSERT INTO callbacks_seen (tenant, webhook_id, received) VALUES (?1, ?2, ?3) "
+                             "ON CONFLICT (tenant, webhook_id) DO NOTHING",
+    [SP_Q_CALLBACK_PRUNE] = "DELETE FROM callbacks_seen WHERE (tenant, webhook_id) IN (SELECT tenant, webhook_id "
+                            "FROM callbacks_seen WHERE received < ?1 LIMIT ?2)",
+    /* BEGIN IMMEDIATE already holds the database's write lock */
+    [SP_Q_DELIVERY_READ] = "SELECT seq, delivery, delivery_at, failure_code, opened_at, clicked_at, replied_at, "
+                           "unsubscribed_at, complained_at FROM outbox WHERE message_id = ?2 AND tenant = ?1",
+    [SP_Q_DELIVERY_WRITE] = "UPDATE outbox SET delivery = ?2, delivery_at = NULLIF(?3, 0), failure_code = ?4, "
+                            "opened_at = NULLIF(?5, 0), clicked_at = NULLIF(?6, 0), replied_at = NULLIF(?7, 0), "
+                            "unsubscribed_at = NULLIF(?8, 0), complained_at = NULLIF(?9, 0), callback_at = ?10, "
+                            "callback_encrypted = ?11 WHERE seq = ?1",
+    [SP_Q_MESSAGE_PROFILE] = "SELECT o.profile_id, c.kind FROM outbox o JOIN channels c ON c.tenant = o.tenant "
+                             "AND c.id = o.channel WHERE o.message_id = ?2 AND o.tenant = ?1",
+    [SP_Q_MESSAGE_STATUS] = "SELECT seq, tenant, campaign, channel, profile_id, message_id, state, attempts, "
+                            "next_attempt, lease_owner, lease_until, last_error, provider_status, created, updated, "
+                            "sent_at, delivery, delivery_at, failure_code, opened_at, clicked_at, replied_at, "
+                            "unsubscribed_at, complained_at, callback_at, callback_encrypted FROM outbox "
+                            "WHERE message_id = ?2 AND tenant = ?1",
+    /* only for a profile there: a foreign-key error would spoil a
+     * PostgreSQL transaction the caller means to go on with */
+    [SP_Q_SUPPRESS_INSERT] = "INSERT INTO suppressions (tenant, profile_id, kind, reason, created) "
+                             "SELECT tenant, id, ?3, ?4, ?5 FROM profiles WHERE tenant = ?1 AND id = ?2 "
+                             "ON CONFLICT (tenant, profile_id, kind) DO NOTHING",
+    [SP_Q_SUPPRESS_CANCEL] = "UPDATE outbox SET state = 'failed', last_error = ?5, updated = ?4 "
+                             "WHERE tenant = ?1 AND profile_id = ?2 AND state = 'queued' AND channel IN "
+                             "(SELECT id FROM channels WHERE tenant = ?1 AND kind = ?3)",
+    [SP_Q_SUPPRESSED] = "SELECT reason FROM suppressions WHERE tenant = ?1 AND profile_id = ?2 AND kind = ?3",
+    [SP_Q_UNSUPPRESS] = "DELETE FROM suppressions WHERE tenant = ?1 AND profile_id = ?2 AND kind = ?3",
+/* What a user sees: the delivery state once there is one, else the outbox
+ * state ('failed' from either is one group). */
+#define SP_SQLITE_STATS                                                                                         \
+    "SELECT COALESCE(delivery, state), COUNT(*), COUNT(opened_at), COUNT(clicked_at), COUNT(replied_at), "       \
+    "COUNT(unsubscribed_at), COUNT(complained_at) FROM outbox WHERE tenant = ?1 AND campaign "
+    [SP_Q_STATS] = SP_SQLITE_STATS "= ?2 GROUP BY 1",
+    [SP_Q_STATS_TESTS] = SP_SQLITE_STATS "IS NULL GROUP BY 1",
+#undef SP_SQLITE_STATS
+#define SP_SQLITE_CODES                                                                                         \
+    "SELECT failure_code, SUM(delivery = 'failed'), SUM(delivery = 'bounced') FROM outbox WHERE tenant = ?1 "    \
+    "AND delivery IN ('failed', 'bounced') AND campaign "
+    [SP_Q_FAILURE_CODES] = SP_SQLITE_CODES "= ?2 GROUP BY failure_code ORDER BY failure_code",
+    [SP_Q_FAILURE_CODES_TESTS] = SP_SQLITE_CODES "IS NULL GROUP BY failure_code ORDER BY failure_code",
+#undef SP_SQLITE_CODES
+/* One pass over the campaign's rows, each row read once and seen under
+ * each of its times (CROSS JOIN keeps the outbox as the outer loop). */
+#define SP_SQLITE_TIMELINE(campaign, b, max)                                                                    \
+    "SELECT t / " b " * " b " AS start, SUM(k = 1), SUM(k = 2), SUM(k = 3), SUM(k = 4), SUM(k = 5), "             \
+    "SUM(k = 6), SUM(k = 7) FROM (SELECT CASE w.value WHEN 1 THEN o.sent_at WHEN 2 THEN o.delivery_at "          \
+    "WHEN 3 THEN o.opened_at WHEN 4 THEN o.clicked_at ELSE o.replied_at END AS t, CASE w.value WHEN 1 THEN 1 "   \
+    "WHEN 2 THEN CASE o.delivery WHEN 'delivered' THEN 2 WHEN 'failed' THEN 3 ELSE 4 END ELSE w.value + 2 END "  \
+    "AS k FROM outbox o CROSS JOIN json_each('[1,2,3,4,5]') w WHERE o.tenant = ?1 AND o.campaign " campaign     \
+    ") WHERE t IS NOT NULL GROUP BY start ORDER BY start LIMIT " max
+    [SP_Q_TIMELINE] = SP_SQLITE_TIMELINE("= ?2", "?3", "?4"),
+    [SP_Q_TIMELINE_TESTS] = SP_SQLITE_TIMELINE("IS NULL", "?2", "?3"),
+#undef SP_SQLITE_TIMELINE
 };
 
 /* Version 1: the whole schema. Later versions append here; a shipped entry
@@ -262,6 +318,32 @@ static const char *const sp_sqlite_migrations[] = {
     /* only live rows: the claim's range stays as small as the backlog */
     "CREATE INDEX outbox_claim ON outbox (next_attempt) WHERE state IN ('queued', 'sending');"
     "CREATE INDEX outbox_sends ON outbox (tenant, channel, state) WHERE campaign IS NULL;",
+
+    /* Version 3: what providers report back. A webhook-id is remembered per
+     * tenant (callbacks_seen, pruned by age through its index on received);
+     * a message's delivery state and first engagement times are columns of
+     * its outbox row, so a campaign's numbers are counted over the outbox
+     * index (tenant, campaign, profile_id) that version 2 made; suppressions
+     * go with their profile. outbox_profile finds a profile's queued
+     * messages when it is suppressed. */
+    "CREATE TABLE callbacks_seen (tenant TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, "
+    "  webhook_id TEXT NOT NULL, received INTEGER NOT NULL, PRIMARY KEY (tenant, webhook_id)) WITHOUT ROWID;"
+    "CREATE INDEX callbacks_seen_received ON callbacks_seen (received);"
+    "CREATE TABLE suppressions (tenant TEXT NOT NULL, profile_id TEXT NOT NULL, "
+    "  kind TEXT NOT NULL CHECK (kind IN ('email', 'sms')), reason TEXT NOT NULL, created INTEGER NOT NULL, "
+    "  PRIMARY KEY (tenant, profile_id, kind), "
+    "  FOREIGN KEY (tenant, profile_id) REFERENCES profiles (tenant, id) ON DELETE CASCADE) WITHOUT ROWID;"
+    "ALTER TABLE outbox ADD COLUMN delivery TEXT CHECK (delivery IN ('delivered', 'failed', 'bounced'));"
+    "ALTER TABLE outbox ADD COLUMN delivery_at INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN failure_code INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN opened_at INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN clicked_at INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN replied_at INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN unsubscribed_at INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN complained_at INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN callback_at INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN callback_encrypted INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX outbox_profile ON outbox (tenant, profile_id);",
 };
 
 /* ---- the write gate: one per database file in this process ---- */

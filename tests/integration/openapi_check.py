@@ -25,6 +25,13 @@ credential and passes everything on the command line. Three parts:
   example goes out through that channel, the test send reports on it, and
   a channel read back can be PUT again as it is;
 
+  the callback routes for real: a body that is not sealed gets the one 401;
+  a delivery report about the test send's message, sealed with the
+  provider's key (--provider-keys, what the key exchange gave it) by the
+  independent sealer of interop.py, is accepted, its repeat is a duplicate,
+  a sealed body that is no callback is a 400; the message's status then
+  shows the sealed callback, and the campaign's statistics add up;
+
   undocumented pairs: other methods on documented paths answer 405 with an
   Allow header naming the documented methods; unknown paths answer 404.
 
@@ -45,9 +52,12 @@ import ssl
 import subprocess
 import sys
 import time
+import os
 import urllib.parse
 
 import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # Keywords the validator implements, and those that only annotate.
 CHECKED = {"$ref", "type", "nullable", "properties", "required", "additionalProperties", "enum", "items",
@@ -351,6 +361,10 @@ class Checker:
             return "/v1/campaigns/%s/cancel" % state["cancel_campaign"]
         if path.startswith("/v1/campaigns/{id}"):
             return path.replace("{id}", state["campaign"])
+        if path == "/v1/messages/{message_id}":
+            return "/v1/messages/" + state.get("message", "msg_none")
+        if path.startswith("/callbacks/v1/"):
+            return path.replace("{tenant}", self.args.tenant).replace("{channel}", state.get("channel", "x"))
         return path
 
     def missing(self, path):
@@ -360,7 +374,8 @@ class Checker:
                 .replace("/admin/v1/tenants/{id}", "/admin/v1/tenants/no-such-tenant-" + tag)
                 .replace("/v1/profiles/{id}", "/v1/profiles/no-such-profile-" + tag)
                 .replace("/v1/channels/{id}", "/v1/channels/no-such-channel-" + tag)
-                .replace("/v1/campaigns/{id}", "/v1/campaigns/no-such-campaign-" + tag))
+                .replace("/v1/campaigns/{id}", "/v1/campaigns/no-such-campaign-" + tag)
+                .replace("/v1/messages/{message_id}", "/v1/messages/msg_no_such_" + tag))
 
     def setup(self):
         """A tenant and a credential that DELETE may destroy; the channel the campaign example names
@@ -417,6 +432,8 @@ class Checker:
     # then campaigns (their channel is made in setup); within each, shorter paths first.
     @staticmethod
     def _rank(path):
+        if path.startswith("/callbacks/"):
+            return 3  # after the test send, whose message they report on
         if path.startswith("/v1/campaigns"):
             return 2
         return 1 if path == "/v1/events" else 0
@@ -447,6 +464,9 @@ class Checker:
             body = json.dumps(example) if example is not None else None
             jh = {"Content-Type": "application/json"} if body is not None else {}
             secured = op.get("security", self.spec.doc.get("security")) != []
+            if path.startswith("/callbacks/"):
+                self.check_callback(path, url, body, responses)
+                continue
             if secured:
                 st, h, d = self.client.call(method.upper(), url, body, jh)
                 self.check_response(label + " without credentials", responses, st, h, d, want={401})
@@ -546,10 +566,28 @@ class Checker:
             else:
                 ok(label + ": the report (%s, provider %s)" % (value["result"], value["provider_status"]))
             # a profile that does not exist is the report's finding, not a 404
+            if value.get("status_url") != "/v1/messages/" + value["message_id"]:
+                bad(label + ": status_url names the message", repr(value))
+            else:
+                ok(label + ": status_url names the message")
+            self.state["message"] = value["message_id"]
             st, h, d = self.client.call("POST", url, json.dumps({"profile_id": "no-such-profile"}), jh)
             v = self.check_response(label + " to a missing profile", responses, st, h, d, want={200})
             if v is not None and (v["ok"] or v["result"] != "SP_ERR_NOT_FOUND"):
                 bad(label + " to a missing profile: says so", repr(v))
+        elif path == "/v1/messages/{message_id}":
+            if self.state.get("callback_accepted") and not (value["callback"] and value["callback"]["encrypted"]
+                                                            and value["state"] == "delivered"):
+                bad(label + ": shows the sealed delivery report", repr(value))
+            else:
+                ok(label + ": the test message, tracked")
+        elif path == "/v1/campaigns/{id}/stats":
+            if sum(value["states"].values()) != value["total"] or value["total"] < 1:
+                bad(label + ": the states add up to the total", repr(value)[:300])
+            else:
+                ok(label + ": the states add up to the total")
+            st, h, d = self.client.call("GET", url + "?bucket=0", None, right)
+            self.check_response(label + "?bucket=0", responses, st, h, d, want={400})
         elif path == "/v1/campaigns/{id}/cancel":
             if value["state"] != "cancelled":
                 bad(label + ": cancelled", repr(value)[:300])
@@ -560,6 +598,42 @@ class Checker:
             v = self.check_response(label + " of a channel a campaign uses", responses, st, h, d, want={409})
             if v is not None and v["error"]["code"] != "in_use":
                 bad(label + " of a channel a campaign uses: code", v["error"]["code"])
+
+    def check_callback(self, path, url, example_body, responses):
+        """A callback route: no credential, the signature authenticates."""
+        label = "POST " + path
+        st, h, d = self.client.call("POST", url, example_body, {"Content-Type": "application/json"})
+        self.check_response(label + " not sealed (the example envelope, no headers)", responses, st, h, d,
+                            want={401})
+        if not self.args.provider_keys or "message" not in self.state:
+            bad(label + " sealed", "needs --provider-keys and a test send's message id")
+            return
+        import interop
+        version, key = interop.active_of(interop.load_keys(self.args.provider_keys))
+        if path.endswith("/dlr"):
+            pt = json.dumps({"version": "v2", "events": {"success": [
+                {"event": "delivered", "ts": int(time.time()), "meta": self.state["message"]}]}}).encode()
+        else:
+            pt = b"from=%2B15550001111&text=hello&smsc=smsc0"
+        wid = "cb_" + secrets.token_hex(8)
+        msg = interop.py_seal(key, version, "aes-256-gcm", pt, wid=wid)
+        st, h, d = self.client.call("POST", url, msg["body"], msg["headers"])
+        v = self.check_response(label + " sealed", responses, st, h, d, want={200})
+        if v is not None:
+            if v.get("status") != "accepted" or v.get("events") != 1:
+                bad(label + " sealed: accepted, one event", repr(v))
+            elif path.endswith("/dlr"):
+                self.state["callback_accepted"] = True
+        msg = interop.py_seal(key, version, "aes-256-gcm", pt, wid=wid)
+        st, h, d = self.client.call("POST", url, msg["body"], msg["headers"])
+        v = self.check_response(label + " sealed again (same webhook-id)", responses, st, h, d, want={200})
+        if v is not None and v != {"status": "duplicate"}:
+            bad(label + " sealed again: duplicate", repr(v))
+        msg = interop.py_seal(key, version, "aes-256-gcm", b'{"version":"v9"}')
+        st, h, d = self.client.call("POST", url, msg["body"], msg["headers"])
+        v = self.check_response(label + " sealed, not a callback body", responses, st, h, d, want={400})
+        if v is not None and v["error"]["code"] != "bad_callback":
+            bad(label + " sealed, not a callback body: code", v["error"]["code"])
 
     def run_undocumented(self):
         comp = self.spec.doc["components"]["responses"]
@@ -712,6 +786,7 @@ def main():
     ap.add_argument("--after-setup", help="a shell command run once setup() has saved the channel")
     ap.add_argument("--expect-delivered", action="store_true",
                     help="the test send must reach a provider that accepts it (ok: true)")
+    ap.add_argument("--provider-keys", help="the provider's key file (the key exchange's), to seal callbacks")
     ap.add_argument("--document-only", action="store_true")
     args = ap.parse_args()
     with open(args.spec) as f:

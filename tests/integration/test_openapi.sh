@@ -10,7 +10,8 @@
 # The sending API's examples really go out: the channel example is pointed
 # at provider_sink.py (a provider written from docs/PROTOCOL.md) on a free
 # loopback port, which is given the channel's key through the key exchange
-# once the checker has saved the channel, so the test send is delivered.
+# once the checker has saved the channel, so the test send is delivered;
+# the same key seals the callbacks the checker then posts as that provider.
 set -uo pipefail
 . "$(dirname "$0")/sealpostd_lib.sh"
 label=test_openapi
@@ -48,7 +49,8 @@ key_exchange="'$cli' keys export --store 'sqlite:$SP_DIR/sealpost.db' \
 "$PY" "$here/openapi_check.py" --spec "$src/docs/openapi.yaml" --url "$SP_URL" --cacert "$SP_CA" \
   --admin-key "$ADMIN_KEY" --admin-secret "$ADMIN_SECRET" \
   --tenant "$TENANT_ID" --tenant-key "$TENANT_KEY" --tenant-secret "$TENANT_SECRET" \
-  --sink-url "$SINK/send" --after-setup "$key_exchange" --expect-delivered >"$out" 2>"$err"
+  --sink-url "$SINK/send" --after-setup "$key_exchange" --expect-delivered \
+  --provider-keys "$tmp/provider-keys.json" >"$out" 2>"$err"
 rc=$?
 cat "$out"
 pass=$((pass + $(grep -c '^ok' "$out")))

@@ -88,8 +88,17 @@ static void suite_set_schema_version(const char *url, int version) {
 }
 
 static void suite_downgrade_to_1(const char *url) {
-    admin_sql(url, "DROP TABLE outbox; DROP TABLE campaigns; DROP TABLE channels; DROP FUNCTION sp_uuid_v7(); "
+    admin_sql(url, "DROP TABLE callbacks_seen; DROP TABLE suppressions; "
+                   "DROP TABLE outbox; DROP TABLE campaigns; DROP TABLE channels; DROP FUNCTION sp_uuid_v7(); "
                    "DELETE FROM schema_version WHERE version >= 2");
+}
+
+static void suite_downgrade_to_2(const char *url) {
+    admin_sql(url, "DROP TABLE callbacks_seen; DROP TABLE suppressions; DROP INDEX outbox_profile; "
+                   "ALTER TABLE outbox DROP COLUMN delivery, DROP COLUMN delivery_at, DROP COLUMN failure_code, "
+                   "DROP COLUMN opened_at, DROP COLUMN clicked_at, DROP COLUMN replied_at, "
+                   "DROP COLUMN unsubscribed_at, DROP COLUMN complained_at, DROP COLUMN callback_at, "
+                   "DROP COLUMN callback_encrypted; DELETE FROM schema_version WHERE version >= 3");
 }
 
 /* Four processes open one fresh database together: all succeed, and the

@@ -259,6 +259,42 @@ static void test_example_matches_table(void **state) {
     if (spd_config_load(path, &f->cfg, f->err, sizeof f->err) != SP_OK) fail_msg("example: %s", f->err);
 }
 
+/* [callbacks] and [server] public_url: defaults, bounds, URL rules. */
+static void test_callbacks(void **state) {
+    fixture *f = *state;
+    assert_int_equal(load_text(f, "; nothing set\n"), SP_OK);
+    assert_int_equal(f->cfg.callbacks_max_body, 256u << 10);
+    assert_int_equal(f->cfg.callbacks_tolerance_s, 300);
+    assert_int_equal(f->cfg.callbacks_keep_s, 5 * 86400);
+    assert_int_equal(f->cfg.callbacks_allow.count, 2); /* everyone, both families */
+    assert_int_equal(f->cfg.callbacks_allow.entries[0].prefix, 0);
+    assert_string_equal(f->cfg.public_url, "");
+    assert_int_equal(load_text(f, "[callbacks]\nmax_body = 1M\ntolerance = 1d\nkeep = 4d\nallow = 192.0.2.0/24\n"
+                                  "[server]\npublic_url = https://sp.example.com/base//\n"),
+                     SP_OK);
+    assert_int_equal(f->cfg.callbacks_max_body, 1u << 20);
+    assert_int_equal(f->cfg.callbacks_tolerance_s, 86400);
+    assert_int_equal(f->cfg.callbacks_keep_s, 4 * 86400);
+    assert_int_equal(f->cfg.callbacks_allow.count, 1);
+    assert_string_equal(f->cfg.public_url, "https://sp.example.com/base");
+    static const char *const bad[][2] = {
+        {"[callbacks]\nmax_body = 1025K\n", "max_body: must be between 1024 and 1048576"},
+        {"[callbacks]\nmax_body = 1023\n", "max_body: must be between 1024"},
+        {"[callbacks]\nkeep = 3d\n", "keep: must be between 345600 and 7776000 seconds"},
+        {"[callbacks]\nkeep = 91d\n", "keep: must be between"},
+        {"[callbacks]\ntolerance = 0s\n", "tolerance: must be between 1 and 86400 seconds"},
+        {"[callbacks]\nallow = 10.0.0.0/33\n", "allow:"},
+        {"[callbacks]\nnope = 1\n", "unknown key 'nope' in [callbacks]"},
+        {"[server]\npublic_url = ftp://sp.example.com\n", "public_url: must be an http(s) URL"},
+        {"[server]\npublic_url = https://\n", "public_url: must be an http(s) URL"},
+        {"[server]\npublic_url = https://sp.example.com/?a=1\n", "public_url: must be an http(s) URL"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(load_text(f, bad[i][0]), SP_ERR_BAD_CONFIG);
+        if (!strstr(f->err, bad[i][1])) fail_msg("%s: got '%s'", bad[i][0], f->err);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
@@ -268,6 +304,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_listen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_structure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_example_matches_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_callbacks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,8 +33,27 @@ static void suite_downgrade_to_1(const char *url) {
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(url + strlen("sqlite:"), &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
+                                  "DROP TABLE callbacks_seen; DROP TABLE suppressions; "
                                   "DROP TABLE outbox; DROP TABLE campaigns; DROP TABLE channels; "
                                   "DELETE FROM schema_version WHERE version >= 2",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void suite_downgrade_to_2(const char *url) {
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(url + strlen("sqlite:"), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TABLE callbacks_seen; DROP TABLE suppressions; DROP INDEX outbox_profile; "
+                                  "ALTER TABLE outbox DROP COLUMN delivery; ALTER TABLE outbox DROP COLUMN delivery_at; "
+                                  "ALTER TABLE outbox DROP COLUMN failure_code; ALTER TABLE outbox DROP COLUMN opened_at; "
+                                  "ALTER TABLE outbox DROP COLUMN clicked_at; ALTER TABLE outbox DROP COLUMN replied_at; "
+                                  "ALTER TABLE outbox DROP COLUMN unsubscribed_at; "
+                                  "ALTER TABLE outbox DROP COLUMN complained_at; "
+                                  "ALTER TABLE outbox DROP COLUMN callback_at; "
+                                  "ALTER TABLE outbox DROP COLUMN callback_encrypted; "
+                                  "DELETE FROM schema_version WHERE version >= 3",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);

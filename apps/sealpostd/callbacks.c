@@ -1,0 +1,784 @@
+/*
+ * /callbacks/v1/{tenant}/{channel}/dlr and …/inbound: what providers report
+ * back (delivery reports, bounces, opens, clicks, replies, inbound
+ * messages), sealed with the channel's provider key in the same envelope as
+ * outbound messages (docs/PROTOCOL.md §10).
+ *
+ * No API credential: the signature is the authentication, so everything a
+ * request could learn before it is verified must be the same for every
+ * failure. One 401 body, byte for byte, answers an unknown tenant or
+ * channel, a missing or malformed header, an unknown, retired or wrong key
+ * version, a stale timestamp, a bad signature, tag or padding, a wrong
+ * content type and a plaintext body to an encrypted channel; the reason
+ * goes only into an audit line (callback.rejected), and those lines are
+ * rate-limited so a flood cannot fill the disk.
+ *
+ * Order of work: size, signature and timestamp (sp_open_checked), then the
+ * webhook-id looked up before anything is decrypted (a provider's retry of
+ * something already recorded costs one indexed read), then decryption and
+ * parsing (sp_callback_parse checks the whole body before handing out an
+ * event), then one transaction: the webhook-id recorded (the authoritative
+ * de-duplication: of two identical callbacks racing, one commits and the
+ * other finds it recorded), the events applied, the suppressions made.
+ * Only a storage failure is a 5xx, so the provider retries exactly then.
+ *
+ * The hot path is built for tens of thousands of callbacks a second: each
+ * server thread keeps an sp_wire per (tenant, channel), built once from the
+ * keyring (the only KMS calls) and checked against the channel row and the
+ * keyring at most once a second, its store connection, its tenant context,
+ * and scratch buffers sized once. Per request there remain: the tenant and
+ * wire lookups (string compares), the HMAC and the decryption, one indexed
+ * read for the webhook-id, jansson's parse of the plaintext, and the write
+ * transaction (an insert, one update per event). Accepted callbacks write
+ * no log or audit line.
+ *
+ * The text of a reply and the number of an inbound sender exist only in
+ * the parser's memory during its callback: an opt-out keyword becomes a
+ * suppression, the number becomes a blind index to find the profile, and
+ * neither is stored or logged.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "body.h"
+
+#define CB_WIRE_SLOTS 32
+#define CB_CHECK_MS 1000        /* a channel's row and keys are looked at again after this */
+#define CB_RETRIES 3
+#define CB_AUDIT_PER_SECOND 20  /* callback.rejected lines; the rest are counted */
+#define CB_MAX_OPT_OUTS 64      /* inbound opt-out senders × phone fields in one body */
+#define CB_PRUNE_CHUNK 10000
+
+static const char cb_header_names[][20] = {"Content-Type",      "X-AES-KEY-VERSION", "X-AES-ALGORITHM",
+                                           "X-AES-IV",          "webhook-id",        "webhook-timestamp",
+                                           "webhook-signature"};
+#define CB_N_HEADERS (sizeof cb_header_names / sizeof cb_header_names[0])
+
+static int64_t cb_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t cb_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- rejections: one body, the reason audited (rate-limited) ---- */
+
+static pthread_mutex_t cb_audit_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t cb_audit_second;
+static unsigned cb_audit_count;
+static uint64_t cb_audit_dropped;
+
+static void cb_audit_rejected(spd_app *app, sp_http_request *req, const char *tenant, const char *channel,
+                              const char *reason) {
+    int64_t second = cb_mono_ms() / 1000;
+    uint64_t dropped = 0;
+    bool write = false;
+    pthread_mutex_lock(&cb_audit_lock);
+    if (second != cb_audit_second) {
+        dropped = cb_audit_dropped;
+        cb_audit_dropped = 0;
+        cb_audit_count = 0;
+        cb_audit_second = second;
+    }
+    if (cb_audit_count < CB_AUDIT_PER_SECOND) {
+        cb_audit_count++;
+        write = true;
+    } else {
+        cb_audit_dropped++;
+    }
+    pthread_mutex_unlock(&cb_audit_lock);
+    if (!app->audit) return;
+    sp_error rc = SP_OK;
+    if (dropped > 0) {
+        char n[24];
+        snprintf(n, sizeof n, "%llu", (unsigned long long)dropped);
+        sp_audit_field f[] = {{"count", n}};
+        rc = sp_audit_record(app->audit, "callback.rejected.dropped", f, 1);
+    }
+    if (write && rc == SP_OK) {
+        sp_audit_field f[4];
+        size_t n = 0;
+        f[n++] = (sp_audit_field){"peer", sp_http_peer(req)};
+        f[n++] = (sp_audit_field){"reason", reason};
+        /* names from the URL only when they are well-formed names */
+        if (tenant && spd_tenant_id_valid(tenant)) f[n++] = (sp_audit_field){"tenant", tenant};
+        if (channel && spd_name_ok(channel)) f[n++] = (sp_audit_field){"channel", channel};
+        rc = sp_audit_record(app->audit, "callback.rejected", f, n);
+    }
+    if (rc != SP_OK) {
+        sp_log_field ef[] = {SP_LOG_S("error", sp_error_name(rc))};
+        sp_log(SP_LOG_ERROR, "audit.write_failed", ef, 1);
+    }
+}
+
+static void cb_count(spd_app *app, spd_callback_result r) {
+    if (app->callbacks_result[r]) sp_metric_add(app->callbacks_result[r], 1);
+}
+
+static void cb_reject(spd_app *app, sp_http_request *req, const char *tenant, const char *channel,
+                      const char *reason) {
+    cb_count(app, SPD_CB_REJECTED);
+    cb_audit_rejected(app, req, tenant, channel, reason);
+    spd_reply_status(req, 401);
+}
+
+static void cb_unavailable(spd_app *app, sp_http_request *req, sp_error rc, const char *step) {
+    cb_count(app, SPD_CB_ERROR);
+    sp_log_field f[] = {SP_LOG_S("step", step), SP_LOG_S("error", sp_error_name(rc))};
+    sp_log(SP_LOG_WARN, "callback.failed", f, 2);
+    if (rc == SP_ERR_KMS_UNAVAILABLE || rc == SP_ERR_KMS_ACCESS_DENIED || rc == SP_ERR_KMS_KEY_DISABLED ||
+        rc == SP_ERR_KMS_PROTOCOL)
+        spd_reply_retry(req, 503, "kms_unavailable", "the tenant's KMS is unavailable; retry later", 30);
+    else
+        spd_reply_retry(req, 503, "unavailable", "could not store the callback; retry later", 5);
+}
+
+/* ---- on_headers ---- */
+
+sp_http_verdict spd_callback_headers(spd_app *app, sp_http_request *req) {
+    uint8_t peer[16];
+    int family = 0;
+    sp_http_peer_bytes(req, peer, &family);
+    if (!spd_allow_list_contains(&app->config.callbacks_allow, peer, family)) {
+        cb_count(app, SPD_CB_REJECTED);
+        cb_audit_rejected(app, req, NULL, NULL, "address_not_allowed");
+        spd_reply_error(req, 403, "forbidden", "address not allowed");
+        return SP_HTTP_ANSWERED;
+    }
+    if (atomic_load(&app->shutting_down)) {
+        spd_reply_retry(req, 503, "unavailable", "shutting down", 5);
+        return SP_HTTP_ANSWERED;
+    }
+    const char *cl = sp_http_header(req, "Content-Length", NULL);
+    if (cl) {
+        size_t digits = strspn(cl, "0123456789");
+        bool too_long = digits > 12;
+        unsigned long long announced = too_long ? 0 : strtoull(cl, NULL, 10);
+        if (digits > 0 && cl[digits] == '\0' && (too_long || announced > app->config.callbacks_max_body)) {
+            cb_count(app, SPD_CB_REJECTED);
+            spd_reply_error(req, 413, "too_large", "request body too large");
+            return SP_HTTP_ANSWERED;
+        }
+    }
+    return SP_HTTP_CONTINUE;
+}
+
+/* ---- per-thread state ---- */
+
+typedef struct cb_wire {
+    char tenant[SP_STORE_MAX_TENANT + 1];
+    char channel[SP_STORE_MAX_NAME + 1];
+    bool used;
+    bool encrypted;
+    sp_store_channel_kind kind;
+    char key_name[SP_KEYRING_MAX_NAME + 1];
+    uint64_t channel_version;
+    uint64_t keys_digest;
+    sp_wire *wire;           /* encrypted channels */
+    int64_t checked_ms;      /* monotonic */
+    uint64_t last_used;
+} cb_wire;
+
+typedef struct cb_opt_out {
+    uint8_t field;           /* index into the tenant's pii fields */
+    uint8_t index[SP_VAULT_INDEX_MAX];
+    size_t index_len;
+} cb_opt_out;
+
+typedef struct cb_thread {
+    spd_app *app;
+    cb_wire wires[CB_WIRE_SLOTS];
+    uint64_t tick;
+    uint8_t *plain;          /* decrypted body, config.callbacks_max_body */
+    size_t plain_cap;
+    /* the parsed events, copied out of the parser's memory */
+    char ids[SP_CALLBACK_MAX_EVENTS][SP_CALLBACK_MAX_MESSAGE_ID + 1];
+    sp_store_delivery_event events[SP_CALLBACK_MAX_EVENTS];
+    bool opt_out[SP_CALLBACK_MAX_EVENTS];
+    sp_store_applied results[SP_CALLBACK_MAX_EVENTS];
+    size_t n_events;         /* store events */
+    size_t n_parsed;         /* every event of the body */
+    cb_opt_out opt_outs[CB_MAX_OPT_OUTS];
+    size_t n_opt_outs;
+    char norm[SP_CALLBACK_MAX_FROM + 16];
+} cb_thread;
+
+static void cb_thread_free(void *p) {
+    cb_thread *th = p;
+    if (!th) return;
+    for (size_t i = 0; i < CB_WIRE_SLOTS; i++) sp_wire_free(th->wires[i].wire);
+    if (th->plain) {
+        sp_wipe(th->plain, th->plain_cap);
+        free(th->plain);
+    }
+    sp_wipe(th, sizeof *th);
+    free(th);
+}
+
+static spd_thread_local cb_state = SPD_THREAD_LOCAL_INIT(cb_thread_free);
+
+static sp_error cb_thread_get(spd_app *app, cb_thread **out) {
+    cb_thread *th = spd_thread_local_get(&cb_state, sizeof *th);
+    if (th && th->app && th->app != app) {
+        cb_thread_free(spd_thread_local_take(&cb_state));
+        th = spd_thread_local_get(&cb_state, sizeof *th);
+    }
+    if (!th) return SP_ERR_NO_MEMORY;
+    th->app = app;
+    if (!th->plain) {
+        th->plain_cap = app->config.callbacks_max_body ? app->config.callbacks_max_body : 1;
+        th->plain = malloc(th->plain_cap);
+        if (!th->plain) {
+            th->plain_cap = 0;
+            return SP_ERR_NO_MEMORY;
+        }
+    }
+    *out = th;
+    return SP_OK;
+}
+
+/* A digest of the channel's usable key versions (active, decrypt-only):
+ * a rotation, a retirement or a new minimum changes it. */
+static uint64_t cb_keys_digest(const sp_keyring *kr, const char *tenant, const char *key_name) {
+    uint64_t h = 1469598103934665603ull;
+    size_t n = sp_keyring_count(kr);
+    for (size_t i = 0; i < n; i++) {
+        sp_keyring_entry e;
+        if (sp_keyring_get(kr, i, &e) != SP_OK) continue;
+        if (strcmp(e.tenant, tenant) != 0 || strcmp(e.channel, key_name) != 0) continue;
+        if (e.state != SP_KEYRING_ACTIVE && e.state != SP_KEYRING_DECRYPT_ONLY) continue;
+        for (const char *p = e.version; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ull;
+        h = (h ^ (uint64_t)e.state) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* Reads the channel row: kind and encryption settings (the public
+ * document; its secrets are not needed to receive). */
+static sp_error cb_channel_read(sp_store *store, const char *tenant, const char *channel, cb_wire *w,
+                                uint64_t *version) {
+    sp_store_channel_row row;
+    memset(&row, 0, sizeof row);
+    SPD_TRY(sp_store_channel_get(store, tenant, channel, &row));
+    *version = spd_channel_version(&row);
+    sp_error rc = SP_OK;
+    if (*version != w->channel_version || !w->used) {
+        json_error_t jerr;
+        json_t *cfg = json_loadb(row.config, row.config_len, 0, &jerr);
+        const json_t *enc = cfg ? json_object_get(cfg, "encryption") : NULL;
+        const char *key = enc ? json_string_value(json_object_get(enc, "key")) : NULL;
+        if (!cfg) rc = SP_ERR_BAD_JSON;
+        w->encrypted = enc && json_is_true(json_object_get(enc, "enabled"));
+        if (rc == SP_OK && w->encrypted && (!key || strlen(key) > SP_KEYRING_MAX_NAME)) rc = SP_ERR_BAD_CONFIG;
+        if (rc == SP_OK) snprintf(w->key_name, sizeof w->key_name, "%s", w->encrypted ? key : "");
+        w->kind = row.kind;
+        json_decref(cfg);
+    }
+    sp_store_channel_row_clear(&row);
+    return rc;
+}
+
+/* This thread's view of a channel, checked against the store and the
+ * keyring at most every CB_CHECK_MS. SP_ERR_NOT_FOUND for a channel that
+ * does not exist (or has no usable key). */
+static sp_error cb_wire_get(cb_thread *th, sp_store *store, spd_tenant *t, const char *channel, cb_wire **out) {
+    cb_wire *w = NULL, *victim = &th->wires[0];
+    for (size_t i = 0; i < CB_WIRE_SLOTS; i++) {
+        cb_wire *e = &th->wires[i];
+        if (e->used && strcmp(e->channel, channel) == 0 && strcmp(e->tenant, t->id) == 0) {
+            w = e;
+            break;
+        }
+        if (!e->used || (victim->used && e->last_used < victim->last_used)) victim = e;
+    }
+    int64_t now = cb_mono_ms();
+    if (w && now - w->checked_ms < CB_CHECK_MS && now >= w->checked_ms) {
+        w->last_used = ++th->tick;
+        *out = w;
+        return SP_OK;
+    }
+    if (!w) {
+        w = victim;
+        sp_wire_free(w->wire);
+        memset(w, 0, sizeof *w);
+    }
+    uint64_t version = 0;
+    sp_error rc = cb_channel_read(store, t->id, channel, w, &version);
+    uint64_t digest = 0;
+    if (rc == SP_OK && w->encrypted) {
+        rc = sp_keyring_reload_if_changed(t->keyring, NULL);
+        if (rc == SP_OK) digest = cb_keys_digest(t->keyring, t->id, w->key_name);
+    }
+    if (rc == SP_OK && w->encrypted && (!w->wire || !w->used || digest != w->keys_digest)) {
+        sp_wire *wire = NULL;
+        rc = sp_wire_new(&wire);
+        if (rc == SP_OK)
+            rc = sp_wire_set_limits(wire, th->app->config.callbacks_max_body, th->app->config.callbacks_tolerance_s);
+        if (rc == SP_OK) rc = sp_keyring_load_wire(t->keyring, t->id, w->key_name, wire);
+        if (rc == SP_OK && sp_wire_active_version(wire) == NULL) rc = SP_ERR_NOT_FOUND;
+        if (rc == SP_OK) {
+            sp_wire_free(w->wire);
+            w->wire = wire;
+        } else {
+            sp_wire_free(wire);
+        }
+    }
+    if (rc == SP_OK && !w->encrypted && w->wire) {
+        sp_wire_free(w->wire);
+        w->wire = NULL;
+    }
+    if (rc != SP_OK) {
+        sp_wire_free(w->wire);
+        memset(w, 0, sizeof *w);
+        return rc;
+    }
+    /* both were checked against these sizes by the router */
+    if (snprintf(w->tenant, sizeof w->tenant, "%s", t->id) >= (int)sizeof w->tenant ||
+        snprintf(w->channel, sizeof w->channel, "%s", channel) >= (int)sizeof w->channel) {
+        sp_wire_free(w->wire);
+        memset(w, 0, sizeof *w);
+        return SP_ERR_INVALID_ARGUMENT;
+    }
+    w->used = true;
+    w->channel_version = version;
+    w->keys_digest = digest;
+    w->checked_ms = now;
+    w->last_used = ++th->tick;
+    *out = w;
+    return SP_OK;
+}
+
+/* ---- parsing into the thread's arrays ---- */
+
+typedef struct cb_parse {
+    cb_thread *th;
+    spd_tenant *t;
+    int64_t default_ts_ms;
+} cb_parse;
+
+static bool cb_store_kind(sp_callback_event_kind k, sp_store_event_kind *out) {
+    switch (k) {
+    case SP_CALLBACK_DELIVERED: *out = SP_STORE_EVENT_DELIVERED; return true;
+    case SP_CALLBACK_FAILED:
+    case SP_CALLBACK_SOFT_BOUNCE: *out = SP_STORE_EVENT_FAILED; return true;
+    case SP_CALLBACK_HARD_BOUNCE: *out = SP_STORE_EVENT_BOUNCED; return true;
+    case SP_CALLBACK_OPENED: *out = SP_STORE_EVENT_OPENED; return true;
+    case SP_CALLBACK_CLICKED: *out = SP_STORE_EVENT_CLICKED; return true;
+    case SP_CALLBACK_REPLIED: *out = SP_STORE_EVENT_REPLIED; return true;
+    case SP_CALLBACK_UNSUBSCRIBED: *out = SP_STORE_EVENT_UNSUBSCRIBED; return true;
+    case SP_CALLBACK_SPAM: *out = SP_STORE_EVENT_COMPLAINED; return true;
+    case SP_CALLBACK_BUFFERED:
+    case SP_CALLBACK_INBOUND: break;
+    }
+    return false;
+}
+
+/* An inbound opt-out: the sender's blind index under each phone field
+ * (normalised the way ingestion does), never the number itself. */
+static void cb_inbound_opt_out(cb_parse *p, const sp_callback_event *e) {
+    cb_thread *th = p->th;
+    if (!e->from || e->from_len == 0 || e->from_len > SP_CALLBACK_MAX_FROM) return;
+    const spd_settings *s = &p->t->settings;
+    for (size_t f = 0; f < s->n_pii && th->n_opt_outs < CB_MAX_OPT_OUTS; f++) {
+        if (s->pii[f].kind != SP_VAULT_FIELD_PHONE) continue;
+        size_t n = 0;
+        sp_error rc = sp_vault_normalize(SP_VAULT_FIELD_PHONE,
+                                         s->default_country_code[0] ? s->default_country_code : NULL,
+                                         (const uint8_t *)e->from, e->from_len, th->norm, sizeof th->norm, &n);
+        cb_opt_out *o = &th->opt_outs[th->n_opt_outs];
+        if (rc == SP_OK)
+            rc = sp_vault_index(p->t->vault, s->pii[f].name, (const uint8_t *)th->norm, n, o->index,
+                                sizeof o->index, &o->index_len);
+        sp_wipe(th->norm, sizeof th->norm);
+        if (rc != SP_OK) continue; /* a short code or a name: no profile has it */
+        o->field = (uint8_t)f;
+        th->n_opt_outs++;
+    }
+}
+
+static sp_error cb_collect(void *arg, const sp_callback_event *e) {
+    cb_parse *p = arg;
+    cb_thread *th = p->th;
+    th->n_parsed++;
+    if (e->kind == SP_CALLBACK_INBOUND) {
+        if (e->opt_out) cb_inbound_opt_out(p, e);
+        return SP_OK;
+    }
+    sp_store_event_kind kind;
+    if (!cb_store_kind(e->kind, &kind) || e->message_id[0] == '\0') return SP_OK;
+    size_t i = th->n_events;
+    if (i >= SP_CALLBACK_MAX_EVENTS) return SP_ERR_TOO_LARGE;
+    size_t len = strnlen(e->message_id, SP_CALLBACK_MAX_MESSAGE_ID);
+    memcpy(th->ids[i], e->message_id, len);
+    th->ids[i][len] = '\0';
+    th->events[i].message_id = th->ids[i];
+    th->events[i].kind = kind;
+    th->events[i].ts_ms = e->ts_ms > 0 ? e->ts_ms : p->default_ts_ms;
+    th->events[i].code = (kind == SP_STORE_EVENT_FAILED || kind == SP_STORE_EVENT_BOUNCED) ? e->code : 0;
+    th->opt_out[i] = kind == SP_STORE_EVENT_REPLIED && e->opt_out;
+    th->n_events++;
+    return SP_OK;
+}
+
+/* ---- recording ---- */
+
+typedef struct cb_outcome {
+    size_t changed, unknown;
+    uint64_t by_event[8];
+    uint64_t suppressed[4];
+} cb_outcome;
+
+static const char *const cb_reasons[] = SPD_SUPPRESS_REASON_NAMES;
+
+static sp_error cb_suppress(sp_store *store, const char *tenant, const char *profile, sp_store_channel_kind kind,
+                            size_t reason, int64_t now, cb_outcome *o) {
+    bool already = false;
+    SPD_TRY(sp_store_suppressed(store, tenant, profile, kind, &already, NULL));
+    if (already) return SP_OK;
+    sp_error rc = sp_store_suppress(store, tenant, profile, kind, cb_reasons[reason], now, NULL);
+    if (rc == SP_ERR_NOT_FOUND) return SP_OK; /* the profile was erased since */
+    if (rc == SP_OK) o->suppressed[reason]++;
+    return rc;
+}
+
+/* The whole callback in one transaction. *fresh false: the webhook-id was
+ * recorded before (by a retry that won the race); nothing was changed. */
+static sp_error cb_record(cb_thread *th, sp_store *store, const spd_tenant *t, const char *webhook_id, bool encrypted,
+                          bool *fresh, cb_outcome *o) {
+    int64_t now = cb_now_ms();
+    memset(o, 0, sizeof *o);
+    *fresh = true;
+    SPD_TRY(sp_store_begin(store));
+    sp_error rc = SP_OK;
+    if (webhook_id && webhook_id[0]) rc = sp_store_callback_record(store, t->id, webhook_id, now, fresh);
+    if (rc == SP_OK && !*fresh) {
+        sp_store_rollback(store);
+        return SP_OK;
+    }
+    if (rc == SP_OK && th->n_events > 0)
+        rc = sp_store_delivery_apply(store, t->id, th->events, th->n_events, encrypted, now, th->results);
+    for (size_t i = 0; rc == SP_OK && i < th->n_events; i++) {
+        const sp_store_delivery_event *e = &th->events[i];
+        if (th->results[i] == SP_STORE_APPLIED_UNKNOWN) {
+            o->unknown++;
+            continue;
+        }
+        if (th->results[i] == SP_STORE_APPLIED_CHANGED) {
+            o->changed++;
+            if (e->kind >= 1 && e->kind <= 8) o->by_event[e->kind - 1]++;
+        }
+        size_t reason = SIZE_MAX;
+        if (e->kind == SP_STORE_EVENT_BOUNCED) reason = 0;
+        else if (e->kind == SP_STORE_EVENT_UNSUBSCRIBED) reason = 1;
+        else if (e->kind == SP_STORE_EVENT_COMPLAINED) reason = 2;
+        else if (th->opt_out[i]) reason = 3;
+        if (reason == SIZE_MAX) continue;
+        char profile[SP_STORE_MAX_ID + 1];
+        sp_store_channel_kind kind;
+        rc = sp_store_message_profile(store, t->id, e->message_id, profile, &kind);
+        if (rc == SP_ERR_NOT_FOUND) {
+            rc = SP_OK;
+            continue;
+        }
+        if (rc == SP_OK) rc = cb_suppress(store, t->id, profile, kind, reason, now, o);
+    }
+    for (size_t i = 0; rc == SP_OK && i < th->n_opt_outs; i++) {
+        const cb_opt_out *x = &th->opt_outs[i];
+        char profile[SP_STORE_MAX_ID + 1];
+        rc = sp_store_profile_find_by_index(store, t->id, t->settings.pii[x->field].name, x->index, x->index_len,
+                                            profile);
+        if (rc == SP_ERR_NOT_FOUND) {
+            rc = SP_OK;
+            continue;
+        }
+        if (rc == SP_OK) rc = cb_suppress(store, t->id, profile, SP_STORE_CHANNEL_SMS, 3, now, o);
+    }
+    if (rc == SP_OK) rc = sp_store_commit(store);
+    if (rc != SP_OK) sp_store_rollback(store);
+    return rc;
+}
+
+/* ---- the request ---- */
+
+typedef struct cb_check {
+    sp_store *store;
+    const char *tenant;
+    sp_error store_rc;  /* a failure of the lookup itself: 503, not 401 */
+} cb_check;
+
+static sp_error cb_seen(void *arg, const sp_opened *verified) {
+    cb_check *c = arg;
+    bool seen = false;
+    sp_error rc = sp_store_callback_seen(c->store, c->tenant, verified->message_id, &seen);
+    if (rc != SP_OK) {
+        c->store_rc = rc;
+        return rc;
+    }
+    return seen ? SP_ERR_EXISTS : SP_OK;
+}
+
+/* "application/json" or "application/x-www-form-urlencoded", parameters allowed. */
+static bool cb_plain_type_ok(const char *ct) {
+    if (!ct) return false;
+    while (*ct == ' ') ct++;
+    static const char *const types[] = {"application/json", "application/x-www-form-urlencoded"};
+    for (size_t i = 0; i < 2; i++) {
+        size_t n = strlen(types[i]);
+        if (strncasecmp(ct, types[i], n) == 0) {
+            const char *rest = ct + n;
+            while (*rest == ' ') rest++;
+            if (*rest == '\0' || *rest == ';') return true;
+        }
+    }
+    return false;
+}
+
+static bool cb_webhook_id_ok(const char *id) {
+    size_t n = strnlen(id, SP_STORE_MAX_WEBHOOK_ID + 1);
+    if (n == 0 || n > SP_STORE_MAX_WEBHOOK_ID) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] <= 0x20 || (unsigned char)id[i] > 0x7e) return false;
+    return true;
+}
+
+static void cb_reply_accepted(sp_http_request *req, size_t events, const cb_outcome *o) {
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"status\":\"accepted\",\"events\":%zu,\"changed\":%zu,\"unknown\":%zu}",
+                     events, o->changed, o->unknown);
+    if (n < 0 || (size_t)n >= sizeof body) {
+        spd_reply_error(req, 500, "internal", "internal error");
+        return;
+    }
+    if (sp_http_respond(req, 200, "application/json", body, (size_t)n) != SP_OK) {
+        sp_log_field f[] = {SP_LOG_I("status", 200)};
+        sp_log(SP_LOG_WARN, "http.respond_failed", f, 1);
+    }
+}
+
+static void cb_reply_duplicate(spd_app *app, sp_http_request *req) {
+    static const char body[] = "{\"status\":\"duplicate\"}";
+    cb_count(app, SPD_CB_DUPLICATE);
+    if (sp_http_respond(req, 200, "application/json", body, sizeof body - 1) != SP_OK) {
+        sp_log_field f[] = {SP_LOG_I("status", 200)};
+        sp_log(SP_LOG_WARN, "http.respond_failed", f, 1);
+    }
+}
+
+void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_match *m) {
+    const char *tenant_id = m->id, *channel_id = m->sub;
+    size_t body_len = 0;
+    const uint8_t *body = sp_http_body(req, &body_len);
+    if (body_len > app->config.callbacks_max_body) { /* chunked past the limit */
+        cb_count(app, SPD_CB_REJECTED);
+        spd_reply_error(req, 413, "too_large", "request body too large");
+        return;
+    }
+    if (!spd_tenant_id_valid(tenant_id) || !spd_name_ok(channel_id)) {
+        cb_reject(app, req, tenant_id, channel_id, "unknown_channel");
+        return;
+    }
+    cb_thread *th = NULL;
+    sp_store *store = NULL;
+    spd_tenant *t = NULL;
+    sp_error rc = cb_thread_get(app, &th);
+    if (rc == SP_OK) rc = spd_store(app, &store);
+    if (rc != SP_OK) {
+        cb_unavailable(app, req, rc, "store");
+        return;
+    }
+    rc = spd_tenant_get(app, tenant_id, &t);
+    if (rc == SP_ERR_NOT_FOUND) {
+        cb_reject(app, req, tenant_id, channel_id, "unknown_tenant");
+        return;
+    }
+    if (rc != SP_OK) {
+        cb_unavailable(app, req, rc, "tenant");
+        return;
+    }
+    cb_wire *w = NULL;
+    rc = cb_wire_get(th, store, t, channel_id, &w);
+    if (rc == SP_ERR_NOT_FOUND || rc == SP_ERR_BAD_JSON || rc == SP_ERR_BAD_CONFIG) {
+        cb_reject(app, req, tenant_id, channel_id, rc == SP_ERR_NOT_FOUND ? "unknown_channel" : "channel_unusable");
+        return;
+    }
+    if (rc != SP_OK) {
+        cb_unavailable(app, req, rc, "channel");
+        return;
+    }
+
+    /* ---- authentication, de-duplication, decryption ---- */
+    const uint8_t *plain = body;
+    size_t plain_len = body_len;
+    char webhook_id[SP_MESSAGE_ID_MAX + 1] = "";
+    int64_t ts_ms = 0;
+    if (w->encrypted) {
+        sp_header headers[CB_N_HEADERS * 2];
+        size_t n = 0;
+        for (size_t i = 0; i < CB_N_HEADERS; i++) {
+            size_t count = 0;
+            const char *v = sp_http_header(req, cb_header_names[i], &count);
+            if (!v) continue;
+            /* a repeated header is refused by the wire: show it twice */
+            for (size_t k = 0; k < (count > 1 ? 2u : 1u); k++)
+                headers[n++] = (sp_header){cb_header_names[i], strlen(cb_header_names[i]), v, strlen(v)};
+        }
+        cb_check check = {store, t->id, SP_OK};
+        sp_opened info;
+        memset(&info, 0, sizeof info);
+        rc = sp_open_checked(w->wire, headers, n, body, body_len, 0, cb_seen, &check, th->plain, th->plain_cap,
+                             &plain_len, &info);
+        if (check.store_rc != SP_OK) {
+            cb_unavailable(app, req, check.store_rc, "callback.seen");
+            return;
+        }
+        if (rc == SP_ERR_EXISTS) {
+            cb_reply_duplicate(app, req);
+            return;
+        }
+        if (rc == SP_ERR_NO_MEMORY) {
+            cb_unavailable(app, req, rc, "open");
+            return;
+        }
+        if (rc != SP_OK) {
+            cb_reject(app, req, tenant_id, channel_id, sp_error_name(rc));
+            return;
+        }
+        plain = th->plain;
+        snprintf(webhook_id, sizeof webhook_id, "%s", info.message_id);
+        ts_ms = info.timestamp * 1000;
+    } else {
+        size_t ct_count = 0, id_count = 0;
+        const char *ct = sp_http_header(req, "Content-Type", &ct_count);
+        const char *id = sp_http_header(req, "webhook-id", &id_count);
+        if (ct_count != 1 || !cb_plain_type_ok(ct)) {
+            cb_reject(app, req, tenant_id, channel_id, "SP_ERR_BAD_CONTENT_TYPE");
+            return;
+        }
+        /* a sealed body to a channel that does not encrypt: not what it agreed */
+        if (sp_http_header(req, "X-AES-KEY-VERSION", NULL) || sp_http_header(req, "webhook-signature", NULL)) {
+            cb_reject(app, req, tenant_id, channel_id, "sealed_to_plaintext_channel");
+            return;
+        }
+        if (id) {
+            if (id_count != 1 || !cb_webhook_id_ok(id)) {
+                cb_reject(app, req, tenant_id, channel_id, "SP_ERR_BAD_MESSAGE_ID");
+                return;
+            }
+            bool seen = false;
+            rc = sp_store_callback_seen(store, t->id, id, &seen);
+            if (rc != SP_OK) {
+                cb_unavailable(app, req, rc, "callback.seen");
+                return;
+            }
+            if (seen) {
+                cb_reply_duplicate(app, req);
+                return;
+            }
+            snprintf(webhook_id, sizeof webhook_id, "%s", id);
+        }
+        const char *ts = sp_http_header(req, "webhook-timestamp", NULL);
+        if (ts && strspn(ts, "0123456789") == strlen(ts) && strlen(ts) >= 1 && strlen(ts) <= 11)
+            ts_ms = strtoll(ts, NULL, 10) * 1000;
+    }
+    if (ts_ms <= 0) ts_ms = cb_now_ms();
+
+    /* ---- parsing ---- */
+    th->n_events = th->n_parsed = th->n_opt_outs = 0;
+    cb_parse p = {th, t, ts_ms};
+    size_t n_events = 0;
+    rc = sp_callback_parse(plain, plain_len, SP_CALLBACK_FORMAT_AUTO, cb_collect, &p, &n_events);
+    if (plain == th->plain) sp_wipe(th->plain, plain_len);
+    if (rc == SP_ERR_NO_MEMORY) {
+        cb_unavailable(app, req, rc, "parse");
+        return;
+    }
+    if (rc != SP_OK) {
+        cb_count(app, SPD_CB_INVALID);
+        sp_log_field f[] = {SP_LOG_S("tenant", t->id), SP_LOG_S("channel", channel_id),
+                            SP_LOG_S("error", sp_error_name(rc))};
+        sp_log(SP_LOG_INFO, "callback.invalid", f, 3);
+        spd_reply_error(req, 400, "bad_callback",
+                        rc == SP_ERR_TOO_LARGE ? "more than 1000 events in one callback"
+                                               : "not a valid callback body (SMS array, Email v2 or form; "
+                                                 "see docs/PROTOCOL.md section 10.4)");
+        return;
+    }
+
+    /* ---- recording ---- */
+    cb_outcome o;
+    bool fresh = true;
+    for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
+        rc = cb_record(th, store, t, webhook_id, w->encrypted, &fresh, &o);
+        if (rc != SP_ERR_CONFLICT) break;
+    }
+    sp_wipe(th->opt_outs, sizeof th->opt_outs[0] * th->n_opt_outs);
+    if (rc != SP_OK) {
+        cb_unavailable(app, req, rc, "record");
+        return;
+    }
+    if (!fresh) {
+        cb_reply_duplicate(app, req);
+        return;
+    }
+    cb_count(app, SPD_CB_ACCEPTED);
+    for (size_t i = 0; i < 8; i++)
+        if (o.by_event[i] && app->delivery_events[i]) sp_metric_add(app->delivery_events[i], o.by_event[i]);
+    for (size_t i = 0; i < 4; i++)
+        if (o.suppressed[i] && app->suppressions[i]) sp_metric_add(app->suppressions[i], o.suppressed[i]);
+    cb_reply_accepted(req, n_events, &o);
+}
+
+/* ---- URLs ---- */
+
+void spd_public_url(const spd_app *app, char *out, size_t cap) {
+    const spd_config *c = &app->config;
+    if (c->public_url[0]) {
+        snprintf(out, cap, "%s", c->public_url);
+        return;
+    }
+    bool v6 = strchr(c->listen_address, ':') != NULL;
+    unsigned port = app->bound_port ? app->bound_port : c->port;
+    snprintf(out, cap, "%s://%s%s%s:%u", c->plain_http ? "http" : "https", v6 ? "[" : "", c->listen_address,
+             v6 ? "]" : "", port);
+}
+
+json_t *spd_callback_urls(const spd_app *app, const char *tenant, const char *channel) {
+    char base[600], dlr[800], inbound[800];
+    spd_public_url(app, base, sizeof base);
+    snprintf(dlr, sizeof dlr, "%s/callbacks/v1/%s/%s/dlr", base, tenant, channel);
+    snprintf(inbound, sizeof inbound, "%s/callbacks/v1/%s/%s/inbound", base, tenant, channel);
+    return json_pack("{s:s,s:s}", "delivery_report", dlr, "inbound", inbound);
+}
+
+/* ---- housekeeping ---- */
+
+void spd_callbacks_prune(spd_app *app, sp_store *store) {
+    int64_t keep_ms = app->config.callbacks_keep_s * 1000;
+    if (keep_ms < SP_STORE_CALLBACK_KEEP_MS) keep_ms = SP_STORE_CALLBACK_KEEP_MS;
+    int64_t before = cb_now_ms() - keep_ms;
+    uint64_t total = 0, removed = 0;
+    sp_error rc = SP_OK;
+    /* bounded chunks: each a short hold of the write lock; at most 100 a run */
+    for (int i = 0; i < 100; i++) {
+        removed = 0;
+        rc = sp_store_callback_prune(store, before, CB_PRUNE_CHUNK, &removed);
+        if (rc != SP_OK) break;
+        total += removed;
+        if (removed < CB_PRUNE_CHUNK || atomic_load(&app->shutting_down)) break;
+    }
+    if (rc != SP_OK) {
+        sp_log_field f[] = {SP_LOG_S("error", sp_error_name(rc))};
+        sp_log(SP_LOG_WARN, "callbacks.prune_failed", f, 1);
+    } else if (total > 0) {
+        sp_log_field f[] = {SP_LOG_I("removed", (int64_t)total)};
+        sp_log(SP_LOG_INFO, "callbacks.pruned", f, 1);
+    }
+}
