@@ -449,21 +449,17 @@ static sp_error cb_suppress(sp_store *store, const char *tenant, const char *pro
     return rc;
 }
 
-/* The whole callback in one transaction. *fresh false: the webhook-id was
- * recorded before (by a retry that won the race); nothing was changed. */
-static sp_error cb_record(cb_thread *th, sp_store *store, const spd_tenant *t, const char *webhook_id, bool encrypted,
-                          bool *fresh, cb_outcome *o) {
-    int64_t now = cb_now_ms();
+/* One callback's writes inside an open transaction. *fresh false: the
+ * webhook-id was recorded before (by a retry that won the race, or an
+ * earlier callback of the same group); then nothing is written. */
+static sp_error cb_apply(cb_thread *th, sp_store *store, const spd_tenant *t, const char *webhook_id, bool encrypted,
+                         int64_t now, bool *fresh, cb_outcome *o) {
     memset(o, 0, sizeof *o);
     *fresh = true;
-    SPD_TRY(sp_store_begin(store));
     sp_error rc = SP_OK;
     if (webhook_id && webhook_id[0]) rc = sp_store_callback_record(store, t->id, webhook_id, now, fresh);
-    if (rc == SP_OK && !*fresh) {
-        sp_store_rollback(store);
-        return SP_OK;
-    }
-    if (rc == SP_OK && th->n_events > 0)
+    if (rc != SP_OK || !*fresh) return rc;
+    if (th->n_events > 0)
         rc = sp_store_delivery_apply(store, t->id, th->events, th->n_events, encrypted, now, th->results);
     for (size_t i = 0; rc == SP_OK && i < th->n_events; i++) {
         const sp_store_delivery_event *e = &th->events[i];
@@ -501,9 +497,97 @@ static sp_error cb_record(cb_thread *th, sp_store *store, const spd_tenant *t, c
         }
         if (rc == SP_OK) rc = cb_suppress(store, t->id, profile, SP_STORE_CHANNEL_SMS, 3, now, o);
     }
-    if (rc == SP_OK) rc = sp_store_commit(store);
-    if (rc != SP_OK) sp_store_rollback(store);
     return rc;
+}
+
+/* ---- group commit ----
+ * A transaction's fixed cost (taking the write lock, appending and
+ * indexing the WAL frames, releasing) is most of what one callback costs,
+ * so callbacks that arrive together are written together: each request
+ * thread queues its callback, and whichever finds no transaction under way
+ * becomes the leader and writes everything queued in one transaction on
+ * its own connection, while the others wait for their outcome. Their
+ * callbacks stay in their threads' memory, which does not change while
+ * they wait. When a transaction fails, each callback of the group is
+ * written again on its own, so one callback's failure is never another's.
+ * A callback is answered only once its transaction committed. */
+
+typedef struct cb_job {
+    cb_thread *th;
+    const spd_tenant *t;
+    const char *webhook_id;
+    bool encrypted;
+    /* the outcome, set by the leader */
+    sp_error rc;
+    bool fresh;
+    cb_outcome o;
+    bool done;
+    struct cb_job *next;
+} cb_job;
+
+static pthread_mutex_t cb_group_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cb_group_done = PTHREAD_COND_INITIALIZER;
+static cb_job *cb_group_head, **cb_group_tail = &cb_group_head;
+static bool cb_group_writing;
+
+static sp_error cb_write_one(sp_store *store, cb_job *j) {
+    sp_error rc = SP_OK;
+    for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
+        rc = sp_store_begin(store);
+        if (rc == SP_OK) rc = cb_apply(j->th, store, j->t, j->webhook_id, j->encrypted, cb_now_ms(), &j->fresh, &j->o);
+        if (rc == SP_OK) rc = sp_store_commit(store);
+        if (rc != SP_OK) sp_store_rollback(store);
+        if (rc != SP_ERR_CONFLICT) break;
+    }
+    return rc;
+}
+
+static void cb_write_group(sp_store *store, cb_job *group) {
+    sp_error rc = SP_OK;
+    for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
+        int64_t now = cb_now_ms();
+        rc = sp_store_begin(store);
+        for (cb_job *j = group; rc == SP_OK && j; j = j->next)
+            rc = cb_apply(j->th, store, j->t, j->webhook_id, j->encrypted, now, &j->fresh, &j->o);
+        if (rc == SP_OK) rc = sp_store_commit(store);
+        if (rc != SP_OK) sp_store_rollback(store);
+        if (rc != SP_ERR_CONFLICT) break;
+    }
+    for (cb_job *j = group; j; j = j->next) j->rc = rc;
+    if (rc == SP_OK || group->next == NULL) return;
+    for (cb_job *j = group; j; j = j->next) j->rc = cb_write_one(store, j);
+}
+
+static sp_error cb_record(cb_thread *th, sp_store *store, const spd_tenant *t, const char *webhook_id, bool encrypted,
+                          bool *fresh, cb_outcome *o) {
+    cb_job job = {th, t, webhook_id, encrypted, SP_OK, true, {0}, false, NULL};
+    pthread_mutex_lock(&cb_group_lock);
+    *cb_group_tail = &job;
+    cb_group_tail = &job.next;
+    while (!job.done) {
+        if (cb_group_writing) {
+            pthread_cond_wait(&cb_group_done, &cb_group_lock);
+            continue;
+        }
+        /* lead: everything queued so far, this callback included */
+        cb_group_writing = true;
+        cb_job *group = cb_group_head;
+        cb_group_head = NULL;
+        cb_group_tail = &cb_group_head;
+        pthread_mutex_unlock(&cb_group_lock);
+        cb_write_group(store, group);
+        pthread_mutex_lock(&cb_group_lock);
+        for (cb_job *j = group, *next; j; j = next) {
+            next = j->next;
+            j->done = true; /* the waiter may return (and drop j) once it sees this */
+        }
+        cb_group_writing = false;
+        pthread_cond_broadcast(&cb_group_done);
+    }
+    pthread_mutex_unlock(&cb_group_lock);
+    *fresh = job.fresh;
+    *o = job.o;
+    return job.rc;
 }
 
 /* ---- the request ---- */
@@ -715,10 +799,7 @@ void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_ma
     /* ---- recording ---- */
     cb_outcome o;
     bool fresh = true;
-    for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
-        rc = cb_record(th, store, t, webhook_id, w->encrypted, &fresh, &o);
-        if (rc != SP_ERR_CONFLICT) break;
-    }
+    rc = cb_record(th, store, t, webhook_id, w->encrypted, &fresh, &o);
     sp_wipe(th->opt_outs, sizeof th->opt_outs[0] * th->n_opt_outs);
     if (rc != SP_OK) {
         cb_unavailable(app, req, rc, "record");

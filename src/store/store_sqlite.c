@@ -384,6 +384,8 @@ typedef struct {
  * anyway every SP_SQLITE_CHECKPOINT_IDLE_MS. */
 #define SP_SQLITE_CHECKPOINT_FRAMES 16384
 #define SP_SQLITE_CHECKPOINT_IDLE_MS 1000
+/* the database file's growth step (see sp_conn_open) */
+#define SP_SQLITE_CHUNK (4 << 20)
 
 static pthread_mutex_t sp_gates_lock = PTHREAD_MUTEX_INITIALIZER;
 static sp_sqlite_gate sp_gates[SP_SQLITE_MAX_GATES];
@@ -419,12 +421,25 @@ static void sp_gates_after_fork_child(void) {
 static pthread_once_t sp_gates_once = PTHREAD_ONCE_INIT;
 static void sp_gates_register_fork(void) {
     (void)pthread_atfork(sp_gates_before_fork, sp_gates_after_fork_parent, sp_gates_after_fork_child);
+    /* SQLite's memory statistics take one process-wide mutex around every
+     * allocation, which every connection's threads then queue on; nothing
+     * here reads them. Only possible before SQLite initialises: when the
+     * process already used SQLite this is refused, harmlessly. */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
 /* Woken by a commit that left the WAL long (sp_wal_hook), or idle: a
  * PASSIVE checkpoint copies what no reader still needs and waits for
- * nobody. SQLite restarts the WAL from its beginning once all of it is
- * copied; the file keeps its size, so rewriting it allocates no blocks. */
+ * nobody. SQLite restarts the WAL from its beginning only when a writer
+ * finds all of it copied, which never happens while writes keep coming:
+ * the WAL then grows without end (2 GB in ten seconds of ingestion), and
+ * every frame lands on a page the kernel must first allocate and zero.
+ * So a WAL still long after the passive pass gets a RESTART checkpoint
+ * under the write gate: it copies the few frames written since, waits for
+ * readers of older frames, and makes the next commit start over at the
+ * beginning of the file, whose pages are still cached. Writers of this
+ * process wait for the gate meanwhile; another process's, SQLite's busy
+ * handler makes wait or the checkpoint gives up (busy) and tries later. */
 static void *sp_checkpointer(void *arg) {
     sp_sqlite_gate *g = arg;
     sqlite3 *db = NULL;
@@ -434,6 +449,8 @@ static void *sp_checkpointer(void *arg) {
     if (sqlite3_open_v2(g->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL) ==
         SQLITE_OK) {
         sqlite3_busy_timeout(db, 50);
+        int chunk = SP_SQLITE_CHUNK; /* checkpoints are what extend the file */
+        (void)sqlite3_file_control(db, "main", SQLITE_FCNTL_CHUNK_SIZE, &chunk);
         /* reading the schema opens the file and its WAL: a connection that
          * has not is not in WAL mode yet, and its checkpoints do nothing */
         (void)sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
@@ -452,6 +469,11 @@ static void *sp_checkpointer(void *arg) {
         if (g->ck_stop || db == NULL) continue;
         int wal_frames = -1;
         (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &wal_frames, NULL);
+        if (wal_frames >= SP_SQLITE_CHECKPOINT_FRAMES) {
+            pthread_mutex_lock(&g->lock);
+            (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_RESTART, &wal_frames, NULL);
+            pthread_mutex_unlock(&g->lock);
+        }
         /* opened before the first connection switched the file to WAL: a
          * read makes this connection notice */
         if (wal_frames < 0) (void)sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
@@ -883,6 +905,14 @@ static sp_error sp_conn_open(const char *path, bool durable, sp_sqlite_gate *gat
     if (err == SP_OK)
         err = sp_exec(c->db, durable ? "PRAGMA synchronous = FULL; " SP_SQLITE_PRAGMAS
                                      : "PRAGMA synchronous = NORMAL; " SP_SQLITE_PRAGMAS);
+    /* The database file grows in steps of SP_SQLITE_CHUNK rather than a
+     * page at a time: a reader maps the file (mmap_size) and remaps all of
+     * it whenever the file has grown, which with page-sized growth was
+     * hundreds of munmaps a second, each a TLB shootdown and page faults. */
+    if (err == SP_OK) {
+        int chunk = SP_SQLITE_CHUNK;
+        (void)sqlite3_file_control(c->db, "main", SQLITE_FCNTL_CHUNK_SIZE, &chunk);
+    }
     /* the hook replaces SQLite's automatic checkpoint on this connection */
     if (err == SP_OK && gate != NULL && gate->checkpointer) (void)sqlite3_wal_hook(c->db, sp_wal_hook, gate);
     if (err == SP_OK &&

@@ -2,12 +2,12 @@
 # The platform's side of sealpost-relay's tests, written from
 # docs/PROTOCOL.md (sections 3-5 and 10) and not from our C code. Two modes:
 #
-#   platform_sink.py serve PORTFILE KEYFILE OUTFILE
-#       A plain-HTTP callback receiver on 127.0.0.1 (a free port, written to
-#       PORTFILE). Every POST is verified and decrypted with interop.py's
+#   platform_sink.py serve PORTFILE KEYFILE OUTFILE [--port N]
+#       A plain-HTTP callback receiver on 127.0.0.1 (port N, or a free one,
+#       written to PORTFILE). Every POST is verified and decrypted with interop.py's
 #       independent receiver under the key file (re-read when it changes, so
 #       a rotation is seen), and one JSON line per request goes to OUTFILE:
-#       {"path","webhook_id","version","repeat","format","body"} or
+#       {"path","webhook_id","version","profile","alg","repeat","format","body"} or
 #       {"path","error"}. A path under /flaky/ answers 503 to the first two
 #       requests of each webhook-id; GET /_stats returns the counters.
 #
@@ -111,14 +111,16 @@ class Handler(BaseHTTPRequestHandler):
             if repeat:
                 ST.stats["repeats"] += 1
             ST.out.write(json.dumps({"path": self.path, "webhook_id": wid, "version": canon["X-AES-KEY-VERSION"],
-                                     "repeat": repeat, "format": fmt, "body": obj}) + "\n")
+                                     "profile": "jwe" if canon.get("Content-Type") == "application/jose" else "compat",
+                                     "alg": canon.get("X-AES-ALGORITHM"), "repeat": repeat, "format": fmt,
+                                     "body": obj}) + "\n")
         self.answer(200, {"status": "duplicate"} if repeat else {"status": "accepted", "events": 1})
 
 
 def serve(args):
     global ST
     ST = State(args.keyfile, args.out)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     with open(args.portfile + ".tmp", "w") as f:
         f.write(str(srv.server_address[1]))
     os.rename(args.portfile + ".tmp", args.portfile)
@@ -158,6 +160,7 @@ def main():
     s.add_argument("portfile")
     s.add_argument("keyfile")
     s.add_argument("out")
+    s.add_argument("--port", type=int, default=0)
     c = sub.add_parser("send")
     c.add_argument("url")
     c.add_argument("cafile")

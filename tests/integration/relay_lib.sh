@@ -12,13 +12,16 @@
 #                                   KANNEL_USER, KANNEL_PASS; fakesmsc output in $tmp/fakesmsc.out
 #   relay_fakesmsc_mo FROM TEXT     stops the receiving fakesmsc, sends one MO, starts it again
 #   relay_start_sink KEYFILE        platform_sink.py serve; sets SINK_PORT, SINK_OUT
+#   relay_start_sink2 KEYFILE PORT OUT   a second sink, e.g. on $LATE_PORT (a platform that is
+#                                   down at first: callbacks to http://127.0.0.1:$LATE_PORT/late/)
 #   relay_write_conf FILE KEYFILE EXTRA   a relay config for the above (EXTRA: more INI text,
-#                                   appended)
+#                                   appended); sets RELAY_PORT and LATE_PORT
 #   relay_start CONF                sealpost-relay; sets RELAY_PID, RELAY_URL
-#   relay_stop                      stops the relay (SIGTERM, then waits)
+#   relay_stop                      stops the relay (SIGTERM, then waits); sets RELAY_STATUS
 #   relay_wait_for FILE PATTERN [SECONDS]   waits until grep -q PATTERN FILE
 #
-# Env: SP_RELAY (the relay binary; default beside $cli).
+# Env: SP_RELAY (the relay binary; default beside $cli); SP_KEEP_TMP=1 keeps $tmp (logs,
+# mail, the sink's records) for a look after a failure.
 relay_bin="${SP_RELAY:-$(dirname "$cli")/sealpost-relay}"
 py=/usr/bin/python3
 relay_pids=()
@@ -29,7 +32,7 @@ relay_cleanup() {
     for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
   done
-  rm -rf "$tmp"
+  if [ -n "${SP_KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap relay_cleanup EXIT
 
@@ -184,18 +187,28 @@ relay_fakesmsc_mo() {
   relay_start_fakesmsc
 }
 
+# relay_start_sink KEYFILE [PORT]: the first sink sets SINK_PORT and SINK_OUT
 relay_start_sink() {
   SINK_OUT="$tmp/sink.jsonl"
   : >"$SINK_OUT"
-  "$py" "$here/platform_sink.py" serve "$tmp/sink.port" "$1" "$SINK_OUT" >"$tmp/sink.log" 2>&1 &
+  "$py" "$here/platform_sink.py" serve "$tmp/sink.port" "$1" "$SINK_OUT" --port "${2:-0}" >"$tmp/sink.log" 2>&1 &
   relay_pids+=($!)
   relay_wait_for "$tmp/sink.port" "[0-9]" 20 || return 1
   SINK_PORT=$(cat "$tmp/sink.port")
 }
 
+# relay_start_sink2 KEYFILE PORT OUT: another sink (a platform that comes up late); sets SINK2_PID
+relay_start_sink2() {
+  "$py" "$here/platform_sink.py" serve "$tmp/sink2.port" "$1" "$3" --port "$2" >"$tmp/sink2.log" 2>&1 &
+  SINK2_PID=$!
+  relay_pids+=($SINK2_PID)
+  relay_wait_for "$tmp/sink2.port" "[0-9]" 20
+}
+
 relay_write_conf() {
   local file=$1 keyfile=$2 extra=${3:-}
   RELAY_PORT=$(relay_free_port)
+  LATE_PORT=${LATE_PORT:-$(relay_free_port)}
   cat >"$file" <<EOF
 [server]
 listen = 127.0.0.1:$RELAY_PORT
@@ -225,7 +238,7 @@ smsc = fake0
 dlr_listen = 127.0.0.1:$RELAY_DLR_PORT
 
 [platform]
-callback_allow = http://127.0.0.1:$SINK_PORT/cb/, http://127.0.0.1:$SINK_PORT/flaky/
+callback_allow = http://127.0.0.1:$SINK_PORT/cb/, http://127.0.0.1:$SINK_PORT/flaky/, http://127.0.0.1:$LATE_PORT/late/
 inbound_url = http://127.0.0.1:$SINK_PORT/cb/inbound
 retry_scale = 0.01
 
@@ -247,7 +260,9 @@ relay_start() {
   relay_wait_port "$RELAY_PORT" 20
 }
 
+# relay_stop: SIGTERM; RELAY_STATUS gets its exit status
 relay_stop() {
   kill "$RELAY_PID" 2>/dev/null || true
-  wait "$RELAY_PID" 2>/dev/null || true
+  RELAY_STATUS=0
+  wait "$RELAY_PID" 2>/dev/null || RELAY_STATUS=$?
 }

@@ -44,11 +44,15 @@ relay_write_conf "$conf" "$keys" "
 credential = ak_relay_old:$OLD_HASH:1000"
 SINK="http://127.0.0.1:$SINK_PORT"
 
-# --check: everything reachable, key versions shown, no key material
+# --check: SMTP, Kannel and the platform reachable but for the /late/ prefix
+# (nothing listens there yet): exit 1; key versions shown, no key material
 "$relay_bin" --check --config "$conf" >"$out" 2>"$err"
 rc=$?
 material=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['keys'][0]['key'])" "$keys")
-if [ $rc -eq 0 ] && grep -q "$v1 (active)" "$out" && ! grep -qF "$material" "$out"; then ok "--check: all reachable, versions without material"
+if [ $rc -eq 1 ] && grep -q "$v1 (active)" "$out" && ! grep -qF "$material" "$out" &&
+  grep -q "^smtp .*: reachable" "$out" && grep -q "^kannel .*: reachable" "$out" &&
+  grep -q "/cb/: reachable" "$out" && grep -q "/late/: UNREACHABLE" "$out" && grep -q "^NOT OK" "$out"; then
+  ok "--check: reports each hop, exit 1 while one is down, versions without material"
 else bad "--check" "rc=$rc $(cat "$out" "$err" | head -20)"; fi
 
 relay_start "$conf" || { bad "relay did not start" "$(cat "$tmp/relay.out")"; finish relay; exit 1; }
@@ -91,6 +95,17 @@ send '{"kind":"email","message_id":"msg_d1","to":"defer@example.org","from":"new
 if sink_has '"meta": "msg_d1"' && grep '"msg_d1"' "$SINK_OUT" | grep -q '"event": "soft_bounce"'; then ok "SMTP 451 became a soft_bounce callback"
 else bad "soft_bounce callback" "$(grep msg_d1 "$SINK_OUT")"; fi
 
+# ---- every profile and algorithm in ----
+n=0
+for variant in "--profile jwe" "--alg aes-256-cbc" "--alg aes-256-ctr"; do
+  n=$((n + 1))
+  # shellcheck disable=SC2086
+  send '{"kind":"email","message_id":"msg_p'$n'","to":"p@example.org","from":"news@acme.example","subject":"p","text":"profile '$n'"}' $variant
+  if grep -q '^200 {"accepted":1}' "$out" && relay_wait_for "$tmp/relay.log" '"webhook_id":"[^"]*","accepted":1' 5 &&
+    grep -lq "profile $n" "$tmp"/mail/*.eml; then ok "opened and delivered: $variant"
+  else bad "opened: $variant" "$(cat "$out" "$err")"; fi
+done
+
 # ---- SMS through Kannel to the fake SMSC ----
 send '{"kind":"sms","message_id":"msg_s1","to":"+15551230001","text":"Your code is 4711, Ada","sender":"ACME","dlr_url":"'$SINK'/cb/sms"}'
 grep -q '^200 {"accepted":1}' "$out" && ok "sms accepted" || bad "sms accepted" "$(cat "$out" "$err")"
@@ -99,12 +114,30 @@ else bad "fakesmsc received the SMS" "$(tail -5 "$tmp/fakesmsc.out")"; fi
 # the fake SMSC reports "delivered to the SMSC" (8): buffered, no callback
 if relay_wait_for "$tmp/relay.log" '"event":"kannel.dlr".*"message_id":"msg_s1","type":8' 15; then ok "Kannel's DLR (type 8) reached the relay"
 else bad "Kannel DLR type 8" "$(grep kannel "$tmp/relay.log" | tail -3)"; fi
+# The dlr-url's tag, computed here from docs/RELAY.md's recipe (HKDF of the
+# state key file's active key, then an HMAC of the message id), not by the relay.
+dlr_sig() {
+  "$py" - "$here" "$tmp/relay-state.db.key" "$1" <<'EOF'
+import hashlib, hmac, sys
+sys.path.insert(0, sys.argv[1])
+import interop
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+_, key = interop.active_of(interop.load_keys(sys.argv[2]))
+k = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"sealpost-relay", info=b"sealpost-relay state v1").derive(key)
+print(hmac.new(k, b"sealpost-relay dlr tag\x00" + sys.argv[3].encode(), hashlib.sha256).hexdigest()[:32])
+EOF
+}
+sig=$(dlr_sig msg_s1)
+forged=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=msg_s1&sig=00000000000000000000000000000000&type=2&smsc=fake0")
+untagged=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=msg_s1&type=2&smsc=fake0")
+[ "$forged$untagged" = 403403 ] && ok "a DLR call without the relay's tag is refused" || bad "forged DLR" "$forged $untagged"
 # a handset report, as Kannel calls it for a real SMSC
-curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=msg_s1&type=1&smsc=fake0&ts=1714000100" >"$out"
+curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=msg_s1&sig=$sig&type=1&smsc=fake0&ts=1714000100" >"$out"
 if sink_has '"meta": "msg_s1"' && grep '"msg_s1"' "$SINK_OUT" | grep -q '"event": "delivered"' &&
   grep '"msg_s1"' "$SINK_OUT" | grep -q '"format": "sms"'; then ok "SMS DLR type 1 became a delivered callback"
 else bad "SMS delivered callback" "$(cat "$SINK_OUT" | tail -3)"; fi
-curl -sS -o /dev/null "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=msg_s1&type=16&smsc=fake0&ts=1714000101"
+curl -sS -o /dev/null "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=msg_s1&sig=$sig&type=16&smsc=fake0&ts=1714000101"
 if sink_has '"code": 902'; then ok "SMS DLR type 16 became failed 902"; else bad "SMS failed callback"; fi
 code=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=bad%20id&type=1")
 [ "$code" = 400 ] && ok "malformed DLR call refused" || bad "malformed DLR call" "$code"
@@ -205,6 +238,28 @@ for needle in "ada@example.org" "15551230001" "4711" "thanks for joining" "HELLO
 done
 [ $leak -eq 0 ] && ok "no addresses, numbers or text in the relay's log or state file"
 
+# ---- the queue survives a restart; callbacks sealed as configured at send time ----
+retries_before=$(grep -c '"event":"callback.retry"' "$tmp/relay.log")
+send '{"kind":"email","message_id":"msg_late","to":"late@example.org","from":"news@acme.example","subject":"l","text":"late","dlr_url":"http://127.0.0.1:'$LATE_PORT'/late/dlr"}'
+grep -q '^200 ' "$out" || bad "late send" "$(cat "$out")"
+for _ in $(seq 100); do
+  [ "$(grep -c '"event":"callback.retry"' "$tmp/relay.log")" -ge $((retries_before + 2)) ] && break
+  sleep 0.1
+done
 relay_stop
-grep -q '"event":"stopped"' "$tmp/relay.log" && ok "relay stopped cleanly on SIGTERM" || bad "relay stop" "$(tail -3 "$tmp/relay.log")"
+[ "$RELAY_STATUS" -eq 0 ] && ok "relay stopped with a callback queued" || bad "relay stop" "status $RELAY_STATUS"
+printf '\n[platform]\nprofile = jwe\n' >>"$conf"
+relay_start_sink2 "$keys" "$LATE_PORT" "$tmp/sink2.jsonl" || bad "second sink"
+relay_start "$conf" || bad "relay restart" "$(tail -5 "$tmp/relay.out")"
+if relay_wait_for "$tmp/sink2.jsonl" '"meta": "msg_late"' 40 && grep '"msg_late"' "$tmp/sink2.jsonl" | grep -q '"profile": "jwe"' &&
+  grep '"msg_late"' "$tmp/sink2.jsonl" | grep -q "\"version\": \"$v2\""; then
+  ok "a queued callback survived the restart and went out sealed as configured then (jwe, active version)"
+else bad "queue across restart" "$(cat "$tmp/sink2.jsonl"; grep callback "$tmp/relay.log" | tail -3)"; fi
+"$relay_bin" --check --config "$conf" >"$out" 2>"$err" && grep -q "^ok" "$out" && ok "--check: exit 0 once every hop answers" ||
+  bad "--check all up" "$(cat "$out" "$err")"
+
+relay_stop
+if [ "$RELAY_STATUS" -eq 0 ] && grep -q '"event":"stopped"' "$tmp/relay.log" &&
+  ! grep -qE "Sanitizer|runtime error" "$tmp/relay.out"; then ok "relay stopped cleanly on SIGTERM (exit 0, no sanitizer report)"
+else bad "relay stop" "status $RELAY_STATUS $(tail -3 "$tmp/relay.log"; head -20 "$tmp/relay.out")"; fi
 finish relay
