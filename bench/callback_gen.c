@@ -55,13 +55,7 @@ int main(int argc, char **argv) {
     rc = sp_keyfile_load(argv[1], &kf);
     if (rc != SP_OK) return fail("keys", rc);
     rc = sp_wire_new(&wire);
-    for (size_t i = 0; rc == SP_OK && i < sp_keyfile_count(kf); i++) {
-        const char *version;
-        const sp_key *key;
-        sp_key_state state;
-        rc = sp_keyfile_entry(kf, i, &version, &key, &state);
-        if (rc == SP_OK) rc = sp_wire_add_key(wire, version, key, state == SP_KEY_STATE_ACTIVE);
-    }
+    if (rc == SP_OK) rc = sp_wire_add_keyfile(wire, kf);
     sp_keyfile_free(kf);
     if (rc != SP_OK) return fail("keys", rc);
     if (sp_wire_active_version(wire) == NULL) return fail("keys", SP_ERR_UNKNOWN_KEY_VERSION);

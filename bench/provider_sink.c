@@ -109,13 +109,7 @@ static sp_error thread_wire(sink *s, sink_thread **out) {
         sp_wire *w = NULL;
         sp_error rc = sp_keyfile_load(s->keyfile, &kf);
         if (rc == SP_OK) rc = sp_wire_new(&w);
-        for (size_t i = 0; rc == SP_OK && i < sp_keyfile_count(kf); i++) {
-            const char *version;
-            const sp_key *key;
-            sp_key_state state;
-            rc = sp_keyfile_entry(kf, i, &version, &key, &state);
-            if (rc == SP_OK) rc = sp_wire_add_key(w, version, key, state == SP_KEY_STATE_ACTIVE);
-        }
+        if (rc == SP_OK) rc = sp_wire_add_keyfile(w, kf);
         sp_keyfile_free(kf);
         if (rc != SP_OK) {
             sp_wire_free(w);

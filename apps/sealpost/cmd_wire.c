@@ -164,13 +164,7 @@ typedef struct {
 static int load_wire_from_keyfile(const char *path, sp_wire *wire) {
     sp_keyfile *file = NULL;
     sp_error err = sp_keyfile_load(path, &file);
-    for (size_t i = 0; err == SP_OK && i < sp_keyfile_count(file); i++) {
-        const char *version;
-        const sp_key *key;
-        sp_key_state state;
-        err = sp_keyfile_entry(file, i, &version, &key, &state);
-        if (err == SP_OK) err = sp_wire_add_key(wire, version, key, state == SP_KEY_STATE_ACTIVE);
-    }
+    if (err == SP_OK) err = sp_wire_add_keyfile(wire, file);
     sp_keyfile_free(file);
     return err == SP_OK ? 0 : fail_sp(path, err);
 }

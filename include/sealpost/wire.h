@@ -23,6 +23,7 @@
 #include "sealpost/common.h"
 #include "sealpost/crypto.h"
 #include "sealpost/error.h"
+#include "sealpost/keyfile.h"
 
 SP_BEGIN_DECLS
 
@@ -55,6 +56,9 @@ SP_API void sp_wire_free(sp_wire *wire);
  * added, or one added with make_active, becomes the version seal uses. */
 SP_API SP_MUST_CHECK sp_error sp_wire_add_key(sp_wire *wire, const char *version, const sp_key *key,
                                               bool make_active);
+/* Adds every version of a key file (its active one made active), as a
+ * provider or a tool holding a key file (sealpost keys import) needs. */
+SP_API SP_MUST_CHECK sp_error sp_wire_add_keyfile(sp_wire *wire, const sp_keyfile *file);
 SP_API SP_MUST_CHECK sp_error sp_wire_set_active(sp_wire *wire, const char *version);
 /* NULL when no key was added. */
 SP_API const char *sp_wire_active_version(const sp_wire *wire);

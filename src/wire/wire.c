@@ -124,6 +124,18 @@ sp_error sp_wire_add_key(sp_wire *w, const char *version, const sp_key *key, boo
     return SP_OK;
 }
 
+sp_error sp_wire_add_keyfile(sp_wire *wire, const sp_keyfile *file) {
+    SP_ENSURE(wire != NULL && file != NULL, SP_ERR_INVALID_ARGUMENT);
+    for (size_t i = 0; i < sp_keyfile_count(file); i++) {
+        const char *version;
+        const sp_key *key;
+        sp_key_state state;
+        SP_GUARD(sp_keyfile_entry(file, i, &version, &key, &state));
+        SP_GUARD(sp_wire_add_key(wire, version, key, state == SP_KEY_STATE_ACTIVE));
+    }
+    return SP_OK;
+}
+
 sp_error sp_wire_set_active(sp_wire *w, const char *version) {
     SP_ENSURE(w != NULL && version != NULL, SP_ERR_INVALID_ARGUMENT);
     sp_wire_version *v = sp_wire_find(w, version, strlen(version));

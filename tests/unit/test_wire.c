@@ -1196,6 +1196,49 @@ static void test_open_checked(void **state) {
     sp_wire_free(w);
 }
 
+/* A key file's versions go into a wire as they are: the active one seals,
+ * the decrypt-only one still opens what was sealed under it. */
+static void test_add_keyfile(void **state) {
+    (void)state;
+    char dir[] = "/tmp/sp-test-wire-XXXXXX", path[64], v1[37], v2[37];
+    assert_non_null(mkdtemp(dir));
+    assert_true(snprintf(path, sizeof path, "%s/keys.json", dir) < (int)sizeof path);
+    assert_ok(sp_keyfile_generate(path, v1));
+    sp_keyfile *kf = NULL;
+    assert_ok(sp_keyfile_load(path, &kf));
+    sp_wire *old_wire = NULL;
+    assert_ok(sp_wire_new(&old_wire));
+    assert_ok(sp_wire_add_keyfile(old_wire, kf));
+    sp_keyfile_free(kf);
+    msg *m = msg_seal(old_wire, SP_PROFILE_COMPAT, SP_ALG_AES_256_GCM, (const uint8_t *)"rotated", 7, T0);
+
+    assert_ok(sp_keyfile_generate(path, v2)); /* v1 becomes decrypt-only */
+    assert_ok(sp_keyfile_load(path, &kf));
+    sp_wire *w = NULL;
+    assert_ok(sp_wire_new(&w));
+    assert_ok(sp_wire_add_keyfile(w, kf));
+    assert_string_equal(sp_wire_active_version(w), v2);
+    uint8_t out[16];
+    size_t out_len = 0;
+    sp_opened info;
+    assert_ok(msg_open(w, m, T0, out, sizeof out, &out_len, &info));
+    assert_string_equal(info.key_version, v1);
+    assert_memory_equal(out, "rotated", 7);
+    /* adding the same file again: the versions are there already */
+    assert_rc(sp_wire_add_keyfile(w, kf), SP_ERR_EXISTS);
+    assert_rc(sp_wire_add_keyfile(NULL, kf), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_wire_add_keyfile(w, NULL), SP_ERR_INVALID_ARGUMENT);
+    sp_keyfile_free(kf);
+    msg_free(m);
+    sp_wire_free(w);
+    sp_wire_free(old_wire);
+    assert_int_equal(unlink(path), 0);
+    /* the key file's lock file stays beside it by design */
+    assert_true(snprintf(path, sizeof path, "%s/keys.json.lock", dir) < (int)sizeof path);
+    (void)unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 /* ---- the parsers on their own ---- */
 
 static sp_error sig_parse(const char *s, sp_sig_list *out) { return sp_sig_header_parse(s, strlen(s), out); }
@@ -1735,6 +1778,7 @@ int main(void) {
         cmocka_unit_test(test_out_buffer_on_failure),
         cmocka_unit_test(test_opened_info),
         cmocka_unit_test(test_open_checked),
+        cmocka_unit_test(test_add_keyfile),
         cmocka_unit_test(test_sig_header_parse),
         cmocka_unit_test(test_message_id_valid),
         cmocka_unit_test(test_compat_body_parse),
