@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 10
 PREFIX       ?= /usr/local
 CTEST_FLAGS  ?= --output-on-failure --timeout 600
 
-.PHONY: all bootstrap build test unit sanitize fuzz fuzz-smoke bench run tour install clean
+.PHONY: all bootstrap build test unit sanitize fuzz fuzz-smoke bench run tour demo install clean
 
 all: build
 
@@ -61,6 +61,10 @@ run: bootstrap build
 # the library from the CLI, step by step
 tour: bootstrap build
 	@scripts/tour $(BUILD)
+
+# the platform and a provider end to end: one e-mail and one SMS, step by step
+demo: bootstrap build
+	@scripts/demo $(BUILD)
 
 install: build
 	@cmake --install $(BUILD)

@@ -1679,7 +1679,7 @@ static void test_outbox_allocation_failures(void **state) {
         sp_store_applied applied = 0;
         sp_store_campaign_stats stats;
         memset(&stats, 0, sizeof stats);
-        if (rc == SP_OK && got.n > 0) rc = sp_store_delivery_apply(s, "acme", &ev, 1, true, MS0, &applied);
+        if (rc == SP_OK && got.n > 0) rc = sp_store_delivery_apply(s, "acme", NULL, &ev, 1, true, MS0, &applied);
         if (rc == SP_OK) rc = sp_store_campaign_stats_get(s, "acme", "c", &stats);
         bool reached = sp_test_fault_disarm(fault);
         if (rc != SP_OK) {
@@ -1817,7 +1817,7 @@ static sp_store_applied suite_apply(sp_store *s, const char *tenant, const char 
                                     int64_t ts, int code) {
     sp_store_delivery_event e = {mid, kind, ts, code};
     sp_store_applied r = 0;
-    assert_ok(sp_store_delivery_apply(s, tenant, &e, 1, true, MS0 + 999, &r));
+    assert_ok(sp_store_delivery_apply(s, tenant, NULL, &e, 1, true, MS0 + 999, &r));
     return r;
 }
 
@@ -1920,7 +1920,7 @@ static void test_delivery_apply(void **state) {
     /* a delivery report before our own 'sent' is recorded: kept beside it */
     sp_store_delivery_event e = {"msg_a", SP_STORE_EVENT_DELIVERED, MS0 + 10, 0};
     sp_store_applied r = 0;
-    assert_ok(sp_store_delivery_apply(s, "acme", &e, 1, false, MS0 + 50, &r));
+    assert_ok(sp_store_delivery_apply(s, "acme", NULL, &e, 1, false, MS0 + 50, &r));
     assert_int_equal(r, SP_STORE_APPLIED_CHANGED);
     m = suite_status(s, "acme", "msg_a");
     assert_int_equal(m.outbox.state, SP_STORE_OUTBOX_QUEUED);
@@ -1929,7 +1929,7 @@ static void test_delivery_apply(void **state) {
     assert_int_equal(m.callback_at, MS0 + 50);
     assert_false(m.callback_encrypted);
     /* the same again: nothing new, but the callback's time and seal are kept */
-    assert_ok(sp_store_delivery_apply(s, "acme", &e, 1, true, MS0 + 60, &r));
+    assert_ok(sp_store_delivery_apply(s, "acme", NULL, &e, 1, true, MS0 + 60, &r));
     assert_int_equal(r, SP_STORE_APPLIED_SAME);
     m = suite_status(s, "acme", "msg_a");
     assert_int_equal(m.callback_at, MS0 + 60);
@@ -1980,12 +1980,12 @@ static void test_delivery_apply(void **state) {
                                        {"msg_c", SP_STORE_EVENT_DELIVERED, MS0 + 7, 0},
                                        {"msg_c", SP_STORE_EVENT_FAILED, MS0 + 8, 3}};
     sp_store_applied rs[4] = {0};
-    assert_ok(sp_store_delivery_apply(s, "acme", batch, 4, false, MS0 + 70, rs));
+    assert_ok(sp_store_delivery_apply(s, "acme", NULL, batch, 4, false, MS0 + 70, rs));
     assert_int_equal(rs[0], SP_STORE_APPLIED_UNKNOWN);
     assert_int_equal(rs[1], SP_STORE_APPLIED_CHANGED);
     assert_int_equal(rs[2], SP_STORE_APPLIED_SAME);
     assert_int_equal(rs[3], SP_STORE_APPLIED_CHANGED);
-    assert_ok(sp_store_delivery_apply(s, "acme", batch, 4, false, MS0 + 70, NULL));
+    assert_ok(sp_store_delivery_apply(s, "acme", NULL, batch, 4, false, MS0 + 70, NULL));
     m = suite_status(s, "acme", "msg_c");
     assert_int_equal(m.delivery, SP_STORE_DELIVERY_FAILED);
     assert_int_equal(m.failure_code, 3);
@@ -1995,12 +1995,24 @@ static void test_delivery_apply(void **state) {
     /* another tenant's message is unknown to this one, and left alone */
     assert_ok(sp_store_tenant_create(s, "other", "{}", 2, T0));
     sp_store_delivery_event foreign = {"msg_b", SP_STORE_EVENT_DELIVERED, MS0 + 900, 0};
-    assert_ok(sp_store_delivery_apply(s, "other", &foreign, 1, false, MS0 + 5555, &r));
+    assert_ok(sp_store_delivery_apply(s, "other", NULL, &foreign, 1, false, MS0 + 5555, &r));
     assert_int_equal(r, SP_STORE_APPLIED_UNKNOWN);
     m = suite_status(s, "acme", "msg_b");
     assert_int_equal(m.delivery, SP_STORE_DELIVERY_BOUNCED);
     assert_int_equal(m.callback_at, MS0 + 999);
     assert_true(m.callback_encrypted);
+    /* so is another channel's, to a caller that names its channel */
+    suite_channel_kind(s, "acme", "mail", SP_STORE_CHANNEL_EMAIL);
+    assert_ok(sp_store_delivery_apply(s, "acme", "mail", &foreign, 1, false, MS0 + 6666, &r));
+    assert_int_equal(r, SP_STORE_APPLIED_UNKNOWN);
+    m = suite_status(s, "acme", "msg_b");
+    assert_int_equal(m.delivery, SP_STORE_DELIVERY_BOUNCED);
+    assert_int_equal(m.callback_at, MS0 + 999);
+    sp_store_delivery_event stale = {"msg_b", SP_STORE_EVENT_DELIVERED, 1, 0};
+    assert_ok(sp_store_delivery_apply(s, "acme", "sms", &stale, 1, false, MS0 + 7777, &r));
+    assert_int_equal(r, SP_STORE_APPLIED_SAME); /* older than the bounce, but its own channel's: seen */
+    assert_int_equal(suite_status(s, "acme", "msg_b").callback_at, MS0 + 7777);
+    assert_rc(sp_store_delivery_apply(s, "acme", "bad name!", &foreign, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
     sp_store_message_status none;
     memset(&none, 0x5a, sizeof none);
     assert_rc(sp_store_message_status_get(s, "other", "msg_b", &none), SP_ERR_NOT_FOUND);
@@ -2025,7 +2037,7 @@ static void test_delivery_apply(void **state) {
      * transaction refuses it before anything) */
     assert_ok(sp_store_begin_read(s));
     sp_store_delivery_event d = {"msg_d", SP_STORE_EVENT_DELIVERED, MS0, 0};
-    assert_rc(sp_store_delivery_apply(s, "acme", &d, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_delivery_apply(s, "acme", NULL, &d, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
     sp_store_rollback(s);
     assert_int_equal(suite_status(s, "acme", "msg_d").delivery, SP_STORE_DELIVERY_NONE);
 }
@@ -2114,9 +2126,9 @@ static void test_delivery_out_of_order(void **state) {
             }
             /* one event per call for half of them, one batch for the others */
             if (perm % 2) {
-                for (int i = 0; i < 5; i++) assert_ok(sp_store_delivery_apply(s, "acme", &ev[i], 1, false, MS0, NULL));
+                for (int i = 0; i < 5; i++) assert_ok(sp_store_delivery_apply(s, "acme", NULL, &ev[i], 1, false, MS0, NULL));
             } else {
-                assert_ok(sp_store_delivery_apply(s, "acme", ev, 5, false, MS0, NULL));
+                assert_ok(sp_store_delivery_apply(s, "acme", NULL, ev, 5, false, MS0, NULL));
             }
             m = suite_status(s, "acme", mid);
             assert_int_equal(m.delivery, want_state[set]);
@@ -2528,23 +2540,23 @@ static void test_tracking_arguments(void **state) {
     };
     for (size_t i = 0; i < SP_ARRAY_LEN(bad); i++) {
         sp_store_delivery_event two[2] = {good, bad[i]};
-        assert_rc(sp_store_delivery_apply(s, "acme", two, 2, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+        assert_rc(sp_store_delivery_apply(s, "acme", NULL, two, 2, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
     }
     sp_store_delivery_event *many = calloc(SP_STORE_MAX_BATCH + 1, sizeof *many);
     assert_non_null(many);
     for (size_t i = 0; i <= SP_STORE_MAX_BATCH; i++) many[i] = good;
-    assert_rc(sp_store_delivery_apply(s, "acme", many, SP_STORE_MAX_BATCH + 1, false, MS0, NULL),
+    assert_rc(sp_store_delivery_apply(s, "acme", NULL, many, SP_STORE_MAX_BATCH + 1, false, MS0, NULL),
               SP_ERR_INVALID_ARGUMENT);
-    assert_rc(sp_store_delivery_apply(s, "acme", many, 0, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_delivery_apply(s, "acme", NULL, many, 0, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
     free(many);
-    assert_rc(sp_store_delivery_apply(s, "acme", NULL, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
-    assert_rc(sp_store_delivery_apply(s, "acme", &good, 1, false, 0, NULL), SP_ERR_INVALID_ARGUMENT);
-    assert_rc(sp_store_delivery_apply(s, "", &good, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_delivery_apply(s, "acme", NULL, NULL, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_delivery_apply(s, "acme", NULL, &good, 1, false, 0, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_delivery_apply(s, "", NULL, &good, 1, false, MS0, NULL), SP_ERR_INVALID_ARGUMENT);
     /* the top code is allowed; any code on a non-failure is ignored */
     sp_store_delivery_event top = {"msg_x", SP_STORE_EVENT_FAILED, MS0, 99999};
-    assert_ok(sp_store_delivery_apply(s, "acme", &top, 1, false, MS0, NULL));
+    assert_ok(sp_store_delivery_apply(s, "acme", NULL, &top, 1, false, MS0, NULL));
     sp_store_delivery_event later = {"msg_x", SP_STORE_EVENT_DELIVERED, MS0 + 1, 42};
-    assert_ok(sp_store_delivery_apply(s, "acme", &later, 1, false, MS0, NULL));
+    assert_ok(sp_store_delivery_apply(s, "acme", NULL, &later, 1, false, MS0, NULL));
     assert_int_equal(suite_status(s, "acme", "msg_x").failure_code, 0);
 
     char profile[SP_STORE_MAX_ID + 1];

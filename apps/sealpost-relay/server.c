@@ -383,6 +383,9 @@ static sp_error collect_query(sp_http_request *req, char *out, size_t cap, relay
     return relay_kannel_query_parse(out, len, q);
 }
 
+#define RELAY_DLR_WAIT_MS 3000 /* for the record of a message Kannel reports on */
+#define RELAY_DLR_POLL_MS 20
+
 /* Whether a DLR call carries the tag the relay put in its dlr-url. */
 static bool dlr_tag_ok(relay_app *app, const relay_kannel_query *q) {
     char want[RELAY_DLR_TAG_CHARS + 1];
@@ -398,13 +401,27 @@ static void handle_dlr(relay_app *app, const relay_kannel_query *q) {
     sp_log(SP_LOG_INFO, "kannel.dlr", f, 2);
     if (ev != RELAY_DLR_DELIVERED && ev != RELAY_DLR_FAILED) return;
     char dlr_url[RELAY_MAX_URL], inbound[RELAY_MAX_URL];
-    if (relay_state_message_get(app->state, q->meta, dlr_url, sizeof dlr_url, inbound, sizeof inbound) != SP_OK ||
-        !dlr_url[0] || !relay_url_allowed(&app->cfg, dlr_url))
+    /* Kannel may call the dlr-url before the request that handed the SMS
+     * on has recorded it (a fake or fast SMSC reports within a
+     * millisecond). The tag proves the relay made this URL, so the record
+     * is on its way: wait for it a little rather than lose the report. */
+    sp_error rc = SP_ERR_NOT_FOUND;
+    for (int waited = 0;; waited += RELAY_DLR_POLL_MS) {
+        rc = relay_state_message_get(app->state, q->meta, dlr_url, sizeof dlr_url, inbound, sizeof inbound);
+        if (rc != SP_ERR_NOT_FOUND || waited >= RELAY_DLR_WAIT_MS) break;
+        struct timespec pause = {0, RELAY_DLR_POLL_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    if (rc != SP_OK) {
+        sp_log_field e[] = {SP_LOG_S("message_id", q->meta), SP_LOG_S("error", sp_error_name(rc))};
+        sp_log(SP_LOG_WARN, "kannel.dlr_unmatched", e, 2);
         return;
+    }
+    if (!dlr_url[0] || !relay_url_allowed(&app->cfg, dlr_url)) return;
     char *body = NULL;
     size_t len = 0;
     int64_t ts = q->ts ? q->ts : (int64_t)time(NULL);
-    sp_error rc = relay_cb_sms(ev == RELAY_DLR_DELIVERED ? "delivered" : "failed", q->meta, ts, code, NULL, &body, &len);
+    rc = relay_cb_sms(ev == RELAY_DLR_DELIVERED ? "delivered" : "failed", q->meta, ts, code, NULL, &body, &len);
     if (rc == SP_OK) rc = relay_callback_queue(app, dlr_url, body, len);
     if (rc != SP_OK) relay_log_error("callback.queue_failed", rc);
     relay_wiped_free(body, len);

@@ -452,15 +452,15 @@ static sp_error cb_suppress(sp_store *store, const char *tenant, const char *pro
 /* One callback's writes inside an open transaction. *fresh false: the
  * webhook-id was recorded before (by a retry that won the race, or an
  * earlier callback of the same group); then nothing is written. */
-static sp_error cb_apply(cb_thread *th, sp_store *store, const spd_tenant *t, const char *webhook_id, bool encrypted,
-                         int64_t now, bool *fresh, cb_outcome *o) {
+static sp_error cb_apply(cb_thread *th, sp_store *store, const spd_tenant *t, const char *channel,
+                         const char *webhook_id, bool encrypted, int64_t now, bool *fresh, cb_outcome *o) {
     memset(o, 0, sizeof *o);
     *fresh = true;
     sp_error rc = SP_OK;
     if (webhook_id && webhook_id[0]) rc = sp_store_callback_record(store, t->id, webhook_id, now, fresh);
     if (rc != SP_OK || !*fresh) return rc;
     if (th->n_events > 0)
-        rc = sp_store_delivery_apply(store, t->id, th->events, th->n_events, encrypted, now, th->results);
+        rc = sp_store_delivery_apply(store, t->id, channel, th->events, th->n_events, encrypted, now, th->results);
     for (size_t i = 0; rc == SP_OK && i < th->n_events; i++) {
         const sp_store_delivery_event *e = &th->events[i];
         if (th->results[i] == SP_STORE_APPLIED_UNKNOWN) {
@@ -515,6 +515,7 @@ static sp_error cb_apply(cb_thread *th, sp_store *store, const spd_tenant *t, co
 typedef struct cb_job {
     cb_thread *th;
     const spd_tenant *t;
+    const char *channel;
     const char *webhook_id;
     bool encrypted;
     /* the outcome, set by the leader */
@@ -534,7 +535,8 @@ static sp_error cb_write_one(sp_store *store, cb_job *j) {
     sp_error rc = SP_OK;
     for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
         rc = sp_store_begin(store);
-        if (rc == SP_OK) rc = cb_apply(j->th, store, j->t, j->webhook_id, j->encrypted, cb_now_ms(), &j->fresh, &j->o);
+        if (rc == SP_OK)
+            rc = cb_apply(j->th, store, j->t, j->channel, j->webhook_id, j->encrypted, cb_now_ms(), &j->fresh, &j->o);
         if (rc == SP_OK) rc = sp_store_commit(store);
         if (rc != SP_OK) sp_store_rollback(store);
         if (rc != SP_ERR_CONFLICT) break;
@@ -548,7 +550,7 @@ static void cb_write_group(sp_store *store, cb_job *group) {
         int64_t now = cb_now_ms();
         rc = sp_store_begin(store);
         for (cb_job *j = group; rc == SP_OK && j; j = j->next)
-            rc = cb_apply(j->th, store, j->t, j->webhook_id, j->encrypted, now, &j->fresh, &j->o);
+            rc = cb_apply(j->th, store, j->t, j->channel, j->webhook_id, j->encrypted, now, &j->fresh, &j->o);
         if (rc == SP_OK) rc = sp_store_commit(store);
         if (rc != SP_OK) sp_store_rollback(store);
         if (rc != SP_ERR_CONFLICT) break;
@@ -558,9 +560,9 @@ static void cb_write_group(sp_store *store, cb_job *group) {
     for (cb_job *j = group; j; j = j->next) j->rc = cb_write_one(store, j);
 }
 
-static sp_error cb_record(cb_thread *th, sp_store *store, const spd_tenant *t, const char *webhook_id, bool encrypted,
-                          bool *fresh, cb_outcome *o) {
-    cb_job job = {th, t, webhook_id, encrypted, SP_OK, true, {0}, false, NULL};
+static sp_error cb_record(cb_thread *th, sp_store *store, const spd_tenant *t, const char *channel,
+                          const char *webhook_id, bool encrypted, bool *fresh, cb_outcome *o) {
+    cb_job job = {th, t, channel, webhook_id, encrypted, SP_OK, true, {0}, false, NULL};
     pthread_mutex_lock(&cb_group_lock);
     *cb_group_tail = &job;
     cb_group_tail = &job.next;
@@ -799,7 +801,7 @@ void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_ma
     /* ---- recording ---- */
     cb_outcome o;
     bool fresh = true;
-    rc = cb_record(th, store, t, webhook_id, w->encrypted, &fresh, &o);
+    rc = cb_record(th, store, t, channel_id, webhook_id, w->encrypted, &fresh, &o);
     sp_wipe(th->opt_outs, sizeof th->opt_outs[0] * th->n_opt_outs);
     if (rc != SP_OK) {
         cb_unavailable(app, req, rc, "record");

@@ -45,6 +45,14 @@
 #define SPD_CHANNEL_CACHE 32
 #define SPD_CAMPAIGN_CACHE 32
 #define SPD_KMS_RETRY_MS 5000
+/* After a rotation the provider learns the new key version through the key
+ * exchange, which takes a moment after the keyring changed (export, import,
+ * its reload). A 401 to a message sealed with a version this worker started
+ * using less than SPD_ROTATION_GRACE_MS ago is that moment, not refused
+ * credentials: the message waits SPD_ROTATION_RETRY_MS, the attempt not
+ * counted, instead of failing. */
+#define SPD_ROTATION_GRACE_MS 60000
+#define SPD_ROTATION_RETRY_MS 2000
 #define SPD_MAX_VALUE_TEXT 64 /* a number or boolean attribute as text */
 
 static int64_t now_ms(void) {
@@ -365,6 +373,8 @@ struct spd_sender {
     spd_oauth_entry *oauth;
 };
 
+#define SPD_CALLBACK_URL_CAP 800
+
 /* A channel as a worker uses it. */
 typedef struct spd_chan {
     char tenant[SP_STORE_MAX_TENANT + 1];
@@ -374,8 +384,13 @@ typedef struct spd_chan {
     sp_wire *wire;            /* when the channel encrypts */
     uint64_t wire_keyring_seen; /* the worker's keyring_epoch the wire was built at */
     uint64_t wire_checked_batch; /* the batch the keyring was last looked at in */
+    char wire_active[SP_KEY_VERSION_CHARS + 1]; /* the version it seals with */
+    int64_t rotated_ms;       /* when that version replaced an earlier one (0: never seen to) */
     sp_oauth2 *oauth2;        /* shared, owned by the sender */
     char *basic;              /* "Basic …" (a secret) */
+    /* this daemon's callback URLs for the channel: what $$DeliveryReportURL
+     * and $$InboundURL say when the channel sets no URL of its own */
+    char dlr_url[SPD_CALLBACK_URL_CAP], inbound_url[SPD_CALLBACK_URL_CAP];
     uint64_t checked_batch;   /* the batch it was last checked against the store in */
     uint64_t used;
 } spd_chan;
@@ -395,6 +410,7 @@ typedef struct spd_msg {
     spd_buf text;                 /* to, subject, body, html, one after the other */
     size_t to_len, subject_len, body_len, html_len;
     bool has_subject, has_html;
+    bool fresh_key;               /* sealed within SPD_ROTATION_GRACE_MS of a rotation */
     sp_error outcome;             /* SP_OK until something went wrong */
     const char *reason;           /* for last_error: static text */
     unsigned provider_status;
@@ -411,8 +427,8 @@ typedef struct spd_req {
     char webhook_id[SP_MESSAGE_ID_MAX + 1];
     sp_sealed sealed;
     spd_buf header_text;          /* "name\0value\0" pairs; headers point into it */
-    size_t header_at[SP_SEALED_MAX_HEADERS + SP_CHANNEL_MAX_HEADERS + 3][2];
-    sp_http_client_header headers[SP_SEALED_MAX_HEADERS + SP_CHANNEL_MAX_HEADERS + 3];
+    size_t header_at[SP_SEALED_MAX_HEADERS + SP_CHANNEL_MAX_HEADERS + SP_CHANNEL_MAX_AUTH_HEADERS + 3][2];
+    sp_http_client_header headers[SP_SEALED_MAX_HEADERS + SP_CHANNEL_MAX_HEADERS + SP_CHANNEL_MAX_AUTH_HEADERS + 3];
     size_t n_headers;
     bool header_overflow;
 } spd_req;
@@ -583,6 +599,10 @@ static sp_error chan_get(spd_worker *w, sp_store *store, spd_tenant *t, const ch
         snprintf(c->tenant, sizeof c->tenant, "%s", t->id);
         snprintf(c->id, sizeof c->id, "%s", id);
         c->checked_batch = w->batch_no;
+        char base[600];
+        spd_public_url(w->sender->app, base, sizeof base);
+        snprintf(c->dlr_url, sizeof c->dlr_url, "%s/callbacks/v1/%s/%s/dlr", base, t->id, id);
+        snprintf(c->inbound_url, sizeof c->inbound_url, "%s/callbacks/v1/%s/%s/inbound", base, t->id, id);
         sp_channel_auth auth;
         sp_channel_get_auth(c->channel, &auth);
         if (auth.type == SP_CHANNEL_AUTH_OAUTH2) rc = oauth_for(w->sender, c);
@@ -614,6 +634,9 @@ static sp_error chan_get(spd_worker *w, sp_store *store, spd_tenant *t, const ch
             sp_wire_free(wire);
             return rc;
         }
+        const char *active = sp_wire_active_version(wire);
+        if (c->wire_active[0] && strcmp(c->wire_active, active) != 0) c->rotated_ms = now_ms();
+        snprintf(c->wire_active, sizeof c->wire_active, "%s", active);
         sp_wire_free(c->wire);
         c->wire = wire;
         c->wire_keyring_seen = w->keyring_epoch;
@@ -826,6 +849,8 @@ static void channel_message(const spd_msg *m, sp_channel_message *cm) {
     if (m->has_html) cm->html = val(p, m->html_len);
     cm->message_id = val(m->row.message_id, strlen(m->row.message_id));
     cm->campaign_id = val(m->row.campaign, strlen(m->row.campaign));
+    cm->delivery_report_url = val(m->chan->dlr_url, strlen(m->chan->dlr_url));
+    cm->inbound_url = val(m->chan->inbound_url, strlen(m->chan->inbound_url));
 }
 
 /* ---- requests ---- */
@@ -884,6 +909,8 @@ static sp_error batch_webhook_id(const spd_msg *msgs, size_t n, char out[SP_MESS
 /* Renders, seals and fills r for msgs[first .. first+count). */
 static sp_error build_request(spd_req *r, spd_msg *msgs, size_t first, size_t count) {
     spd_chan *c = msgs[first].chan;
+    bool fresh = c->rotated_ms != 0 && now_ms() - c->rotated_ms < SPD_ROTATION_GRACE_MS;
+    for (size_t i = 0; i < count; i++) msgs[first + i].fresh_key = fresh;
     sp_channel_message cms[SP_CHANNEL_MAX_BATCH];
     for (size_t i = 0; i < count; i++) channel_message(&msgs[first + i], &cms[i]);
     r->first = first;
@@ -952,6 +979,10 @@ static sp_error build_request(spd_req *r, spd_msg *msgs, size_t first, size_t co
     if (c->basic) {
         static const char auth_name[] = "Authorization";
         req_header(r, auth_name, sizeof auth_name - 1, c->basic, strlen(c->basic));
+    }
+    for (size_t i = 0; i < sp_channel_auth_header_count(c->channel); i++) {
+        sp_header h;
+        if (sp_channel_auth_header(c->channel, i, &h) == SP_OK) req_header(r, h.name, h.name_len, h.value, h.value_len);
     }
     if (r->header_overflow) return SP_ERR_NO_MEMORY;
     req_headers_fix(r);
@@ -1138,6 +1169,12 @@ static void record_outcomes(spd_worker *w, sp_store *store) {
             /* nothing reached the provider: queued again, the attempt not counted */
             g.action = SPD_DEFER;
             g.next_attempt = now + SPD_KMS_RETRY_MS;
+            if (app->messages_deferred) sp_metric_add(app->messages_deferred, 1);
+        } else if (m->outcome == SP_ERR_PROVIDER_REJECTED && m->provider_status == 401 && m->fresh_key) {
+            /* the provider does not know the new key version yet */
+            g.action = SPD_DEFER;
+            snprintf(g.error, sizeof g.error, "SP_ERR_PROVIDER_REJECTED 401 key version new to the provider");
+            g.next_attempt = now + SPD_ROTATION_RETRY_MS;
             if (app->messages_deferred) sp_metric_add(app->messages_deferred, 1);
         } else if (retryable(m->outcome)) {
             g.action = SPD_RETRY;

@@ -8,7 +8,7 @@
  * including that the body template, filled with sample values, is valid
  * JSON, so a channel that would fail at send time is refused at save time
  * with a message naming the field. Secrets (the Basic password, the OAuth2
- * client secret) live in memory wiped on free and are split from the rest
+ * client secret, the values of secret headers) live in memory wiped on free and are split from the rest
  * for storage: the public document (with "…_set": true markers instead of
  * them) is what is stored in the clear and shown by GET, the secrets
  * document is what the daemon encrypts before storing it.
@@ -34,6 +34,7 @@ SP_BEGIN_DECLS
 #define SP_CHANNEL_MAX_NICKNAME 64
 #define SP_CHANNEL_MAX_HEADERS 32
 #define SP_CHANNEL_MAX_HEADER_VALUE 1024
+#define SP_CHANNEL_MAX_AUTH_HEADERS 8 /* secret headers of auth type "headers" */
 #define SP_CHANNEL_MAX_FORM_FIELDS 64
 #define SP_CHANNEL_MAX_CUSTOM 32
 #define SP_CHANNEL_MAX_BATCH 1000
@@ -47,6 +48,7 @@ typedef enum sp_channel_auth_type {
     SP_CHANNEL_AUTH_NONE = 1,
     SP_CHANNEL_AUTH_BASIC = 2,
     SP_CHANNEL_AUTH_OAUTH2 = 3, /* client credentials grant */
+    SP_CHANNEL_AUTH_HEADERS = 4, /* secret headers sent on every request (an API secret) */
 } sp_channel_auth_type;
 typedef enum sp_channel_client_auth {
     SP_CHANNEL_CLIENT_AUTH_BASIC = 1, /* client_secret_basic */
@@ -132,6 +134,11 @@ typedef struct sp_channel_auth {
 } sp_channel_auth;
 /* Fields that do not apply are NULL / 0. */
 SP_API void sp_channel_get_auth(const sp_channel *ch, sp_channel_auth *out);
+/* Auth type "headers": its 1..SP_CHANNEL_MAX_AUTH_HEADERS secret headers,
+ * in document order (0 for other types); the values are secrets, like the
+ * Basic password. sp_header points into ch. */
+SP_API size_t sp_channel_auth_header_count(const sp_channel *ch);
+SP_API SP_MUST_CHECK sp_error sp_channel_auth_header(const sp_channel *ch, size_t i, sp_header *out);
 
 typedef struct sp_channel_encryption {
     bool enabled;
@@ -150,10 +157,15 @@ typedef struct sp_channel_value {
 /* One message. Fields a body does not use may be left absent; a used field
  * that is absent fails the render with SP_ERR_TEMPLATE. custom, when not
  * NULL, has sp_channel_custom_count() entries overriding the channel's
- * values where their data is not NULL. */
+ * values where their data is not NULL. delivery_report_url and inbound_url
+ * are the sender's fallbacks for $$DeliveryReportURL / $$InboundURL (the
+ * platform's own callback URLs for the channel): used only when the
+ * channel's setting of that name is unset; with neither, the value is
+ * empty. */
 typedef struct sp_channel_message {
     sp_channel_value to, body, message_id, campaign_id, subject, html, plaintext;
     const sp_channel_value *custom;
+    sp_channel_value delivery_report_url, inbound_url;
 } sp_channel_message;
 
 /* The request body (JSON or form) or, for GET, the query string (without

@@ -615,15 +615,17 @@ typedef enum {
     SP_STORE_APPLIED_UNKNOWN = 3,  /* no such message for this tenant: ignored */
 } sp_store_applied;
 
-/* Applies events (1..SP_STORE_MAX_BATCH) to the tenant's messages, in
- * order, by the rules above; encrypted says whether the callback that
+/* Applies events (1..SP_STORE_MAX_BATCH) to the tenant's messages sent
+ * through `channel` (NULL: any of its channels; a callback names its
+ * channel, and one channel's provider must not report on another's
+ * messages: those are UNKNOWN to it), in order, by the rules above; encrypted says whether the callback that
  * carried them was sealed (kept per message for the test-send report).
  * results (may be NULL) gets one sp_store_applied per event. Atomic: runs
  * in the caller's transaction or one of its own. Each event is one indexed
  * read of its message (locked on PostgreSQL) and one write of it; every
  * known message's callback_at and callback_encrypted are written, whether
  * or not the event changed anything else. */
-SP_API SP_MUST_CHECK sp_error sp_store_delivery_apply(sp_store *store, const char *tenant,
+SP_API SP_MUST_CHECK sp_error sp_store_delivery_apply(sp_store *store, const char *tenant, const char *channel,
                                                       const sp_store_delivery_event *events, size_t n,
                                                       bool encrypted, int64_t now_ms, sp_store_applied *results);
 

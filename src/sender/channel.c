@@ -15,9 +15,10 @@
  * values parsed by jansson, so a body that cannot be valid JSON is refused
  * now rather than by the provider at send time.
  *
- * Secrets (the Basic password, the OAuth2 client secret) are kept apart
- * for storage: the public document carries "password_set": true in their
- * place and the secrets document carries only them. Every string the
+ * Secrets (the Basic password, the OAuth2 client secret, the values of
+ * secret headers) are kept apart for storage: the public document carries
+ * "password_set": true (or the header names, "headers_set") in their place
+ * and the secrets document carries only them. Every string the
  * channel holds is wiped when it is freed.
  */
 #include <arpa/inet.h>
@@ -43,6 +44,7 @@ enum {
     SP_SRC_FROM_ADDRESS,
     SP_SRC_REPLY_TO,
     SP_SRC_DELIVERY_REPORT_URL,
+    SP_SRC_INBOUND_URL,
     SP_SRC_SENDER_ID,
     SP_SRC_CUSTOM /* + index into custom */
 };
@@ -67,7 +69,10 @@ static const struct {
     {"HTML", SP_SRC_HTML, SP_KIND_EMAIL_BIT},
     {"Plaintext", SP_SRC_PLAINTEXT, SP_KIND_EMAIL_BIT},
     {"ReplyToAddress", SP_SRC_REPLY_TO, SP_KIND_EMAIL_BIT},
-    {"DeliveryReportURL", SP_SRC_DELIVERY_REPORT_URL, SP_KIND_SMS_BIT},
+    /* e-mail events (deliveries, bounces) come back to a delivery report
+     * URL too, so both kinds may name it */
+    {"DeliveryReportURL", SP_SRC_DELIVERY_REPORT_URL, SP_KIND_EMAIL_BIT | SP_KIND_SMS_BIT},
+    {"InboundURL", SP_SRC_INBOUND_URL, SP_KIND_SMS_BIT},
     {"SenderID", SP_SRC_SENDER_ID, SP_KIND_SMS_BIT},
 };
 
@@ -105,6 +110,9 @@ struct sp_channel {
     sp_channel_auth_type auth_type;
     char *username, *password, *token_url, *client_id, *client_secret, *scope, *audience;
     sp_channel_client_auth client_auth;
+    size_t n_auth_headers;
+    char *ahname[SP_CHANNEL_MAX_AUTH_HEADERS];
+    char *ahvalue[SP_CHANNEL_MAX_AUTH_HEADERS]; /* secrets */
     char *from_name, *from_address, *reply_to, *delivery_report_url, *inbound_url, *sender_id;
     size_t n_custom;
     char *custom_key[SP_CHANNEL_MAX_CUSTOM];
@@ -126,7 +134,7 @@ typedef struct sp_ch_parse {
     json_t *secrets;          /* SP_CH_STORED */
     const sp_channel *prev;   /* SP_CH_UPDATE */
     sp_channel *ch;
-    bool used_password, used_client_secret;
+    bool used_password, used_client_secret, used_headers;
 } sp_ch_parse;
 
 static void sp_ch_set_err(sp_ch_parse *p, const char *path, const char *msg) {
@@ -478,21 +486,165 @@ static sp_error sp_ch_secret(sp_ch_parse *p, json_t *auth, const char *key, cons
     return sp_ch_dup(p, s, n, out);
 }
 
+/* Why a header name may not be configured (a static header or a secret
+ * one), or NULL; duplicates are the caller's to find. */
+static const char *sp_ch_header_name_problem(const char *name, size_t nl) {
+    static const char *const refused[] = {"host",       "content-length", "transfer-encoding", "content-type",
+                                          "connection", "keep-alive",     "upgrade",           "te",
+                                          "trailer",    "expect",         "proxy-authorization", "proxy-connection"};
+    bool token = nl > 0 && nl <= 64;
+    for (size_t i = 0; token && i < nl; i++) token = sp_ch_token_char((unsigned char)name[i]);
+    if (!token) return "the name must be an HTTP token of 1..64 characters";
+    if (sp_ascii_ieq(name, nl, "authorization")) return "is set from auth; configure auth instead";
+    for (size_t i = 0; i < SP_ARRAY_LEN(refused); i++) {
+        if (sp_ascii_ieq(name, nl, refused[i])) return "is set by sealpost and cannot be configured";
+    }
+    if ((nl >= 6 && sp_ascii_ieq(name, 6, "x-aes-")) || (nl >= 8 && sp_ascii_ieq(name, 8, "webhook-"))) {
+        return "is reserved for the sealpost envelope";
+    }
+    return NULL;
+}
+
+/* A header name of auth type "headers" (path names it), checked like a
+ * static header's and against both lists for repeats. */
+static sp_error sp_ch_auth_header_add(sp_ch_parse *p, const char *name, json_t *v, const char *vpath) {
+    sp_channel *ch = p->ch;
+    char path[160];
+    sp_ch_path(path, sizeof path, "auth.headers", name);
+    size_t nl = strlen(name);
+    const char *why = sp_ch_header_name_problem(name, nl);
+    if (why != NULL) return sp_ch_fail(p, path, "%s", why);
+    for (size_t i = 0; i < ch->n_auth_headers; i++) {
+        if (sp_ascii_ieq(name, nl, ch->ahname[i])) return sp_ch_fail(p, path, "is given twice (names are case-insensitive)");
+    }
+    for (size_t i = 0; i < ch->n_headers; i++) {
+        if (sp_ascii_ieq(name, nl, ch->hname[i])) return sp_ch_fail(p, path, "is also a static header in request.headers");
+    }
+    if (v == NULL) return sp_ch_fail(p, vpath, "has no value for a header named in auth.headers_set");
+    if (!json_is_string(v)) return sp_ch_fail(p, path, "must be a string");
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (!sp_ch_ascii_ok(s, n, 1, SP_CHANNEL_MAX_HEADER_VALUE)) {
+        return sp_ch_fail(p, path, "the value must be 1..1024 printable ASCII characters");
+    }
+    size_t i = ch->n_auth_headers;
+    SP_GUARD(sp_ch_dup(p, name, nl, &ch->ahname[i]));
+    SP_GUARD(sp_ch_dup(p, s, n, &ch->ahvalue[i]));
+    ch->n_auth_headers++;
+    return SP_OK;
+}
+
+/* Auth type "headers": the names are public, the values secrets taken
+ * from wherever this mode takes secrets (as sp_ch_secret does): the
+ * document when new, the secrets document when stored, the previous
+ * channel when an update says "headers_set" (the values of those names
+ * are kept; a new "headers" object replaces them all). */
+static sp_error sp_ch_auth_headers(sp_ch_parse *p, json_t *auth) {
+    json_t *hs = json_object_get(auth, "headers"), *set = json_object_get(auth, "headers_set");
+    if (hs != NULL && set != NULL) return sp_ch_fail(p, "auth.headers_set", "give either headers or headers_set, not both");
+    json_t *values = NULL, *names = NULL, *prev_values = NULL;
+    const char *vpath = "auth.headers";
+    switch (p->mode) {
+    case SP_CH_NEW:
+        if (set != NULL) return sp_ch_fail(p, "auth.headers_set", "only stored or updated channels carry it; give auth.headers");
+        if (hs == NULL) return sp_ch_fail(p, "auth.headers", "is required");
+        values = hs;
+        break;
+    case SP_CH_STORED:
+        if (hs != NULL) return sp_ch_fail(p, "auth.headers", "a stored public document must not hold the secret");
+        if (set == NULL) return sp_ch_fail(p, "auth.headers_set", "is required in a stored document");
+        names = set;
+        vpath = "secrets.headers";
+        values = json_object_get(p->secrets, "headers");
+        if (values == NULL) return sp_ch_fail(p, vpath, "is required");
+        break;
+    case SP_CH_UPDATE:
+        if (hs != NULL) {
+            values = hs;
+        } else if (set != NULL) {
+            names = set;
+            if (p->prev == NULL || p->prev->n_auth_headers == 0) {
+                return sp_ch_fail(p, "auth.headers_set", "the previous channel has no such secret to keep");
+            }
+            prev_values = json_object();
+            if (prev_values == NULL) return sp_ch_oom(p);
+            for (size_t i = 0; i < p->prev->n_auth_headers; i++) {
+                if (json_object_set_new(prev_values, p->prev->ahname[i], json_string(p->prev->ahvalue[i])) != 0) {
+                    json_decref(prev_values);
+                    return sp_ch_oom(p);
+                }
+            }
+            values = prev_values;
+            vpath = "auth.headers_set";
+        } else {
+            return sp_ch_fail(p, "auth.headers", "is required");
+        }
+        break;
+    }
+    sp_error rc = SP_OK;
+    if (!json_is_object(values)) {
+        rc = sp_ch_fail(p, vpath, "must be an object of \"Name\": \"value\" pairs");
+    } else if (names != NULL) {
+        size_t count = json_is_array(names) ? json_array_size(names) : 0;
+        if (count < 1 || count > SP_CHANNEL_MAX_AUTH_HEADERS) {
+            rc = sp_ch_fail(p, "auth.headers_set", "must be an array of 1..8 header names");
+        }
+        for (size_t i = 0; rc == SP_OK && i < count; i++) {
+            json_t *n = json_array_get(names, i);
+            if (!json_is_string(n) || strlen(json_string_value(n)) != json_string_length(n)) {
+                rc = sp_ch_fail(p, "auth.headers_set", "must be an array of 1..8 header names");
+            } else {
+                rc = sp_ch_auth_header_add(p, json_string_value(n), json_object_get(values, json_string_value(n)), vpath);
+            }
+        }
+        /* a stored secret no name refers to is as wrong as a missing one */
+        if (rc == SP_OK && json_object_size(values) != count && p->mode == SP_CH_STORED) {
+            rc = sp_ch_fail(p, vpath, "holds a header auth.headers_set does not name");
+        }
+    } else {
+        size_t count = json_object_size(values);
+        if (count < 1 || count > SP_CHANNEL_MAX_AUTH_HEADERS) rc = sp_ch_fail(p, vpath, "must hold 1..8 headers");
+        const char *name;
+        json_t *v;
+        json_object_foreach(values, name, v) {
+            if (rc != SP_OK) break;
+            rc = sp_ch_auth_header_add(p, name, v, vpath);
+        }
+    }
+    if (prev_values != NULL) {
+        /* copies of the previous secrets: wipe them before jansson frees */
+        const char *name;
+        json_t *v;
+        json_object_foreach(prev_values, name, v) {
+            if (json_is_string(v)) sp_wipe((void *)(uintptr_t)json_string_value(v), json_string_length(v));
+        }
+        json_decref(prev_values);
+    }
+    p->used_headers = true;
+    return rc;
+}
+
 static sp_error sp_ch_parse_auth(sp_ch_parse *p, json_t *root) {
     sp_channel *ch = p->ch;
     json_t *auth;
     SP_GUARD(sp_ch_object(p, root, "auth", "auth", false, &auth));
     ch->auth_type = SP_CHANNEL_AUTH_NONE;
     if (auth == NULL) return SP_OK;
-    static const char *const types[] = {"none", "basic", "oauth2", NULL};
+    static const char *const types[] = {"none", "basic", "oauth2", "headers", NULL};
     int type;
-    SP_GUARD(sp_ch_get_choice(p, auth, "type", "auth.type", true, types, "must be \"none\", \"basic\" or \"oauth2\"", 0,
-                              &type));
+    SP_GUARD(sp_ch_get_choice(p, auth, "type", "auth.type", true, types,
+                              "must be \"none\", \"basic\", \"oauth2\" or \"headers\"", 0, &type));
     if (type == 0) {
         static const char *const allowed[] = {"type", NULL};
         return sp_ch_only(p, auth, "auth", allowed);
     }
     const sp_channel *prev = p->prev;
+    if (type == 3) {
+        static const char *const allowed[] = {"type", "headers", "headers_set", NULL};
+        SP_GUARD(sp_ch_only(p, auth, "auth", allowed));
+        ch->auth_type = SP_CHANNEL_AUTH_HEADERS;
+        return sp_ch_auth_headers(p, auth);
+    }
     if (type == 1) {
         static const char *const allowed[] = {"type", "username", "password", "password_set", NULL};
         SP_GUARD(sp_ch_only(p, auth, "auth", allowed));
@@ -633,25 +785,14 @@ static sp_error sp_ch_parse_headers(sp_ch_parse *p, json_t *req) {
     SP_GUARD(sp_ch_object(p, req, "headers", "request.headers", false, &hs));
     if (hs == NULL) return SP_OK;
     if (json_object_size(hs) > SP_CHANNEL_MAX_HEADERS) return sp_ch_fail(p, "request.headers", "at most 32 headers");
-    static const char *const refused[] = {"host",       "content-length", "transfer-encoding", "content-type",
-                                          "connection", "keep-alive",     "upgrade",           "te",
-                                          "trailer",    "expect",         "proxy-authorization", "proxy-connection"};
     const char *name;
     json_t *v;
     json_object_foreach(hs, name, v) {
         char path[160];
         sp_ch_path(path, sizeof path, "request.headers", name);
         size_t nl = strlen(name);
-        bool token = nl > 0 && nl <= 64;
-        for (size_t i = 0; token && i < nl; i++) token = sp_ch_token_char((unsigned char)name[i]);
-        if (!token) return sp_ch_fail(p, path, "the name must be an HTTP token of 1..64 characters");
-        if (sp_ascii_ieq(name, nl, "authorization")) return sp_ch_fail(p, path, "is set from auth; configure auth instead");
-        for (size_t i = 0; i < SP_ARRAY_LEN(refused); i++) {
-            if (sp_ascii_ieq(name, nl, refused[i])) return sp_ch_fail(p, path, "is set by sealpost and cannot be configured");
-        }
-        if ((nl >= 6 && sp_ascii_ieq(name, 6, "x-aes-")) || (nl >= 8 && sp_ascii_ieq(name, 8, "webhook-"))) {
-            return sp_ch_fail(p, path, "is reserved for the sealpost envelope");
-        }
+        const char *why = sp_ch_header_name_problem(name, nl);
+        if (why != NULL) return sp_ch_fail(p, path, "%s", why);
         for (size_t i = 0; i < ch->n_headers; i++) {
             if (sp_ascii_ieq(name, nl, ch->hname[i])) return sp_ch_fail(p, path, "is given twice (names are case-insensitive)");
         }
@@ -902,7 +1043,8 @@ static sp_error sp_ch_parse_root(sp_ch_parse *p, json_t *root) {
         json_t *v;
         json_object_foreach(p->secrets, key, v) {
             bool used = (strcmp(key, "password") == 0 && p->used_password) ||
-                        (strcmp(key, "client_secret") == 0 && p->used_client_secret);
+                        (strcmp(key, "client_secret") == 0 && p->used_client_secret) ||
+                        (strcmp(key, "headers") == 0 && p->used_headers);
             if (!used) {
                 char path[160];
                 sp_ch_path(path, sizeof path, "secrets", key);
@@ -1001,6 +1143,10 @@ void sp_channel_free(sp_channel *ch) {
         sp_ch_str_free(ch->hname[i]);
         sp_ch_str_free(ch->hvalue[i]);
     }
+    for (size_t i = 0; i < SP_CHANNEL_MAX_AUTH_HEADERS; i++) {
+        sp_ch_str_free(ch->ahname[i]);
+        sp_ch_str_free(ch->ahvalue[i]);
+    }
     for (size_t i = 0; i < SP_CHANNEL_MAX_CUSTOM; i++) {
         sp_ch_str_free(ch->custom_key[i]);
         sp_ch_str_free(ch->custom_value[i]);
@@ -1059,6 +1205,13 @@ static json_t *sp_ch_public_doc(const sp_channel *ch) {
              sp_ch_set_str(auth, "scope", ch->scope) && sp_ch_set_str(auth, "audience", ch->audience) &&
              sp_ch_set_str(auth, "client_auth", ch->client_auth == SP_CHANNEL_CLIENT_AUTH_BODY ? "body" : "basic");
         break;
+    case SP_CHANNEL_AUTH_HEADERS: {
+        json_t *names = json_array();
+        ok = ok && names != NULL && sp_ch_set_str(auth, "type", "headers");
+        for (size_t i = 0; ok && i < ch->n_auth_headers; i++) ok = json_array_append_new(names, json_string(ch->ahname[i])) == 0;
+        ok = json_object_set_new(auth, "headers_set", names) == 0 && ok; /* consumes names either way */
+        break;
+    }
     case SP_CHANNEL_AUTH_NONE: ok = ok && sp_ch_set_str(auth, "type", "none"); break;
     }
     ok = ok && json_object_set(root, "auth", auth) == 0;
@@ -1122,6 +1275,12 @@ sp_error sp_channel_secrets_json(const sp_channel *ch, char *out, size_t cap, si
     json_t *doc = json_object();
     bool ok = doc != NULL && sp_ch_set_str(doc, "password", ch->password) &&
               sp_ch_set_str(doc, "client_secret", ch->client_secret);
+    if (ok && ch->n_auth_headers > 0) {
+        json_t *hs = json_object();
+        ok = hs != NULL;
+        for (size_t i = 0; ok && i < ch->n_auth_headers; i++) ok = sp_ch_set_str(hs, ch->ahname[i], ch->ahvalue[i]);
+        ok = json_object_set_new(doc, "headers", hs) == 0 && ok;
+    }
     if (!ok) {
         json_decref(doc);
         return SP_ERR_NO_MEMORY;
@@ -1196,6 +1355,17 @@ void sp_channel_get_encryption(const sp_channel *ch, sp_channel_encryption *out)
     out->key = ch->enc_key;
 }
 
+size_t sp_channel_auth_header_count(const sp_channel *ch) { return ch ? ch->n_auth_headers : 0; }
+
+sp_error sp_channel_auth_header(const sp_channel *ch, size_t i, sp_header *out) {
+    SP_ENSURE(ch != NULL && out != NULL && i < ch->n_auth_headers, SP_ERR_INVALID_ARGUMENT);
+    out->name = ch->ahname[i];
+    out->name_len = strlen(ch->ahname[i]);
+    out->value = ch->ahvalue[i];
+    out->value_len = strlen(ch->ahvalue[i]);
+    return SP_OK;
+}
+
 /* ---- rendering ---- */
 typedef struct sp_ch_ctx {
     const sp_channel *ch;
@@ -1217,6 +1387,13 @@ static bool sp_ch_setting(const char *s, const char **value, size_t *len) {
     return true;
 }
 
+/* A callback URL: the channel's own setting, else the sender's fallback
+ * (the platform's callback URL), else empty. */
+static bool sp_ch_url_or(const char *s, sp_channel_value fallback, const char **value, size_t *len) {
+    if (s == NULL && fallback.data != NULL) return sp_ch_value(fallback, value, len);
+    return sp_ch_setting(s, value, len);
+}
+
 static bool sp_ch_lookup(void *vctx, size_t index, const char **value, size_t *len) {
     const sp_ch_ctx *c = vctx;
     const sp_channel_message *m = c->m;
@@ -1232,7 +1409,8 @@ static bool sp_ch_lookup(void *vctx, size_t index, const char **value, size_t *l
     case SP_SRC_FROM_NAME: return sp_ch_setting(c->ch->from_name, value, len);
     case SP_SRC_FROM_ADDRESS: return sp_ch_setting(c->ch->from_address, value, len);
     case SP_SRC_REPLY_TO: return sp_ch_setting(c->ch->reply_to, value, len);
-    case SP_SRC_DELIVERY_REPORT_URL: return sp_ch_setting(c->ch->delivery_report_url, value, len);
+    case SP_SRC_DELIVERY_REPORT_URL: return sp_ch_url_or(c->ch->delivery_report_url, m->delivery_report_url, value, len);
+    case SP_SRC_INBOUND_URL: return sp_ch_url_or(c->ch->inbound_url, m->inbound_url, value, len);
     case SP_SRC_SENDER_ID: return sp_ch_setting(c->ch->sender_id, value, len);
     default: break;
     }

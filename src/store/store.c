@@ -1584,6 +1584,7 @@ static bool sp_track(sp_tracked *t, const sp_store_delivery_event *e) {
 
 typedef struct {
     const char *tenant;
+    const char *channel; /* NULL: any of the tenant's */
     const sp_store_delivery_event *events;
     size_t n;
     bool encrypted;
@@ -1593,7 +1594,8 @@ typedef struct {
 
 /* Reads the message's row (locked where the dialect can); found false when
  * the tenant has no such message. */
-static sp_error sp_tracked_read(sp_store *s, const char *tenant, const char *message_id, sp_tracked *t, bool *found) {
+static sp_error sp_tracked_read(sp_store *s, const char *tenant, const char *channel, const char *message_id,
+                               sp_tracked *t, bool *found) {
     sp_store_param p[2] = {sp_p_text(tenant), sp_p_text(message_id)};
     bool row = false;
     sp_error rc = s->drv->run(s->db, SP_Q_DELIVERY_READ, p, 2, NULL);
@@ -1608,6 +1610,11 @@ static sp_error sp_tracked_read(sp_store *s, const char *tenant, const char *mes
         t->at = s->drv->col_int(s->db, 2);
         t->code = s->drv->col_int(s->db, 3);
         for (int i = 0; i < SP_ENGAGEMENTS; i++) t->engaged[i] = s->drv->col_int(s->db, 4 + i);
+        /* another channel's message is not this caller's to report on */
+        if (channel != NULL) {
+            const uint8_t *c = s->drv->col_bytes(s->db, 4 + SP_ENGAGEMENTS, &len);
+            if (c == NULL || len != strlen(channel) || memcmp(c, channel, len) != 0) row = false;
+        }
     }
     s->drv->finish(s->db);
     *found = row;
@@ -1620,7 +1627,7 @@ static sp_error sp_apply_op(sp_store *s, void *arg) {
         const sp_store_delivery_event *e = &a->events[i];
         sp_tracked t;
         bool found = false;
-        SP_GUARD(sp_tracked_read(s, a->tenant, e->message_id, &t, &found));
+        SP_GUARD(sp_tracked_read(s, a->tenant, a->channel, e->message_id, &t, &found));
         if (!found) {
             if (a->results) a->results[i] = SP_STORE_APPLIED_UNKNOWN;
             continue;
@@ -1653,15 +1660,17 @@ static bool sp_event_ok(const sp_store_delivery_event *e) {
            e->kind <= SP_STORE_EVENT_COMPLAINED && e->ts_ms > 0 && e->code >= 0 && e->code <= SP_STORE_MAX_CODE;
 }
 
-sp_error sp_store_delivery_apply(sp_store *store, const char *tenant, const sp_store_delivery_event *events,
-                                 size_t n, bool encrypted, int64_t now_ms, sp_store_applied *results) {
+sp_error sp_store_delivery_apply(sp_store *store, const char *tenant, const char *channel,
+                                 const sp_store_delivery_event *events, size_t n, bool encrypted, int64_t now_ms,
+                                 sp_store_applied *results) {
     SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && events != NULL && now_ms > 0, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(channel == NULL || sp_name_ok(channel), SP_ERR_INVALID_ARGUMENT);
     SP_ENSURE(n >= 1 && n <= SP_STORE_MAX_BATCH, SP_ERR_INVALID_ARGUMENT);
     for (size_t i = 0; i < n; i++) SP_ENSURE(sp_event_ok(&events[i]), SP_ERR_INVALID_ARGUMENT);
     /* the reads lock rows for the writes that follow: refused up front in a
      * read-only transaction, as the writes would be */
     SP_ENSURE(!(store->in_tx && store->read_only), SP_ERR_INVALID_ARGUMENT);
-    sp_apply_args a = {tenant, events, n, encrypted, now_ms, results};
+    sp_apply_args a = {tenant, channel, events, n, encrypted, now_ms, results};
     return sp_store_atomic(store, sp_apply_op, &a);
 }
 

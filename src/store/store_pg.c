@@ -188,7 +188,7 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
                             "FROM callbacks_seen WHERE received < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
     /* two processes applying reports on one message take turns */
     [SP_Q_DELIVERY_READ] = "SELECT seq, delivery, delivery_at, failure_code, opened_at, clicked_at, replied_at, "
-                           "unsubscribed_at, complained_at FROM outbox WHERE message_id = $2 AND tenant = $1 "
+                           "unsubscribed_at, complained_at, channel FROM outbox WHERE message_id = $2 AND tenant = $1 "
                            "FOR UPDATE",
     [SP_Q_DELIVERY_WRITE] = "UPDATE outbox SET delivery = $2, delivery_at = NULLIF($3, 0), failure_code = $4, "
                             "opened_at = NULLIF($5, 0), clicked_at = NULLIF($6, 0), replied_at = NULLIF($7, 0), "

@@ -220,7 +220,7 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
                             "FROM callbacks_seen WHERE received < ?1 LIMIT ?2)",
     /* BEGIN IMMEDIATE already holds the database's write lock */
     [SP_Q_DELIVERY_READ] = "SELECT seq, delivery, delivery_at, failure_code, opened_at, clicked_at, replied_at, "
-                           "unsubscribed_at, complained_at FROM outbox WHERE message_id = ?2 AND tenant = ?1",
+                           "unsubscribed_at, complained_at, channel FROM outbox WHERE message_id = ?2 AND tenant = ?1",
     [SP_Q_DELIVERY_WRITE] = "UPDATE outbox SET delivery = ?2, delivery_at = NULLIF(?3, 0), failure_code = ?4, "
                             "opened_at = NULLIF(?5, 0), clicked_at = NULLIF(?6, 0), replied_at = NULLIF(?7, 0), "
                             "unsubscribed_at = NULLIF(?8, 0), complained_at = NULLIF(?9, 0), callback_at = ?10, "

@@ -6,7 +6,10 @@
  * jansson, form and GET encoding, the public/secrets split and its round
  * trip (the public document never holds a secret), updates that keep a
  * secret, missing values, buffer sizes, wiping, allocation faults, and
- * that rendering allocates nothing.
+ * that rendering allocates nothing. Secret headers (auth type "headers")
+ * go through the same split, storage and update rules as the Basic
+ * password, and $$DeliveryReportURL / $$InboundURL fall back to the
+ * sender's callback URLs when the channel sets none.
  */
 #include "sp_test_util.h"
 
@@ -21,6 +24,11 @@
 
 static const char password[] = "s3cret-Pa55-word";
 static const char client_secret[] = "oauth-Client-Secret-77";
+static const char api_secret[] = "relay-Api-Secret-0042";
+
+#define RELAY_SMS_TEMPLATE                                                                                   \
+    "{\"kind\":\"sms\",\"message_id\":\"$$MessageID\",\"to\":\"$$To\",\"text\":\"$$Body\","               \
+    "\"dlr_url\":\"$$DeliveryReportURL\",\"inbound_url\":\"$$InboundURL\"}"
 
 /* ---- documents ---- */
 static json_t *email_json_basic(void) {
@@ -57,6 +65,17 @@ static json_t *sms_json_batch(void) {
                           1000, "auth", "type", "none", "delivery_report_url", "https://hooks.example.org/dlr",
                           "inbound_url", "https://hooks.example.org/in", "sender_id", "ACME", "encryption", "enabled",
                           0);
+    assert_non_null(d);
+    return d;
+}
+
+/* SMS to a sealpost-relay: secret headers, callback URLs left to the sender */
+static json_t *sms_json_headers(void) {
+    json_t *d = json_pack("{s:s, s:s, s:{s:s, s:{s:s}, s:{s:s, s:s}}, s:{s:s, s:{s:s, s:s}}, s:{s:b, s:s}}", "kind",
+                          "sms", "nickname", "Relay SMS", "request", "endpoint", "https://relay.example:8444/v1/messages",
+                          "headers", "X-Merchant-Id", "acme", "body", "type", "json", "template", RELAY_SMS_TEMPLATE,
+                          "auth", "type", "headers", "headers", "X-Api-Secret", api_secret, "X-Client-Access-Key",
+                          "ak_acme_1", "encryption", "enabled", 1, "key", "relay");
     assert_non_null(d);
     return d;
 }
@@ -134,6 +153,7 @@ static void parse_fails(json_t *d, const char *want, sp_error want_rc) {
     /* no message ever quotes a secret */
     assert_null(strstr(err, password));
     assert_null(strstr(err, client_secret));
+    assert_null(strstr(err, api_secret));
     free(text);
     json_decref(d);
 }
@@ -531,8 +551,8 @@ static void test_rules_body(void **state) {
         {email_json_basic, "request.body.template", "\"\"", "request.body.template: must be a non-empty JSON text"},
         {email_json_basic, "request.body.template", "\"{\\\"a\\\":\\\"$$Nope\\\"}\"",
          "request.body.template: unknown placeholder $$Nope"},
-        {email_json_basic, "request.body.template", "\"{\\\"a\\\":\\\"$$DeliveryReportURL\\\"}\"",
-         "request.body.template: $$DeliveryReportURL is not available in email channels"},
+        {email_json_basic, "request.body.template", "\"{\\\"a\\\":\\\"$$SenderID\\\"}\"",
+         "request.body.template: $$SenderID is not available in email channels"},
         {sms_json_batch, "request.body.template", "\"{\\\"a\\\":\\\"$$Subject\\\"}\"",
          "request.body.template: $$Subject is not available in sms channels"},
         {email_json_basic, "request.body.template", "\"{\\\"a\\\":\\\"$$ x\\\"}\"",
@@ -565,7 +585,8 @@ static void test_rules_body(void **state) {
 static void test_rules_auth_and_encryption(void **state) {
     (void)state;
     static const rule_case cases[] = {
-        {email_json_basic, "auth.type", "\"bearer\"", "auth.type: must be \"none\", \"basic\" or \"oauth2\""},
+        {email_json_basic, "auth.type", "\"bearer\"",
+         "auth.type: must be \"none\", \"basic\", \"oauth2\" or \"headers\""},
         {email_json_basic, "auth.type", NULL, "auth.type: is required"},
         {email_json_basic, "auth.password", NULL, "auth.password: is required"},
         {email_json_basic, "auth.password", "\"\"", "auth.password: must be 1..1024 bytes"},
@@ -723,6 +744,7 @@ static void test_public_secrets_roundtrip(void **state) {
     roundtrip(email_form_oauth2, client_secret, "\"client_secret_set\":true");
     roundtrip(sms_json_batch, NULL, NULL);
     roundtrip(sms_get_form, NULL, NULL);
+    roundtrip(sms_json_headers, api_secret, "\"headers_set\":[\"X-Api-Secret\",\"X-Client-Access-Key\"]");
 }
 
 static void test_stored_rules(void **state) {
@@ -821,6 +843,236 @@ static void test_update_keeps_secret(void **state) {
     sp_channel_free(prev);
 }
 
+
+/* ---- auth type "headers" ---- */
+static void test_auth_headers(void **state) {
+    (void)state;
+    sp_channel *ch = parse_ok(sms_json_headers());
+    sp_channel_auth auth;
+    sp_channel_get_auth(ch, &auth);
+    assert_int_equal(auth.type, SP_CHANNEL_AUTH_HEADERS);
+    assert_null(auth.password);
+    assert_int_equal(sp_channel_auth_header_count(ch), 2);
+    sp_header h;
+    assert_ok(sp_channel_auth_header(ch, 0, &h));
+    assert_int_equal(h.name_len, strlen("X-Api-Secret"));
+    assert_memory_equal(h.name, "X-Api-Secret", h.name_len);
+    assert_int_equal(h.value_len, strlen(api_secret));
+    assert_memory_equal(h.value, api_secret, h.value_len);
+    assert_ok(sp_channel_auth_header(ch, 1, &h));
+    assert_memory_equal(h.value, "ak_acme_1", h.value_len);
+    assert_rc(sp_channel_auth_header(ch, 2, &h), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_channel_auth_header(NULL, 0, &h), SP_ERR_INVALID_ARGUMENT);
+    /* the secret headers are not static headers */
+    assert_int_equal(sp_channel_header_count(ch), 1);
+    sp_channel_free(ch);
+    /* other auth types have none */
+    ch = parse_ok(email_json_basic());
+    assert_int_equal(sp_channel_auth_header_count(ch), 0);
+    sp_channel_free(ch);
+
+    static const char many[] = "{\"X-K0\":\"v\",\"X-K1\":\"v\",\"X-K2\":\"v\",\"X-K3\":\"v\",\"X-K4\":\"v\","
+                               "\"X-K5\":\"v\",\"X-K6\":\"v\",\"X-K7\":\"v\",\"X-K8\":\"v\"}";
+    char long_value[1100];
+    memset(long_value, 'a', sizeof long_value);
+    long_value[0] = '"';
+    long_value[1026] = '"';
+    long_value[1027] = 0;
+    const rule_case cases[] = {
+        {sms_json_headers, "auth.headers", NULL, "auth.headers: is required"},
+        {sms_json_headers, "auth.headers", "{}", "auth.headers: must hold 1..8 headers"},
+        {sms_json_headers, "auth.headers", many, "auth.headers: must hold 1..8 headers"},
+        {sms_json_headers, "auth.headers", "[\"X-Api-Secret\"]", "auth.headers: must be an object"},
+        {sms_json_headers, "auth.headers", "{\"Bad Name\":\"v\"}", "auth.headers.Bad Name: the name must be an HTTP token"},
+        {sms_json_headers, "auth.headers", "{\"Authorization\":\"v\"}", "auth.headers.Authorization: is set from auth"},
+        {sms_json_headers, "auth.headers", "{\"Content-Type\":\"v\"}", "auth.headers.Content-Type: is set by sealpost"},
+        {sms_json_headers, "auth.headers", "{\"X-AES-IV\":\"v\"}", "auth.headers.X-AES-IV: is reserved"},
+        {sms_json_headers, "auth.headers", "{\"webhook-id\":\"v\"}", "auth.headers.webhook-id: is reserved"},
+        {sms_json_headers, "auth.headers", "{\"X-A\":\"v\",\"x-a\":\"w\"}", "auth.headers.x-a: is given twice"},
+        {sms_json_headers, "auth.headers", "{\"x-merchant-id\":\"v\"}",
+         "auth.headers.x-merchant-id: is also a static header in request.headers"},
+        {sms_json_headers, "auth.headers", "{\"X-A\":\"\"}", "auth.headers.X-A: the value must be 1..1024 printable ASCII"},
+        {sms_json_headers, "auth.headers", "{\"X-A\":\"caf\\u00e9\"}", "auth.headers.X-A: the value must be 1..1024"},
+        {sms_json_headers, "auth.headers", "{\"X-A\":\"a\\nb\"}", "auth.headers.X-A: the value must be 1..1024"},
+        {sms_json_headers, "auth.headers", "{\"X-A\":7}", "auth.headers.X-A: must be a string"},
+        {sms_json_headers, "auth.headers_set", "[\"X-Api-Secret\"]", "auth.headers_set: give either headers or headers_set"},
+        {sms_json_headers, "auth.password", "\"x\"", "auth.password: unknown field"},
+        {email_json_basic, "auth.headers", "{\"X-A\":\"v\"}", "auth.headers: unknown field"},
+    };
+    run_rules(cases, SP_ARRAY_LEN(cases));
+    /* a value of 1024 characters is fine, 1025 is not */
+    json_t *d = sms_json_headers();
+    set_path(d, "auth.headers", NULL);
+    char doc[1200];
+    long_value[1025] = '"';
+    long_value[1026] = 0;
+    snprintf(doc, sizeof doc, "{\"X-A\":%s}", long_value);
+    set_path(d, "auth.headers", doc);
+    sp_channel_free(parse_ok(d));
+    d = sms_json_headers();
+    long_value[1025] = 'a';
+    long_value[1026] = '"';
+    long_value[1027] = 0;
+    snprintf(doc, sizeof doc, "{\"X-A\":%s}", long_value);
+    set_path(d, "auth.headers", doc);
+    parse_fails(d, "auth.headers.X-A: the value must be 1..1024", SP_ERR_BAD_CONFIG);
+    /* a new channel may not carry the marker alone */
+    d = sms_json_headers();
+    set_path(d, "auth.headers", NULL);
+    set_path(d, "auth.headers_set", "[\"X-Api-Secret\"]");
+    parse_fails(d, "auth.headers_set: only stored or updated channels carry it", SP_ERR_BAD_CONFIG);
+}
+
+static void test_auth_headers_stored_and_update(void **state) {
+    (void)state;
+    sp_channel *ch = parse_ok(sms_json_headers());
+    size_t plen = 0, slen = 0;
+    char *pub = public_of(ch, &plen);
+    char *sec = secrets_of(ch, &slen);
+    assert_null(strstr(pub, api_secret));
+    assert_null(strstr(pub, "ak_acme_1"));
+    assert_non_null(strstr(sec, "\"headers\":{\"X-Api-Secret\":\"relay-Api-Secret-0042\",\"X-Client-Access-Key\":\"ak_acme_1\"}"));
+    char err[SP_CHANNEL_ERR_CAP];
+    sp_channel *back = NULL;
+    /* stored: the secrets must match the names exactly */
+    const char *missing = "{\"headers\":{\"X-Api-Secret\":\"s\"}}";
+    assert_rc(sp_channel_parse_stored(pub, plen, missing, strlen(missing), &back, err, sizeof err), SP_ERR_BAD_CONFIG);
+    assert_non_null(strstr(err, "secrets.headers: has no value for a header named in auth.headers_set"));
+    const char *extra = "{\"headers\":{\"X-Api-Secret\":\"s\",\"X-Client-Access-Key\":\"k\",\"X-Other\":\"o\"}}";
+    assert_rc(sp_channel_parse_stored(pub, plen, extra, strlen(extra), &back, err, sizeof err), SP_ERR_BAD_CONFIG);
+    assert_non_null(strstr(err, "secrets.headers: holds a header auth.headers_set does not name"));
+    assert_rc(sp_channel_parse_stored(pub, plen, "{}", 2, &back, err, sizeof err), SP_ERR_BAD_CONFIG);
+    assert_non_null(strstr(err, "secrets.headers: is required"));
+    const char *notobj = "{\"headers\":[1]}";
+    assert_rc(sp_channel_parse_stored(pub, plen, notobj, strlen(notobj), &back, err, sizeof err), SP_ERR_BAD_CONFIG);
+    assert_non_null(strstr(err, "secrets.headers: must be an object"));
+    /* headers secrets on a channel whose auth does not use them */
+    sp_channel *basic = parse_ok(email_json_basic());
+    size_t blen = 0;
+    char *bpub = public_of(basic, &blen);
+    const char *foreign = "{\"password\":\"p\",\"headers\":{\"X-A\":\"v\"}}";
+    assert_rc(sp_channel_parse_stored(bpub, blen, foreign, strlen(foreign), &back, err, sizeof err), SP_ERR_BAD_CONFIG);
+    assert_non_null(strstr(err, "secrets.headers: is not used"));
+    free(bpub);
+    sp_channel_free(basic);
+    /* a stored document with a bad marker */
+    json_error_t jerr;
+    json_t *d = json_loads(pub, 0, &jerr);
+    assert_non_null(d);
+    set_path(d, "auth.headers_set", "\"X-Api-Secret\"");
+    char *text = dump(d);
+    assert_rc(sp_channel_parse_stored(text, strlen(text), sec, slen, &back, err, sizeof err), SP_ERR_BAD_CONFIG);
+    assert_non_null(strstr(err, "auth.headers_set: must be an array of 1..8 header names"));
+    free(text);
+    json_decref(d);
+
+    /* update: the edited GET reply keeps the values of the names it lists */
+    d = json_loads(pub, 0, &jerr);
+    set_path(d, "nickname", "\"Renamed\"");
+    text = dump(d);
+    sp_channel *up = NULL;
+    assert_ok(sp_channel_parse_update(text, strlen(text), ch, &up, err, sizeof err));
+    sp_header h;
+    assert_int_equal(sp_channel_auth_header_count(up), 2);
+    assert_ok(sp_channel_auth_header(up, 0, &h));
+    assert_memory_equal(h.value, api_secret, h.value_len);
+    sp_channel_free(up);
+    /* a name the previous channel does not have */
+    set_path(d, "auth.headers_set", "[\"X-Api-Secret\",\"X-New\"]");
+    free(text);
+    text = dump(d);
+    assert_rc(sp_channel_parse_update(text, strlen(text), ch, &up, err, sizeof err), SP_ERR_BAD_CONFIG);
+    assert_non_null(strstr(err, "auth.headers_set: has no value"));
+    /* fewer names: only those are kept */
+    set_path(d, "auth.headers_set", "[\"X-Client-Access-Key\"]");
+    free(text);
+    text = dump(d);
+    assert_ok(sp_channel_parse_update(text, strlen(text), ch, &up, err, sizeof err));
+    assert_int_equal(sp_channel_auth_header_count(up), 1);
+    assert_ok(sp_channel_auth_header(up, 0, &h));
+    assert_memory_equal(h.value, "ak_acme_1", h.value_len);
+    sp_channel_free(up);
+    /* new values replace them all */
+    set_path(d, "auth.headers_set", NULL);
+    set_path(d, "auth.headers", "{\"X-Api-Secret\":\"rotated-secret\"}");
+    free(text);
+    text = dump(d);
+    assert_ok(sp_channel_parse_update(text, strlen(text), ch, &up, err, sizeof err));
+    assert_int_equal(sp_channel_auth_header_count(up), 1);
+    assert_ok(sp_channel_auth_header(up, 0, &h));
+    assert_memory_equal(h.value, "rotated-secret", h.value_len);
+    sp_channel_free(up);
+    /* neither: refused; a marker against a channel without secret headers: refused */
+    set_path(d, "auth.headers", NULL);
+    free(text);
+    text = dump(d);
+    assert_rc(sp_channel_parse_update(text, strlen(text), ch, &up, err, sizeof err), SP_ERR_BAD_CONFIG);
+    assert_non_null(strstr(err, "auth.headers: is required"));
+    set_path(d, "auth.headers_set", "[\"X-Api-Secret\"]");
+    free(text);
+    text = dump(d);
+    basic = parse_ok(email_json_basic());
+    assert_rc(sp_channel_parse_update(text, strlen(text), basic, &up, err, sizeof err), SP_ERR_BAD_CONFIG);
+    assert_non_null(strstr(err, "auth.headers_set: the previous channel has no such secret to keep"));
+    sp_channel_free(basic);
+    free(text);
+    json_decref(d);
+    free(pub);
+    sp_wipe(sec, slen);
+    free(sec);
+    sp_channel_free(ch);
+}
+
+/* ---- callback URLs: the channel's own, else the sender's ---- */
+static void test_callback_url_fallbacks(void **state) {
+    (void)state;
+    sp_channel *ch = parse_ok(sms_json_headers());
+    sp_channel_message m = {0};
+    m.to = val("+14155550100");
+    m.body = val("hi");
+    m.message_id = val("msg_1");
+    /* neither the channel nor the sender: empty */
+    json_t *doc = render_json(ch, &m, 1);
+    assert_json_str(doc, "dlr_url", "");
+    assert_json_str(doc, "inbound_url", "");
+    json_decref(doc);
+    /* the sender's fallbacks */
+    m.delivery_report_url = val("https://127.0.0.1:8443/callbacks/v1/acme/sms/dlr");
+    m.inbound_url = val("https://127.0.0.1:8443/callbacks/v1/acme/sms/inbound");
+    doc = render_json(ch, &m, 1);
+    assert_json_str(doc, "dlr_url", "https://127.0.0.1:8443/callbacks/v1/acme/sms/dlr");
+    assert_json_str(doc, "inbound_url", "https://127.0.0.1:8443/callbacks/v1/acme/sms/inbound");
+    json_decref(doc);
+    sp_channel_free(ch);
+    /* the channel's own settings win */
+    json_t *d = sms_json_headers();
+    set_path(d, "delivery_report_url", "\"https://hooks.example.org/dlr\"");
+    set_path(d, "inbound_url", "\"https://hooks.example.org/in\"");
+    ch = parse_ok(d);
+    doc = render_json(ch, &m, 1);
+    assert_json_str(doc, "dlr_url", "https://hooks.example.org/dlr");
+    assert_json_str(doc, "inbound_url", "https://hooks.example.org/in");
+    json_decref(doc);
+    sp_channel_free(ch);
+    /* e-mail: $$DeliveryReportURL (its events come back there), not $$InboundURL */
+    d = email_json_basic();
+    set_path(d, "request.body.template", "\"{\\\"to\\\":\\\"$$To\\\",\\\"dlr\\\":\\\"$$DeliveryReportURL\\\"}\"");
+    ch = parse_ok(d);
+    sp_channel_message em = email_msg();
+    em.delivery_report_url = val("https://p.example/callbacks/v1/acme/mail/dlr");
+    doc = render_json(ch, &em, 1);
+    assert_json_str(doc, "dlr", "https://p.example/callbacks/v1/acme/mail/dlr");
+    json_decref(doc);
+    sp_channel_free(ch);
+    d = email_json_basic();
+    set_path(d, "request.body.template", "\"{\\\"to\\\":\\\"$$To\\\",\\\"in\\\":\\\"$$InboundURL\\\"}\"");
+    parse_fails(d, "request.body.template: $$InboundURL is not available in email channels", SP_ERR_BAD_CONFIG);
+    /* InboundURL is a standard name: not a custom one */
+    d = sms_json_headers();
+    set_path(d, "custom", "{\"InboundURL\":\"x\"}");
+    parse_fails(d, "custom.InboundURL: is a standard placeholder name", SP_ERR_BAD_CONFIG);
+}
+
 /* ---- rendering: sizes, missing values, allocation ---- */
 static void test_render_sizes_and_missing(void **state) {
     (void)state;
@@ -888,7 +1140,7 @@ static void test_render_allocates_nothing(void **state) {
 
 static void test_parse_alloc_failures(void **state) {
     (void)state;
-    json_t *(*bases[])(void) = {email_json_basic, email_form_oauth2, sms_json_batch};
+    json_t *(*bases[])(void) = {email_json_basic, email_form_oauth2, sms_json_batch, sms_json_headers};
     for (size_t b = 0; b < SP_ARRAY_LEN(bases); b++) {
         json_t *d = bases[b]();
         char *text = dump(d);
@@ -956,6 +1208,9 @@ int main(void) {
         cmocka_unit_test(test_public_secrets_roundtrip),
         cmocka_unit_test(test_stored_rules),
         cmocka_unit_test(test_update_keeps_secret),
+        cmocka_unit_test(test_auth_headers),
+        cmocka_unit_test(test_auth_headers_stored_and_update),
+        cmocka_unit_test(test_callback_url_fallbacks),
         cmocka_unit_test(test_render_sizes_and_missing),
         cmocka_unit_test(test_render_allocates_nothing),
         cmocka_unit_test(test_parse_alloc_failures),
