@@ -1378,6 +1378,12 @@ static void test_outbox_state_machine(void **state) {
     assert_int_equal(n.queued, 0);
     n = suite_counts(s, "acme", NULL);
     assert_int_equal(n.sending, 3); /* the test send too */
+    /* the backlog of every tenant: only live rows count */
+    uint64_t live = 99;
+    assert_ok(sp_store_outbox_live(s, &live));
+    assert_int_equal(live, n.queued + n.sending);
+    assert_rc(sp_store_outbox_live(s, NULL), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_outbox_live(NULL, &live), SP_ERR_INVALID_ARGUMENT);
 
     /* release: w2's rows back, the attempt not counted */
     assert_ok(sp_store_outbox_release(s, "w2", MS0 + 20, &changed));

@@ -1450,42 +1450,12 @@ static sp_error start_campaign(spd_app *app, sp_store *store, const char *tenant
     return rc;
 }
 
-typedef struct tenant_page {
-    char ids[SP_STORE_MAX_LIST][SP_STORE_MAX_TENANT + 1];
-    size_t n;
-} tenant_page;
-
-static sp_error tenant_one(void *arg, const sp_store_tenant *t) {
-    tenant_page *p = arg;
-    if (p->n < SP_STORE_MAX_LIST) snprintf(p->ids[p->n++], sizeof p->ids[0], "%s", t->id);
-    return SP_OK;
-}
-
 /* sealpost_queue_depth{queue="outbox"}: messages queued or being sent, over
- * every tenant (the callback may not use the store: ids first, counts
- * after). */
+ * every tenant. */
 static void measure_depth(spd_app *app, sp_store *store) {
-    tenant_page *page = malloc(sizeof *page);
-    if (!page || !app->outbox_depth) {
-        free(page);
-        return;
-    }
     uint64_t depth = 0;
-    char after[SP_STORE_MAX_TENANT + 1] = "";
-    for (;;) {
-        page->n = 0;
-        if (sp_store_tenant_list(store, after, SP_STORE_MAX_LIST, tenant_one, page) != SP_OK) break;
-        for (size_t i = 0; i < page->n; i++) {
-            sp_store_outbox_counts c;
-            if (sp_store_outbox_counts_get(store, page->ids[i], NULL, &c) == SP_OK) depth += c.queued + c.sending;
-        }
-        if (page->n < SP_STORE_MAX_LIST) {
-            sp_metric_set(app->outbox_depth, (double)depth);
-            break;
-        }
-        snprintf(after, sizeof after, "%s", page->ids[page->n - 1]);
-    }
-    free(page);
+    if (app->outbox_depth && sp_store_outbox_live(store, &depth) == SP_OK)
+        sp_metric_set(app->outbox_depth, (double)depth);
 }
 
 static void *scheduler_main(void *arg) {

@@ -511,6 +511,11 @@ typedef struct sp_store_outbox_counts {
 SP_API SP_MUST_CHECK sp_error sp_store_outbox_counts_get(sp_store *store, const char *tenant, const char *campaign,
                                                          sp_store_outbox_counts *out);
 
+/* Messages queued or being sent, of every tenant: the outbox's backlog,
+ * counted through the claim index, so its cost follows the backlog and not
+ * the outbox's history. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_live(sp_store *store, uint64_t *count);
+
 typedef struct sp_store_outbox_row {
     uint64_t seq;
     char tenant[SP_STORE_MAX_TENANT + 1];

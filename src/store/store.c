@@ -1406,6 +1406,11 @@ sp_error sp_store_outbox_counts_get(sp_store *store, const char *tenant, const c
     return rc;
 }
 
+sp_error sp_store_outbox_live(sp_store *store, uint64_t *count) {
+    SP_ENSURE(store != NULL && count != NULL, SP_ERR_INVALID_ARGUMENT);
+    return sp_q_count(store, SP_Q_OUTBOX_LIVE, NULL, 0, count);
+}
+
 /* The current row's first 16 columns (SP_Q_OUTBOX_GET's) as an outbox row. */
 static sp_error sp_outbox_row_read(sp_store *s, sp_store_outbox_row *r) {
     memset(r, 0, sizeof *r);

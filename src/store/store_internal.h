@@ -102,6 +102,7 @@ typedef enum sp_store_q {
     SP_Q_OUTBOX_REPLAY,        /* tenant, now */
     SP_Q_OUTBOX_REPLAY_CAMPAIGN, /* tenant, now, campaign */
     SP_Q_OUTBOX_COUNTS,        /* tenant -> state, count */
+    SP_Q_OUTBOX_LIVE,          /* -> messages queued or sending, every tenant's */
     SP_Q_OUTBOX_COUNTS_CAMPAIGN, /* tenant, campaign -> state, count */
     SP_Q_OUTBOX_GET,           /* message id -> seq, tenant, campaign, channel, profile, message id, state,
                                   attempts, next attempt, lease owner, lease until, error, status, created,

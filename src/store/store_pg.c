@@ -174,6 +174,8 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
                            "WHERE tenant = $1 AND state = 'dead'",
     [SP_Q_OUTBOX_REPLAY_CAMPAIGN] = "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt = $2, "
                                     "updated = $2 WHERE tenant = $1 AND campaign = $3 AND state = 'dead'",
+    /* the claim index holds exactly these rows: no scan of what was sent */
+    [SP_Q_OUTBOX_LIVE] = "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')",
     [SP_Q_OUTBOX_COUNTS] = "SELECT state, COUNT(*) FROM outbox WHERE tenant = $1 GROUP BY state",
     [SP_Q_OUTBOX_COUNTS_CAMPAIGN] = "SELECT state, COUNT(*) FROM outbox WHERE tenant = $1 AND campaign = $2 "
                                     "GROUP BY state",

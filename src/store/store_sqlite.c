@@ -207,6 +207,8 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
                            "WHERE tenant = ?1 AND state = 'dead'",
     [SP_Q_OUTBOX_REPLAY_CAMPAIGN] = "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt = ?2, "
                                     "updated = ?2 WHERE tenant = ?1 AND campaign = ?3 AND state = 'dead'",
+    /* the claim index holds exactly these rows: no scan of what was sent */
+    [SP_Q_OUTBOX_LIVE] = "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')",
     [SP_Q_OUTBOX_COUNTS] = "SELECT state, COUNT(*) FROM outbox WHERE tenant = ?1 GROUP BY state",
     [SP_Q_OUTBOX_COUNTS_CAMPAIGN] = "SELECT state, COUNT(*) FROM outbox WHERE tenant = ?1 AND campaign = ?2 "
                                     "GROUP BY state",
@@ -384,6 +386,8 @@ typedef struct {
  * anyway every SP_SQLITE_CHECKPOINT_IDLE_MS. */
 #define SP_SQLITE_CHECKPOINT_FRAMES 16384
 #define SP_SQLITE_CHECKPOINT_IDLE_MS 1000
+/* how long a RESTART checkpoint, holding the write gate, waits for readers */
+#define SP_SQLITE_RESTART_WAIT_MS 2
 /* the database file's growth step (see sp_conn_open) */
 #define SP_SQLITE_CHUNK (4 << 20)
 
@@ -470,9 +474,14 @@ static void *sp_checkpointer(void *arg) {
         int wal_frames = -1;
         (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &wal_frames, NULL);
         if (wal_frames >= SP_SQLITE_CHECKPOINT_FRAMES) {
+            /* writers wait meanwhile, so a reader still on older frames is
+             * waited for only briefly: busy, the restart is left for the
+             * next wake-up */
+            sqlite3_busy_timeout(db, SP_SQLITE_RESTART_WAIT_MS);
             pthread_mutex_lock(&g->lock);
             (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_RESTART, &wal_frames, NULL);
             pthread_mutex_unlock(&g->lock);
+            sqlite3_busy_timeout(db, 50);
         }
         /* opened before the first connection switched the file to WAL: a
          * read makes this connection notice */
