@@ -189,17 +189,20 @@ static void copy_col(sqlite3_stmt *s, int col, char *out, size_t cap) {
     snprintf(out, cap, "%s", t ? (const char *)t : "");
 }
 
-sp_error relay_state_message_get(relay_state *st, const char *message_id, char *dlr_url, size_t dlr_cap,
-                                 char *inbound_url, size_t inbound_cap) {
+/* The two text columns of the first row a lookup finds, its key a text
+ * (key_len < 0) or a blob; SP_ERR_NOT_FOUND without a row. */
+static sp_error two_columns(relay_state *st, const char *sql, const void *key, int key_len, char *a, size_t a_cap,
+                            char *b, size_t b_cap) {
     pthread_mutex_lock(&st->lock);
     sqlite3_stmt *s = NULL;
-    sp_error rc = prepare(st, "SELECT dlr_url, inbound_url FROM handed WHERE message_id = ?1", &s);
+    sp_error rc = prepare(st, sql, &s);
     if (rc == SP_OK) {
-        sqlite3_bind_text(s, 1, message_id, -1, SQLITE_STATIC);
+        if (key_len < 0) sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        else sqlite3_bind_blob(s, 1, key, key_len, SQLITE_STATIC);
         int r = sqlite3_step(s);
         if (r == SQLITE_ROW) {
-            copy_col(s, 0, dlr_url, dlr_cap);
-            copy_col(s, 1, inbound_url, inbound_cap);
+            copy_col(s, 0, a, a_cap);
+            copy_col(s, 1, b, b_cap);
         } else {
             rc = r == SQLITE_DONE ? SP_ERR_NOT_FOUND : SP_ERR_STORE;
         }
@@ -209,27 +212,18 @@ sp_error relay_state_message_get(relay_state *st, const char *message_id, char *
     return rc;
 }
 
+sp_error relay_state_message_get(relay_state *st, const char *message_id, char *dlr_url, size_t dlr_cap,
+                                 char *inbound_url, size_t inbound_cap) {
+    return two_columns(st, "SELECT dlr_url, inbound_url FROM handed WHERE message_id = ?1", message_id, -1, dlr_url,
+                       dlr_cap, inbound_url, inbound_cap);
+}
+
 sp_error relay_state_last_to(relay_state *st, const uint8_t *phone_tag, char *message_id, size_t id_cap,
                              char *inbound_url, size_t inbound_cap) {
-    pthread_mutex_lock(&st->lock);
-    sqlite3_stmt *s = NULL;
-    sp_error rc = prepare(st,
-                          "SELECT message_id, inbound_url FROM handed WHERE phone_tag = ?1 "
-                          "ORDER BY at DESC, rowid DESC LIMIT 1",
-                          &s);
-    if (rc == SP_OK) {
-        sqlite3_bind_blob(s, 1, phone_tag, 32, SQLITE_STATIC);
-        int r = sqlite3_step(s);
-        if (r == SQLITE_ROW) {
-            copy_col(s, 0, message_id, id_cap);
-            copy_col(s, 1, inbound_url, inbound_cap);
-        } else {
-            rc = r == SQLITE_DONE ? SP_ERR_NOT_FOUND : SP_ERR_STORE;
-        }
-        sqlite3_finalize(s);
-    }
-    pthread_mutex_unlock(&st->lock);
-    return rc;
+    return two_columns(st,
+                       "SELECT message_id, inbound_url FROM handed WHERE phone_tag = ?1 "
+                       "ORDER BY at DESC, rowid DESC LIMIT 1",
+                       phone_tag, 32, message_id, id_cap, inbound_url, inbound_cap);
 }
 
 sp_error relay_state_phone_tag(relay_state *st, const char *phone, uint8_t out[32]) {
