@@ -176,6 +176,11 @@ typedef struct sp_store_driver {
 } sp_store_driver;
 
 SP_INTERNAL extern const sp_store_driver sp_store_sqlite_driver;
+/* sqlite_vfs.c: the name of the VFS that writes a commit's WAL frames at
+ * once, registered on first call; NULL when it could not be (connections
+ * then use SQLite's default VFS). */
+#define SP_SQLITE_VFS "sp-wal"
+SP_INTERNAL const char *sp_sqlite_vfs(void);
 SP_INTERNAL extern const sp_store_driver sp_store_pg_driver;
 
 struct sp_store {

@@ -19,6 +19,9 @@
  * caller's: SQLite drops a connection's page cache whenever another one has
  * written, so separate writers would re-read every page they touch.
  *
+ * Connections go through the VFS of sqlite_vfs.c, which writes a
+ * commit's WAL frames in a few large writes instead of two per page.
+ *
  * Checkpoints (copying the WAL back into the database file, and its fsync)
  * run on a thread of their own per file, with a connection of its own, in
  * PASSIVE mode, so they never hold the write lock and a request's commit
@@ -904,7 +907,8 @@ static sp_error sp_exec(sqlite3 *db, const char *sql) {
 }
 
 static sp_error sp_conn_open(const char *path, bool durable, sp_sqlite_gate *gate, sp_sqlite_conn *c) {
-    int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL);
+    int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
+                             sp_sqlite_vfs());
     sp_error err = rc == SQLITE_OK ? SP_OK : (rc == SQLITE_NOMEM ? SP_ERR_NO_MEMORY : SP_ERR_STORE);
     if (err == SP_OK) {
         sqlite3_extended_result_codes(c->db, 1);
