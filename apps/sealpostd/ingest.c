@@ -44,6 +44,8 @@ typedef struct {
     char id[SP_STORE_MAX_ID + 1];
     bool created;
     bool found;          /* resolved by index to a stored profile */
+    size_t attr_off;     /* its attribute text in scratch.text */
+    size_t attr_len;
 } spd_item_work;
 
 typedef struct {
@@ -343,44 +345,81 @@ static bool spd_b64(char *out, size_t cap, size_t *len, const uint8_t *in, size_
     return true;
 }
 
-static sp_error spd_object_text(spd_scratch *s, const spd_body_schema *schema, json_t *obj, bool with_blobs,
-                                size_t pii_first, size_t n_pii, size_t *len) {
-    /* bound: the members as sent, PII grown to base64 of value + overhead */
+/* How long the text of an object can get: the members as sent, PII grown
+ * to base64 of its blob plus quotes. */
+static size_t spd_object_bound(const spd_scratch *s, json_t *obj, size_t pii_first, size_t n_pii) {
     size_t need = 2;
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v) need += strlen(key) + 4 + spd_json_scalar_len(v);
     for (size_t i = 0; i < n_pii; i++) need += (s->pii[pii_first + i].blob_len + 2) / 3 * 4 + 2;
-    if (!spd_grow((void **)&s->text, &s->text_cap, need, 1)) return SP_ERR_NO_MEMORY;
-    size_t o = 0;
+    return need;
+}
+
+/* The text of obj into s->text[at..end), *len its length. */
+static sp_error spd_object_write(spd_scratch *s, const spd_body_schema *schema, json_t *obj, bool with_blobs,
+                                 size_t pii_first, size_t at, size_t end, size_t *len) {
+    char *text = s->text + at;
+    size_t cap = end - at, o = 0;
     bool first = true, ok = true;
-    s->text[o++] = '{';
+    text[o++] = '{';
     size_t pii_seen = 0;
+    const char *key;
+    json_t *v;
     json_object_foreach(obj, key, v) {
         int f = spd_body_pii_index(schema, key);
         if (f >= 0 && !with_blobs) continue;
-        if (!first) s->text[o++] = ',';
+        if (!first) text[o++] = ',';
         first = false;
-        ok = ok && spd_json_append_string(s->text, s->text_cap, &o, key, strlen(key));
-        if (ok) s->text[o++] = ':';
+        ok = ok && spd_json_append_string(text, cap, &o, key, strlen(key));
+        if (ok) text[o++] = ':';
         if (f >= 0) {
             /* body.c recorded the PII values in member order */
             const spd_pii_work *w = &s->pii[pii_first + pii_seen++];
-            ok = ok && spd_b64(s->text, s->text_cap, &o, s->blobs + w->blob_off, w->blob_len);
+            ok = ok && spd_b64(text, cap, &o, s->blobs + w->blob_off, w->blob_len);
         } else {
-            ok = ok && spd_json_append_scalar(s->text, s->text_cap, &o, v);
+            ok = ok && spd_json_append_scalar(text, cap, &o, v);
         }
-        if (!ok || s->text_cap - o < 2) return SP_ERR_BUFFER_TOO_SMALL;
+        if (!ok || cap - o < 2) return SP_ERR_BUFFER_TOO_SMALL;
     }
-    s->text[o++] = '}';
+    text[o++] = '}';
     *len = o;
     return SP_OK;
 }
 
+static sp_error spd_object_text(spd_scratch *s, const spd_body_schema *schema, json_t *obj, bool with_blobs,
+                                size_t pii_first, size_t n_pii, size_t *len) {
+    size_t need = spd_object_bound(s, obj, pii_first, n_pii);
+    if (!spd_grow((void **)&s->text, &s->text_cap, need, 1)) return SP_ERR_NO_MEMORY;
+    return spd_object_write(s, schema, obj, with_blobs, pii_first, 0, need, len);
+}
+
 /* ---- POST /v1/profiles ---- */
+
+/* Every profile's attribute text, side by side in s->text, before the
+ * transaction: the write lock is held for the statements alone. */
+static sp_error spd_profiles_texts(spd_scratch *s, const spd_body_schema *schema, const spd_body *b) {
+    size_t total = 0;
+    for (size_t i = 0; i < b->count; i++) {
+        const spd_body_profile *p = &b->profiles[i];
+        total += spd_object_bound(s, p->attributes, p->pii_first, p->n_pii);
+    }
+    if (!spd_grow((void **)&s->text, &s->text_cap, total, 1)) return SP_ERR_NO_MEMORY;
+    size_t at = 0;
+    for (size_t i = 0; i < b->count; i++) {
+        const spd_body_profile *p = &b->profiles[i];
+        size_t end = at + spd_object_bound(s, p->attributes, p->pii_first, p->n_pii), len = 0;
+        SPD_TRY(spd_object_write(s, schema, p->attributes, false, p->pii_first, at, end, &len));
+        s->items[i].attr_off = at;
+        s->items[i].attr_len = len;
+        at += len;
+    }
+    return SP_OK;
+}
 
 static sp_error spd_profiles_write(spd_scratch *s, spd_tenant *t, sp_store *store, const spd_body_schema *schema,
                                    const spd_body *b) {
+    SPD_TRY(spd_profiles_texts(s, schema, b));
     SPD_TRY(sp_store_begin(store));
     sp_error rc = SP_OK;
     int64_t now = (int64_t)time(NULL);
@@ -397,14 +436,11 @@ static sp_error spd_profiles_write(spd_scratch *s, spd_tenant *t, sp_store *stor
                 .index_len = w->index_len,
             };
         }
-        size_t len = 0;
-        rc = spd_object_text(s, schema, p->attributes, false, p->pii_first, p->n_pii, &len);
-        if (rc != SP_OK) break;
         sp_store_profile prof = {
             .tenant = t->id,
             .id = s->items[i].id,
-            .attributes = s->text,
-            .attributes_len = len,
+            .attributes = s->text + s->items[i].attr_off,
+            .attributes_len = s->items[i].attr_len,
             .pii = pii,
             .n_pii = p->n_pii,
         };

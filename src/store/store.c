@@ -454,19 +454,26 @@ typedef struct {
 static sp_error sp_upsert_op(sp_store *s, void *arg) {
     sp_upsert_args *a = arg;
     const sp_store_profile *pr = a->p;
-    sp_store_param p[6] = {sp_p_text(pr->tenant), sp_p_text(pr->id), sp_p_textn(pr->attributes, pr->attributes_len),
+    sp_store_param p[9] = {sp_p_text(pr->tenant), sp_p_text(pr->id), sp_p_textn(pr->attributes, pr->attributes_len),
                            sp_p_int(a->now)};
     uint64_t changes = 0;
     SP_GUARD(sp_q_exec(s, SP_Q_PROFILE_INSERT, p, 4, &changes));
     a->created = changes > 0;
     if (!a->created) SP_GUARD(sp_q_exec(s, SP_Q_PROFILE_MERGE, p, 4, NULL));
-    for (size_t i = 0; i < pr->n_pii; i++) {
-        const sp_store_pii *f = &pr->pii[i];
-        p[2] = sp_p_text(f->field);
-        p[3] = sp_p_blob(f->blob, f->blob_len);
-        p[4] = sp_p_blob(f->index, f->index ? f->index_len : 0);
+    /* two rows a statement: a profile's fields are mostly an email and a
+     * phone, and each statement run is a fixed cost in the write lock */
+    for (size_t i = 0; i < pr->n_pii;) {
+        size_t rows = pr->n_pii - i >= 2 ? 2 : 1;
+        for (size_t k = 0; k < rows; k++) {
+            const sp_store_pii *f = &pr->pii[i + k];
+            size_t at = k == 0 ? 2 : 6;
+            p[at] = sp_p_text(f->field);
+            p[at + 1] = sp_p_blob(f->blob, f->blob_len);
+            p[at + 2] = sp_p_blob(f->index, f->index ? f->index_len : 0);
+        }
         p[5] = sp_p_int(a->now);
-        SP_GUARD(sp_q_exec(s, SP_Q_PII_UPSERT, p, 6, NULL));
+        SP_GUARD(sp_q_exec(s, rows == 2 ? SP_Q_PII_UPSERT2 : SP_Q_PII_UPSERT, p, rows == 2 ? 9 : 6, NULL));
+        i += rows;
     }
     /* a new profile has at most the fields of one call; an old one may have
      * gathered more over several */

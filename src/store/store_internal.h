@@ -52,6 +52,7 @@ typedef enum sp_store_q {
     SP_Q_PROFILE_INSERT,       /* tenant, id, attributes, now */
     SP_Q_PROFILE_MERGE,        /* tenant, id, attributes, now */
     SP_Q_PII_UPSERT,           /* tenant, profile, field, blob, index or NULL, now */
+    SP_Q_PII_UPSERT2,          /* as SP_Q_PII_UPSERT, then field, blob, index of a second row */
     SP_Q_PII_COUNT,            /* tenant, profile -> count */
     SP_Q_PROFILE_FIND_INDEX,   /* tenant, field, index -> id */
     SP_Q_PROFILE_GET,          /* tenant, id -> id, attributes, created, updated */

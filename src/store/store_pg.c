@@ -73,6 +73,10 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
     [SP_Q_PII_UPSERT] = "INSERT INTO profile_pii (tenant, profile_id, field, blob, blind_index, updated) "
                         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, profile_id, field) DO UPDATE SET "
                         "blob = excluded.blob, blind_index = excluded.blind_index, updated = excluded.updated",
+    [SP_Q_PII_UPSERT2] = "INSERT INTO profile_pii (tenant, profile_id, field, blob, blind_index, updated) "
+                         "VALUES ($1, $2, $3, $4, $5, $6), ($1, $2, $7, $8, $9, $6) "
+                         "ON CONFLICT (tenant, profile_id, field) DO UPDATE SET "
+                         "blob = excluded.blob, blind_index = excluded.blind_index, updated = excluded.updated",
     [SP_Q_PII_COUNT] = "SELECT COUNT(*) FROM profile_pii WHERE tenant = $1 AND profile_id = $2",
     [SP_Q_PROFILE_FIND_INDEX] = "SELECT profile_id FROM profile_pii WHERE tenant = $1 AND field = $2 AND "
                                 "blind_index = $3 ORDER BY updated DESC, profile_id DESC LIMIT 1",
