@@ -2,11 +2,12 @@
  * The send pipeline: workers that drain the outbox to the providers.
  *
  * Every message was written to the outbox (one row, a webhook-id of its
- * own) before anything is sent. A worker claims a batch under a lease, and
- * for each message, in memory only: reads the profile, decrypts the PII the
- * message needs through the tenant's vault (each decrypt audited, the
- * tenant's KMS consulted for the data key), renders the campaign's
- * templates, renders the provider body the channel describes, seals it
+ * own) before anything is sent. A worker claims a batch under a lease,
+ * reads the batch's profiles, decrypts the PII its messages need through
+ * the tenant's vault in one call per tenant (each decrypt audited, the
+ * audit lines of the call appended together; the tenant's KMS consulted for
+ * the data key), and for each message, in memory only: renders the
+ * campaign's templates, renders the provider body the channel describes, seals it
  * with the channel's active key version, wipes the plaintext, and hands the
  * sealed request to libcurl's multi interface (keep-alive, HTTP/2 where
  * offered). When the answers are in, the batch's outcomes go back to the
@@ -114,6 +115,7 @@ struct spd_campaign_spec {
     sp_template *tpl[TPL_COUNT];        /* subject and html may be NULL */
     spd_binding *bind[TPL_COUNT];       /* per placeholder index */
     size_t to_pii;                      /* the PII field that is the recipient */
+    uint32_t pii_mask;                  /* the PII fields a message needs: to_pii and the placeholders' */
     bool uses_attributes;               /* some placeholder is an attribute: parse them per message */
     char to_field[SP_VAULT_MAX_FIELD + 1];
     /* the audience, owned */
@@ -204,6 +206,7 @@ static sp_error compile_one(const json_t *message, const char *key, bool require
         if (p >= 0) {
             spec->bind[slot][i].kind = SRC_PII;
             spec->bind[slot][i].pii = (size_t)p;
+            spec->pii_mask |= 1u << (size_t)p;
         } else if (attribute_name_ok(name)) {
             spec->bind[slot][i].kind = SRC_ATTRIBUTE;
             spec->uses_attributes = true;
@@ -337,6 +340,7 @@ sp_error spd_campaign_spec_parse(const json_t *doc, const spd_settings *settings
         goto fail;
     }
     spec->to_pii = (size_t)to_index;
+    spec->pii_mask |= 1u << (size_t)to_index;
     snprintf(spec->to_field, sizeof spec->to_field, "%s", to_name);
     if ((rc = parse_audience(json_object_get(doc, "audience"), spec, err, cap)) != SP_OK) goto fail;
     *out = spec;
@@ -405,6 +409,7 @@ typedef struct spd_camp {
 /* One message of a claimed batch, once rendered. */
 typedef struct spd_msg {
     sp_store_outbox_msg row;
+    spd_tenant *tenant;
     spd_chan *chan;
     spd_camp *camp;
     spd_buf text;                 /* to, subject, body, html, one after the other */
@@ -465,6 +470,15 @@ typedef struct spd_worker {
     spd_group groups[SPD_GROUPS];
     size_t n_groups;
     uint64_t *group_seqs;  /* SPD_GROUPS * cap_msgs */
+    /* the batch's profiles and their PII, decrypted together (one audit
+     * append): item_of[i * SP_VAULT_MAX_PII_FIELDS + f] is the item of
+     * message i's field f, or -1 */
+    sp_store_profile_row *rows;    /* cap_msgs */
+    sp_vault_decrypt_item *items;
+    size_t n_items, cap_items;
+    int32_t *item_of;
+    uint8_t *plain;                /* the items' outputs; wiped after rendering */
+    size_t plain_cap;
     /* per message scratch */
     sp_store_profile_row *profile; /* the message's profile, a row reused */
     spd_buf pii[SP_VAULT_MAX_PII_FIELDS];
@@ -706,11 +720,25 @@ typedef struct lookup_ctx {
     const sp_store_profile_row *row;
     json_t *attrs;
     const spd_binding *bind;
+    const int32_t *item_of;   /* a batch's decrypts (NULL: decrypt here) */
 } lookup_ctx;
 
-/* Decrypts PII field i of the profile into w->pii[i], once per message. */
+/* PII field i of the profile: from the batch's decrypts, or decrypted into
+ * w->pii[i], once per message. */
 static bool pii_value(lookup_ctx *c, size_t i, const char **value, size_t *len) {
     spd_worker *w = c->w;
+    if (c->item_of != NULL) {
+        int32_t k = c->item_of[i];
+        if (k < 0) return false;
+        const sp_vault_decrypt_item *it = &w->items[k];
+        if (it->rc != SP_OK) {
+            w->pii_error = it->rc;
+            return false;
+        }
+        *value = (const char *)it->out;
+        *len = it->out_len;
+        return true;
+    }
     if (!w->pii_have[i]) {
         const char *field = c->t->settings.pii[i].name;
         const sp_store_pii_row *p = NULL;
@@ -784,13 +812,13 @@ static sp_error render_into(lookup_ctx *c, const spd_campaign_spec *spec, int sl
     return SP_ERR_BUFFER_TOO_SMALL;
 }
 
-/* Everything a message needs from the profile, in m->text: recipient,
- * subject, body, html. The decrypted PII is wiped before returning. */
-static sp_error render_message(spd_worker *w, sp_store *store, spd_tenant *t, spd_msg *m, const char **missing) {
+/* Everything a message needs from its profile's row, in m->text:
+ * recipient, subject, body, html. PII comes from the batch's decrypts
+ * (item_of) or is decrypted here and wiped before returning. */
+static sp_error render_row(spd_worker *w, spd_tenant *t, spd_msg *m, const sp_store_profile_row *row,
+                           const int32_t *item_of, const char **missing) {
     const spd_campaign_spec *spec = m->camp->spec;
-    if (!w->profile && !(w->profile = calloc(1, sizeof *w->profile))) return SP_ERR_NO_MEMORY;
-    sp_store_profile_row *row = w->profile;
-    sp_error rc = sp_store_profile_get(store, t->id, m->row.profile_id, row);
+    sp_error rc = SP_OK;
     json_t *attrs = NULL;
     memset(w->pii_have, 0, sizeof w->pii_have);
     w->pii_error = SP_OK;
@@ -798,7 +826,7 @@ static sp_error render_message(spd_worker *w, sp_store *store, spd_tenant *t, sp
         json_error_t jerr;
         attrs = json_loadb(row->attributes, row->attributes_len, 0, &jerr);
     }
-    lookup_ctx c = {w, t, row, attrs, NULL};
+    lookup_ctx c = {w, t, row, attrs, NULL, item_of};
     buf_wipe(&m->text);
     if (rc == SP_OK) {
         const char *to = NULL;
@@ -823,8 +851,17 @@ static sp_error render_message(spd_worker *w, sp_store *store, spd_tenant *t, sp
     for (size_t i = 0; i < SP_VAULT_MAX_PII_FIELDS; i++)
         if (w->pii_have[i]) buf_wipe(&w->pii[i]);
     json_decref(attrs);
-    sp_store_profile_row_clear(row);
     if (rc != SP_OK) buf_wipe(&m->text);
+    return rc;
+}
+
+/* One message on its own (a test send): its profile read, then rendered. */
+static sp_error render_message(spd_worker *w, sp_store *store, spd_tenant *t, spd_msg *m, const char **missing) {
+    if (!w->profile && !(w->profile = calloc(1, sizeof *w->profile))) return SP_ERR_NO_MEMORY;
+    sp_store_profile_row *row = w->profile;
+    sp_error rc = sp_store_profile_get(store, t->id, m->row.profile_id, row);
+    if (rc == SP_OK) rc = render_row(w, t, m, row, NULL, missing);
+    sp_store_profile_row_clear(row);
     return rc;
 }
 
@@ -1221,9 +1258,121 @@ static void fail_msg(spd_msg *m, sp_error rc, const char *reason) {
     m->reason = reason;
 }
 
-/* Prepares every message of the batch (tenant, channel, campaign, render). */
+/* A message that failed before it could be rendered, or while. */
+static void fail_render(spd_msg *m, sp_error rc, const char *missing) {
+    if (missing) {
+        sp_log_field f[] = {SP_LOG_S("message_id", m->row.message_id), SP_LOG_S("placeholder", missing)};
+        sp_log(SP_LOG_WARN, "send.missing_value", f, 2);
+    }
+    fail_msg(m, rc, rc == SP_ERR_NOT_FOUND ? (missing ? "no_recipient" : "profile") : "render");
+}
+
+static bool batch_room(spd_worker *w, size_t items, size_t plain) {
+    if (!w->rows && !(w->rows = calloc(w->cap_msgs, sizeof *w->rows))) return false;
+    if (!w->item_of && !(w->item_of = malloc(w->cap_msgs * SP_VAULT_MAX_PII_FIELDS * sizeof *w->item_of)))
+        return false;
+    if (w->cap_items < items) {
+        sp_vault_decrypt_item *n = realloc(w->items, items * sizeof *n);
+        if (!n) return false;
+        w->items = n;
+        w->cap_items = items;
+    }
+    if (w->plain_cap < plain) {
+        uint8_t *n = malloc(plain);
+        if (!n) return false;
+        if (w->plain) {
+            sp_wipe(w->plain, w->plain_cap);
+            free(w->plain);
+        }
+        w->plain = n;
+        w->plain_cap = plain;
+    }
+    return true;
+}
+
+/* The PII every ready message of the batch needs, decrypted in one call
+ * per tenant (and per SP_VAULT_MAX_BATCH items): one audit append for all
+ * of them instead of one per value. Items of consecutive messages of one
+ * tenant go together; a failed call leaves its items failed, and their
+ * messages fail at rendering as a single decrypt would have. */
+static void decrypt_batch(spd_worker *w) {
+    spd_app *app = w->sender->app;
+    size_t items = 0, plain = 0;
+    for (size_t i = 0; i < w->n_msgs; i++) {
+        const spd_msg *m = &w->msgs[i];
+        if (m->done) continue;
+        for (size_t k = 0; k < w->rows[i].n_pii; k++) {
+            items++;
+            plain += w->rows[i].pii[k].blob_len;
+        }
+    }
+    if (!batch_room(w, items ? items : 1, plain ? plain : 1)) {
+        for (size_t i = 0; i < w->n_msgs; i++)
+            if (!w->msgs[i].done) fail_msg(&w->msgs[i], SP_ERR_NO_MEMORY, "render");
+        return;
+    }
+    w->n_items = 0;
+    size_t at = 0, run_first = 0;
+    spd_tenant *run_tenant = NULL;
+    for (size_t i = 0; i <= w->n_msgs; i++) {
+        spd_msg *m = i < w->n_msgs ? &w->msgs[i] : NULL;
+        int32_t *of = m ? &w->item_of[i * SP_VAULT_MAX_PII_FIELDS] : NULL;
+        if (of)
+            for (size_t f = 0; f < SP_VAULT_MAX_PII_FIELDS; f++) of[f] = -1;
+        if (m && m->done) continue;
+        uint32_t mask = m ? m->camp->spec->pii_mask : 0;
+        size_t wanted = 0;
+        for (size_t f = 0; f < SP_VAULT_MAX_PII_FIELDS; f++) wanted += (mask >> f) & 1u;
+        /* the run so far goes when the tenant changes, the batch is over,
+         * or this message's items would not fit */
+        if (run_tenant && (!m || m->tenant != run_tenant || w->n_items - run_first + wanted > SP_VAULT_MAX_BATCH)) {
+            size_t n = w->n_items - run_first;
+            if (n > 0) {
+                /* each item's rc says how it went: a failed call set them
+                 * all, and their messages fail at rendering */
+                sp_error rc = sp_vault_decrypt_many(run_tenant->vault, w->items + run_first, n, SPD_SEND_PURPOSE, 0);
+                if (rc != SP_OK) {
+                    sp_log_field f[] = {SP_LOG_S("error", sp_error_name(rc)), SP_LOG_I("values", (int64_t)n)};
+                    sp_log(SP_LOG_WARN, "send.decrypt_failed", f, 2);
+                }
+                if (app->vault_decrypts) sp_metric_add(app->vault_decrypts, n);
+            }
+            run_first = w->n_items;
+            run_tenant = NULL;
+        }
+        if (!m) break;
+        run_tenant = m->tenant;
+        const sp_store_profile_row *row = &w->rows[i];
+        for (size_t f = 0; f < m->tenant->settings.n_pii && f < SP_VAULT_MAX_PII_FIELDS; f++) {
+            if (!(mask & (1u << f))) continue;
+            const char *field = m->tenant->settings.pii[f].name;
+            for (size_t k = 0; k < row->n_pii; k++) {
+                if (strcmp(row->pii[k].field, field) != 0) continue;
+                of[f] = (int32_t)w->n_items;
+                w->items[w->n_items++] = (sp_vault_decrypt_item){
+                    .profile_id = row->id,
+                    .field = field,
+                    .blob = row->pii[k].blob,
+                    .len = row->pii[k].blob_len,
+                    .out = w->plain + at,
+                    .cap = row->pii[k].blob_len,
+                    .rc = SP_ERR_UNAVAILABLE,
+                };
+                at += row->pii[k].blob_len;
+                break;
+            }
+        }
+    }
+}
+
+/* Prepares every message of the batch: its tenant, channel, campaign and
+ * profile, then the PII of all of them (decrypt_batch), then renders each. */
 static void prepare_batch(spd_worker *w, sp_store *store) {
     spd_app *app = w->sender->app;
+    if (!batch_room(w, 1, 1)) {
+        for (size_t i = 0; i < w->n_msgs; i++) fail_msg(&w->msgs[i], SP_ERR_NO_MEMORY, "render");
+        return;
+    }
     /* A tenant whose KMS failed once in this batch is not asked again for
      * the rest of it: each try could wait out the KMS timeout, and the
      * batch would outlive its lease. Its messages wait for the next round. */
@@ -1231,16 +1380,15 @@ static void prepare_batch(spd_worker *w, sp_store *store) {
     sp_error kms_error = SP_OK;
     for (size_t i = 0; i < w->n_msgs; i++) {
         spd_msg *m = &w->msgs[i];
-        if (kms_down[0] && strcmp(kms_down, m->row.tenant) == 0) {
-            fail_msg(m, kms_error, "kms");
-            continue;
-        }
+        w->rows[i].n_pii = 0;
+        w->rows[i].attributes = NULL;
         spd_tenant *t = NULL;
         sp_error rc = spd_tenant_get(app, m->row.tenant, &t);
         if (rc != SP_OK) {
             fail_msg(m, rc, rc == SP_ERR_NOT_FOUND ? "tenant" : "kms");
             continue;
         }
+        m->tenant = t;
         rc = chan_get(w, store, t, m->row.channel, &m->chan);
         if (rc != SP_OK) {
             fail_msg(m, rc, rc == SP_ERR_NOT_FOUND ? "channel" : "channel_keys");
@@ -1255,20 +1403,30 @@ static void prepare_batch(spd_worker *w, sp_store *store) {
             fail_msg(m, rc, "campaign");
             continue;
         }
-        const char *missing = NULL;
-        rc = render_message(w, store, t, m, &missing);
-        if (rc != SP_OK) {
-            if (missing) {
-                sp_log_field f[] = {SP_LOG_S("message_id", m->row.message_id), SP_LOG_S("placeholder", missing)};
-                sp_log(SP_LOG_WARN, "send.missing_value", f, 2);
-            }
-            fail_msg(m, rc, rc == SP_ERR_NOT_FOUND ? (missing ? "no_recipient" : "profile") : "render");
+        rc = sp_store_profile_get(store, t->id, m->row.profile_id, &w->rows[i]);
+        if (rc != SP_OK) fail_render(m, rc, NULL);
+    }
+    decrypt_batch(w);
+    for (size_t i = 0; i < w->n_msgs; i++) {
+        spd_msg *m = &w->msgs[i];
+        if (m->done) continue;
+        if (kms_down[0] && strcmp(kms_down, m->row.tenant) == 0) {
+            fail_msg(m, kms_error, "kms");
+            continue;
         }
+        const char *missing = NULL;
+        sp_error rc = render_row(w, m->tenant, m, &w->rows[i], &w->item_of[i * SP_VAULT_MAX_PII_FIELDS], &missing);
+        if (rc != SP_OK) fail_render(m, rc, missing);
         if (m->done && kms_trouble(m->outcome)) {
             snprintf(kms_down, sizeof kms_down, "%s", m->row.tenant);
             kms_error = m->outcome;
         }
     }
+    /* the plaintexts are in the messages' texts now (wiped once sent) */
+    size_t used = 0;
+    for (size_t k = 0; k < w->n_items; k++) used += w->items[k].cap;
+    sp_wipe(w->plain, used);
+    for (size_t i = 0; i < w->n_msgs; i++) sp_store_profile_row_clear(&w->rows[i]);
 }
 
 static void send_batch(spd_worker *w) {
@@ -1353,6 +1511,13 @@ static void worker_free(spd_worker *w) {
     free(w->reqs);
     free(w->group_seqs);
     free(w->profile);
+    free(w->rows);
+    free(w->items);
+    free(w->item_of);
+    if (w->plain) {
+        sp_wipe(w->plain, w->plain_cap);
+        free(w->plain);
+    }
     sp_http_client_free(w->http);
     free(w);
 }

@@ -33,6 +33,21 @@ SP_API void sp_audit_close(sp_audit *audit);
 SP_API SP_MUST_CHECK sp_error sp_audit_record(sp_audit *audit, const char *event, const sp_audit_field *fields,
                                               size_t n_fields);
 
+/* One line of a batch. */
+typedef struct sp_audit_entry {
+    const char *event;
+    const sp_audit_field *fields;
+    size_t n_fields;
+} sp_audit_entry;
+
+#define SP_AUDIT_MAX_BATCH 1024
+
+/* Appends n lines (1..SP_AUDIT_MAX_BATCH), chained as n sp_audit_record
+ * calls would chain them, in one write(2) and one update of the head: all
+ * or nothing, as one record is (on failure the log is as it was). For a
+ * caller with many records at once, e.g. a send batch's decrypts. */
+SP_API SP_MUST_CHECK sp_error sp_audit_record_many(sp_audit *audit, const sp_audit_entry *entries, size_t n);
+
 typedef struct sp_audit_report {
     uint64_t lines;     /* lines that verified */
     uint64_t bad_line;  /* 1-based line of the first break, 0 if none */

@@ -99,6 +99,33 @@ SP_API SP_MUST_CHECK sp_error sp_vault_decrypt(sp_vault *vault, const char *prof
                                                const uint8_t *blob, size_t len, const char *purpose, int64_t now,
                                                uint8_t *out, size_t cap, size_t *out_len);
 
+/* One decrypt of a batch: the arguments of sp_vault_decrypt, and its
+ * result. */
+typedef struct sp_vault_decrypt_item {
+    const char *profile_id;
+    const char *field;
+    const uint8_t *blob;
+    size_t len;
+    uint8_t *out;
+    size_t cap;
+    size_t out_len; /* set: the plaintext's length when rc is SP_OK */
+    sp_error rc;    /* set: this item's result, as sp_vault_decrypt would give it */
+} sp_vault_decrypt_item;
+
+#define SP_VAULT_MAX_BATCH 1024
+
+/* sp_vault_decrypt for n items (1..SP_VAULT_MAX_BATCH) at once, their audit
+ * lines written together (sp_audit_record_many: one write for the batch).
+ * SP_OK when every line was recorded: each item's rc then says whether its
+ * plaintext is in out; a failed item's out holds zeros. Once an item
+ * fails for the KMS (SP_ERR_KMS_*), the items after it get the same error
+ * without asking the KMS again (each try could wait out its timeout), and
+ * their lines say so. Any other return
+ * (bad arguments, the audit key, the audit log): no item has a plaintext,
+ * every out is zeroed, every rc is that error. */
+SP_API SP_MUST_CHECK sp_error sp_vault_decrypt_many(sp_vault *vault, sp_vault_decrypt_item *items, size_t n,
+                                                    const char *purpose, int64_t now);
+
 /* The blind index of a value of a PII field: HMAC-SHA256 of the normalised
  * value, truncated to index_bytes. SP_ERR_INVALID_ARGUMENT when the value
  * does not normalise (not an email address, not a phone number). */

@@ -37,6 +37,12 @@
  * format, {"seq":N,"hash":"..."}, is still read, and open replaces it with
  * the two-slot file.
  *
+ * sp_audit_record_many writes a batch the same way: every line formatted
+ * and chained first, then all of them in one write(2) and the slot naming
+ * the last in one pwrite(2). A crash between the two leaves the head a
+ * batch behind, which open accepts when those lines chain on from the line
+ * the head names, and repairs.
+ *
  * Writing: one sp_audit per log, guarded by a mutex inside and an exclusive
  * flock on the log, since two writers would fork the chain. A record is
  * formatted completely (the line, its hash, the head slot and its checksum)
@@ -104,6 +110,8 @@ struct sp_audit {
      * longest line, its newline and the newline before it) */
     char line[SP_AUDIT_MAX_LINE + 2];
     char slot[SP_AUDIT_HEAD_SLOT]; /* the slot being written */
+    char *batch;      /* sp_audit_record_many's lines, kept for the next batch */
+    size_t batch_cap;
 };
 
 /* ---- SHA-256 ---- */
@@ -869,23 +877,15 @@ static bool sp_audit_undo_slot(sp_audit *a, unsigned slot) {
            sp_audit_put_slot(a, slot, a->slot, false, NULL) == SP_OK;
 }
 
-static sp_error sp_audit_append_locked(sp_audit *a, const char *event, const sp_audit_field *fields,
-                                       size_t n_fields) {
-    SP_ENSURE(!a->wedged, SP_ERR_AUDIT_BROKEN);
-    SP_ENSURE(a->seq < (uint64_t)INT64_MAX, SP_ERR_TOO_LARGE);
-    uint64_t seq = a->seq + 1;
-    char hash[SP_AUDIT_HEX_CHARS + 1];
-    size_t len = 0;
-    /* everything that can fail for memory or for the caller's arguments
-     * happens here, before the disk is touched: the line and the slot */
-    SP_GUARD(sp_audit_format_line(a->prev, seq, sp_now_seconds(), event, fields, n_fields, a->line,
-                                  sizeof a->line - 1, &len, hash));
-    a->line[len] = '\n';
+/* Writes lines (their newlines included), which end with line `seq` of
+ * hash `hash`, and the head slot naming it; or leaves the log as it was. */
+static sp_error sp_audit_append_lines(sp_audit *a, const char *lines, size_t len, uint64_t seq,
+                                      const char hash[SP_AUDIT_HEX_CHARS + 1]) {
     unsigned slot = 1 - a->newest;
     SP_GUARD(sp_audit_head_slot(slot, seq, hash, a->slot));
     /* one write(2) and one pwrite(2) in practice; the loops only matter
      * after a signal or a short write on a full disk */
-    sp_error rc = sp_fd_write_all(a->fd, a->line, len + 1);
+    sp_error rc = sp_fd_write_all(a->fd, lines, len);
     if (rc != SP_OK) {
         sp_audit_roll_back(a);
         return rc;
@@ -907,17 +907,76 @@ static sp_error sp_audit_append_locked(sp_audit *a, const char *event, const sp_
         sp_audit_roll_back(a);
         return rc;
     }
-    a->size += (off_t)(len + 1);
+    a->size += (off_t)len;
     a->seq = seq;
     a->newest = slot;
-    memcpy(a->prev, hash, sizeof hash);
+    memcpy(a->prev, hash, SP_AUDIT_HEX_CHARS + 1);
     return SP_OK;
+}
+
+static sp_error sp_audit_append_locked(sp_audit *a, const char *event, const sp_audit_field *fields,
+                                       size_t n_fields) {
+    SP_ENSURE(!a->wedged, SP_ERR_AUDIT_BROKEN);
+    SP_ENSURE(a->seq < (uint64_t)INT64_MAX, SP_ERR_TOO_LARGE);
+    uint64_t seq = a->seq + 1;
+    char hash[SP_AUDIT_HEX_CHARS + 1];
+    size_t len = 0;
+    /* everything that can fail for memory or for the caller's arguments
+     * happens here, before the disk is touched: the line and the slot */
+    SP_GUARD(sp_audit_format_line(a->prev, seq, sp_now_seconds(), event, fields, n_fields, a->line,
+                                  sizeof a->line - 1, &len, hash));
+    a->line[len] = '\n';
+    return sp_audit_append_lines(a, a->line, len + 1, seq, hash);
 }
 
 sp_error sp_audit_record(sp_audit *audit, const char *event, const sp_audit_field *fields, size_t n_fields) {
     SP_ENSURE(audit != NULL, SP_ERR_INVALID_ARGUMENT);
     pthread_mutex_lock(&audit->lock);
     sp_error rc = sp_audit_append_locked(audit, event, fields, n_fields);
+    pthread_mutex_unlock(&audit->lock);
+    return rc;
+}
+
+/* Room for `more` bytes after the `used` ones of a->batch, keeping them. */
+static sp_error sp_audit_batch_room(sp_audit *a, size_t used, size_t more) {
+    if (a->batch_cap - used >= more) return SP_OK;
+    size_t cap = a->batch_cap ? a->batch_cap : 64u << 10;
+    while (cap - used < more) cap *= 2;
+    char *b = sp_malloc(cap);
+    SP_ENSURE(b != NULL, SP_ERR_NO_MEMORY);
+    if (used > 0) memcpy(b, a->batch, used);
+    sp_free(a->batch);
+    a->batch = b;
+    a->batch_cap = cap;
+    return SP_OK;
+}
+
+static sp_error sp_audit_append_many_locked(sp_audit *a, const sp_audit_entry *entries, size_t n) {
+    SP_ENSURE(!a->wedged, SP_ERR_AUDIT_BROKEN);
+    SP_ENSURE(a->seq <= (uint64_t)INT64_MAX - n, SP_ERR_TOO_LARGE);
+    /* every line formatted and chained before the disk is touched */
+    char prev[SP_AUDIT_HEX_CHARS + 1], hash[SP_AUDIT_HEX_CHARS + 1];
+    memcpy(prev, a->prev, sizeof prev);
+    int64_t now = sp_now_seconds();
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        SP_GUARD(sp_audit_format_line(prev, a->seq + 1 + i, now, entries[i].event, entries[i].fields,
+                                      entries[i].n_fields, a->line, sizeof a->line - 1, &len, hash));
+        SP_GUARD(sp_audit_batch_room(a, used, len + 1));
+        memcpy(a->batch + used, a->line, len);
+        a->batch[used + len] = '\n';
+        used += len + 1;
+        memcpy(prev, hash, sizeof prev);
+    }
+    return sp_audit_append_lines(a, a->batch, used, a->seq + n, hash);
+}
+
+sp_error sp_audit_record_many(sp_audit *audit, const sp_audit_entry *entries, size_t n) {
+    SP_ENSURE(audit != NULL && entries != NULL && n >= 1, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(n <= SP_AUDIT_MAX_BATCH, SP_ERR_TOO_LARGE);
+    pthread_mutex_lock(&audit->lock);
+    sp_error rc = sp_audit_append_many_locked(audit, entries, n);
     pthread_mutex_unlock(&audit->lock);
     return rc;
 }
@@ -990,6 +1049,55 @@ static sp_error sp_audit_read_last_line(sp_audit *a, const char **line, size_t *
     return SP_OK;
 }
 
+/* True when the log's last k lines (2 <= k <= SP_AUDIT_MAX_BATCH) chain
+ * on from the line the head names: what a crash between a batch's write
+ * and its slot's leaves. Reads the tail they can occupy at most. */
+static bool sp_audit_batch_behind(sp_audit *a, const sp_audit_head *head, uint64_t k) {
+    size_t most = (size_t)k * (SP_AUDIT_MAX_LINE + 1) + 1;
+    size_t want = a->size < (off_t)most ? (size_t)a->size : most;
+    char *tail = sp_malloc(want);
+    if (tail == NULL) return false;
+    off_t at = a->size - (off_t)want;
+    size_t got = 0;
+    bool ok = true;
+    while (ok && got < want) {
+        ssize_t n = pread(a->fd, tail + got, want - got, at + (off_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n > 0) got += (size_t)n;
+        else ok = false;
+    }
+    /* the start of the k-th line from the end: a line starts after a
+     * newline, or at the start of the file */
+    size_t start = 0;
+    uint64_t starts = 0;
+    for (size_t i = want - 1; ok && i > 0 && starts < k; i--) {
+        if (tail[i - 1] != '\n') continue;
+        starts++;
+        start = i;
+    }
+    if (ok && starts < k) {
+        ok = at == 0 && starts + 1 == k;
+        start = 0;
+    }
+    char prev[SP_AUDIT_HEX_CHARS + 1];
+    memcpy(prev, head->hash, sizeof prev);
+    for (uint64_t i = 0; ok && i < k; i++) {
+        const char *nl = memchr(tail + start, '\n', want - start);
+        if (nl == NULL) {
+            ok = false;
+            break;
+        }
+        sp_audit_line info;
+        char reason[128];
+        ok = sp_audit_check_line(prev, head->seq + 1 + i, tail + start, (size_t)(nl - (tail + start)), &info, reason,
+                                 sizeof reason) == SP_OK;
+        memcpy(prev, info.hash, sizeof prev);
+        start = (size_t)(nl - tail) + 1;
+    }
+    sp_free(tail);
+    return ok && start == want;
+}
+
 /* Finds where the chain ends and checks the end against the head. */
 static sp_error sp_audit_resume(sp_audit *a) {
     sp_audit_head head;
@@ -1016,7 +1124,12 @@ static sp_error sp_audit_resume(sp_audit *a) {
     /* the state a crash between the line's write and the slot's leaves: the
      * head one line behind, naming the last line's predecessor */
     bool one_behind = head.seq + 1 == info.seq && strcmp(head.hash, info.prev) == 0;
-    SP_ENSURE(level || one_behind, SP_ERR_AUDIT_BROKEN);
+    /* or a batch behind (sp_audit_record_many, which writes two-slot heads
+     * only: a legacy head was never a batch behind) */
+    bool batch_behind = !level && !one_behind && !head.legacy && head.seq < info.seq &&
+                        info.seq - head.seq <= SP_AUDIT_MAX_BATCH &&
+                        sp_audit_batch_behind(a, &head, info.seq - head.seq);
+    SP_ENSURE(level || one_behind || batch_behind, SP_ERR_AUDIT_BROKEN);
     if (head.legacy) return sp_audit_create_head(a, a->seq, a->prev);
     if (level) return SP_OK;
     unsigned slot = 1 - a->newest;
@@ -1065,6 +1178,7 @@ void sp_audit_close(sp_audit *audit) {
     }
     close(audit->fd); /* releases the flock */
     pthread_mutex_destroy(&audit->lock);
+    sp_free(audit->batch);
     sp_free(audit);
 }
 

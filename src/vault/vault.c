@@ -85,6 +85,8 @@ struct sp_vault {
     sp_vault_pii pii[SP_VAULT_MAX_PII_FIELDS];
     size_t n_pii;
     sp_vault_hkey audit_key;
+    /* sp_vault_decrypt_many's audit lines, made on first use and kept */
+    struct sp_vault_batch *batch;
 
     /* the DEK new values go under, remembered so a warm encrypt does not
      * walk the keyring */
@@ -481,6 +483,7 @@ static void sp_vault_forget_keys(sp_vault *v) {
 void sp_vault_close(sp_vault *v) {
     if (v == NULL) return;
     sp_vault_forget_keys(v);
+    sp_free(v->batch);
     sp_free_wiped(v, sizeof *v);
 }
 
@@ -762,6 +765,94 @@ sp_error sp_vault_decrypt(sp_vault *v, const char *profile_id, const char *field
         return rc;
     }
     *out_len = n;
+    return SP_OK;
+}
+
+/* ---- decrypting a batch ---- */
+
+typedef struct sp_vault_audit_row {
+    char dek[SP_KEY_VERSION_CHARS + 1];
+    char who[2 * SP_VAULT_AUDIT_HASH_BYTES + 1];
+    sp_audit_field fields[6];
+} sp_vault_audit_row;
+
+struct sp_vault_batch {
+    sp_vault_audit_row rows[SP_VAULT_MAX_BATCH];
+    sp_audit_entry entries[SP_VAULT_MAX_BATCH];
+};
+
+static void sp_vault_wipe_items(sp_vault_decrypt_item *items, size_t n, sp_error rc) {
+    for (size_t i = 0; i < n; i++) {
+        sp_vault_decrypt_item *it = &items[i];
+        size_t plain = it->len >= SP_VAULT_OVERHEAD ? it->len - SP_VAULT_OVERHEAD : 0;
+        if (it->out != NULL) sp_wipe(it->out, it->cap < plain ? it->cap : plain);
+        it->out_len = 0;
+        it->rc = rc;
+    }
+}
+
+static sp_error sp_vault_many_check(sp_vault *v, const sp_vault_decrypt_item *items, size_t n, const char *purpose) {
+    SP_ENSURE(sp_vault_purpose_ok(purpose), SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(v->audit != NULL, SP_ERR_BAD_CONFIG); /* no unaudited send-time decrypts */
+    for (size_t i = 0; i < n; i++) {
+        const sp_vault_decrypt_item *it = &items[i];
+        SP_ENSURE((it->blob != NULL || it->len == 0) && (it->out != NULL || it->cap == 0), SP_ERR_INVALID_ARGUMENT);
+        SP_ENSURE(sp_vault_profile_id_ok(it->profile_id, NULL) && sp_vault_field_name_ok(it->field, NULL),
+                  SP_ERR_INVALID_ARGUMENT);
+        SP_ENSURE(!sp_vault_overlap(it->blob, it->len, it->out, it->cap), SP_ERR_INVALID_ARGUMENT);
+    }
+    if (v->batch == NULL) v->batch = sp_calloc(1, sizeof *v->batch);
+    SP_ENSURE(v->batch != NULL, SP_ERR_NO_MEMORY);
+    return SP_OK;
+}
+
+static bool sp_vault_is_kms_error(sp_error rc) {
+    return rc == SP_ERR_KMS_UNAVAILABLE || rc == SP_ERR_KMS_ACCESS_DENIED || rc == SP_ERR_KMS_KEY_DISABLED ||
+           rc == SP_ERR_KMS_PROTOCOL;
+}
+
+sp_error sp_vault_decrypt_many(sp_vault *v, sp_vault_decrypt_item *items, size_t n, const char *purpose, int64_t now) {
+    SP_ENSURE(items != NULL && n >= 1, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(n <= SP_VAULT_MAX_BATCH, SP_ERR_TOO_LARGE);
+    sp_error rc = v != NULL ? sp_vault_many_check(v, items, n, purpose) : SP_ERR_INVALID_ARGUMENT;
+    /* the key that hides profile ids in the log comes first: without it
+     * there are no lines, so there must be no plaintext either */
+    if (rc == SP_OK) rc = sp_vault_clock(&now);
+    if (rc == SP_OK) rc = sp_vault_hmac_key(v, SP_VAULT_AUDIT_CHANNEL, now, &v->audit_key);
+    sp_error kms_rc = SP_OK;
+    for (size_t i = 0; rc == SP_OK && i < n; i++) {
+        sp_vault_decrypt_item *it = &items[i];
+        sp_vault_audit_row *row = &v->batch->rows[i];
+        size_t profile_len = strlen(it->profile_id), field_len = strlen(it->field);
+        it->out_len = 0;
+        row->dek[0] = 0;
+        /* once the KMS failed, the rest of the batch is not asked of it
+         * again: each try could wait out its timeout */
+        it->rc = kms_rc != SP_OK ? kms_rc
+                                 : sp_vault_decrypt_unaudited(v, it->profile_id, profile_len, it->field, field_len,
+                                                              it->blob, it->len, now, it->out, it->cap, &it->out_len,
+                                                              row->dek);
+        if (sp_vault_is_kms_error(it->rc)) kms_rc = it->rc;
+        rc = sp_vault_profile_hash(v, it->profile_id, profile_len, row->who);
+        row->fields[0] = (sp_audit_field){"tenant", v->tenant};
+        row->fields[1] = (sp_audit_field){"dek", row->dek[0] ? row->dek : "none"};
+        row->fields[2] = (sp_audit_field){"field", it->field};
+        row->fields[3] = (sp_audit_field){"purpose", purpose};
+        row->fields[4] = (sp_audit_field){"profile", row->who};
+        row->fields[5] = (sp_audit_field){"result", sp_error_name(it->rc)};
+        v->batch->entries[i] = (sp_audit_entry){"vault.decrypt", row->fields, SP_ARRAY_LEN(row->fields)};
+    }
+    /* fail closed: decrypts the log does not show are not handed out */
+    if (rc == SP_OK) rc = sp_audit_record_many(v->audit, v->batch->entries, n);
+    if (rc != SP_OK) {
+        sp_vault_wipe_items(items, n, rc);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rc == SP_OK) continue;
+        sp_error item_rc = items[i].rc;
+        sp_vault_wipe_items(&items[i], 1, item_rc);
+    }
     return SP_OK;
 }
 

@@ -687,9 +687,13 @@ static void test_head_one_behind(void **state) {
     assert_int_equal(h.seq, 5);
     assert_int_equal(h.newest, 1);
 
-    /* two behind */
+    /* two behind, the lines chaining on from the head: the state a crash
+     * between a batch's lines and its slot leaves (sp_audit_record_many),
+     * accepted and repaired like one behind */
     write_head_of(s, 2, h2, 3, h3);
-    expect_open_refused(s->path);
+    assert_ok(sp_audit_open(s->path, &a));
+    sp_audit_close(a);
+    assert_int_equal(parsed_head(s).seq, 5);
     /* a head behind that names no line of the chain */
     char forged[65];
     memcpy(forged, h3, sizeof forged);
@@ -697,6 +701,135 @@ static void test_head_one_behind(void **state) {
     write_head_of(s, 2, h2, 3, forged);
     expect_broken(s->path, 3, "line 3: hash differs from the head");
     expect_open_refused(s->path);
+}
+
+/* Lines of a batch: chained among themselves and with single records, one
+ * head update naming the last, all or nothing. */
+static void test_record_many(void **state) {
+    scratch *s = *state;
+    sp_audit *a = NULL;
+    assert_ok(sp_audit_open(s->path, &a));
+    record_n(a, 1, 2);
+    char nums[3][8];
+    sp_audit_field f[3][2];
+    sp_audit_entry e[3];
+    for (int i = 0; i < 3; i++) {
+        snprintf(nums[i], sizeof nums[i], "%d", 3 + i);
+        f[i][0] = (sp_audit_field){"actor", "bob"};
+        f[i][1] = (sp_audit_field){"i", nums[i]};
+        e[i] = (sp_audit_entry){"vault.decrypt", f[i], 2};
+    }
+    assert_ok(sp_audit_record_many(a, e, 3));
+    assert_int_equal(parsed_head(s).seq, 5);
+    record_n(a, 6, 1);
+    expect_ok(s->path, 6);
+    lines_t l;
+    read_lines(s->path, &l);
+    assert_int_equal(l.n, 6);
+    assert_non_null(strstr(l.line[3], "\"i\":\"4\""));
+    assert_non_null(strstr(l.line[3], "\"seq\":4"));
+    assert_non_null(strstr(l.line[3], "vault.decrypt"));
+    free_lines(&l);
+
+    /* refused before anything is written */
+    off_t size = sp_test_file_size(s->path);
+    assert_rc(sp_audit_record_many(a, e, 0), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_audit_record_many(a, NULL, 1), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_audit_record_many(NULL, e, 1), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_audit_record_many(a, e, SP_AUDIT_MAX_BATCH + 1), SP_ERR_TOO_LARGE);
+    sp_audit_field bad[] = {{"Bad Name", "x"}};
+    e[1] = (sp_audit_entry){"vault.decrypt", bad, 1};
+    assert_rc(sp_audit_record_many(a, e, 3), SP_ERR_INVALID_ARGUMENT);
+    assert_int_equal(sp_test_file_size(s->path), size);
+    assert_int_equal(parsed_head(s).seq, 6);
+
+    /* the disk refuses: nothing of the batch stays, and the next works */
+    e[1] = (sp_audit_entry){"vault.decrypt", f[1], 2};
+    sp_test_fsize_guard guard;
+    sp_test_fsize_limit(&guard, (rlim_t)size + 100);
+    sp_error rc = sp_audit_record_many(a, e, 3);
+    sp_test_fsize_restore(&guard);
+    assert_rc(rc, SP_ERR_IO);
+    assert_int_equal(sp_test_file_size(s->path), size);
+    assert_int_equal(parsed_head(s).seq, 6);
+    assert_ok(sp_audit_record_many(a, e, 3));
+    sp_audit_close(a);
+    expect_ok(s->path, 9);
+
+    /* no memory for the batch's buffer: nothing written */
+    assert_ok(sp_audit_open(s->path, &a));
+    uint64_t lines = 9;
+    bool failed = false;
+    for (uint64_t n = 1; n < 50 && !failed; n++) {
+        size = sp_test_file_size(s->path);
+        sp_test_alloc_fail_at(n);
+        rc = sp_audit_record_many(a, e, 3);
+        sp_test_alloc_fail_at(0);
+        if (rc == SP_ERR_NO_MEMORY) {
+            failed = true;
+            assert_int_equal(sp_test_file_size(s->path), size);
+        } else {
+            assert_ok(rc);
+            lines += 3;
+        }
+    }
+    assert_true(failed);
+    sp_audit_close(a);
+    expect_ok(s->path, lines);
+}
+
+/* A crash after a batch's lines and before its slot: open finds the head a
+ * batch behind, checks that those lines chain on from it, and repairs it;
+ * more than a batch behind, or lines that do not chain, it refuses. */
+static void test_head_batch_behind(void **state) {
+    scratch *s = *state;
+    make_log(s, 3);
+    size_t old_len = 0;
+    char *old_head = sp_test_read_file(s->head, &old_len);
+    assert_non_null(old_head);
+    sp_audit *a = NULL;
+    assert_ok(sp_audit_open(s->path, &a));
+    sp_audit_field f[] = {{"actor", "carol"}};
+    sp_audit_entry e[10];
+    for (int i = 0; i < 10; i++) e[i] = (sp_audit_entry){"vault.decrypt", f, 1};
+    assert_ok(sp_audit_record_many(a, e, 10));
+    sp_audit_close(a);
+    spit(s->head, old_head, old_len); /* the slot never written */
+    assert_int_equal(parsed_head(s).seq, 3);
+    expect_ok(s->path, 13);
+    assert_ok(sp_audit_open(s->path, &a));
+    assert_int_equal(parsed_head(s).seq, 13);
+    record_n(a, 14, 1);
+    sp_audit_close(a);
+    expect_ok(s->path, 14);
+
+    /* a line of the batch edited: no chain back to the head */
+    spit(s->head, old_head, old_len);
+    lines_t l;
+    read_lines(s->path, &l);
+    char *at = strstr(l.line[7], "carol");
+    assert_non_null(at);
+    at[0] = 'k';
+    write_lines(s->path, &l);
+    free_lines(&l);
+    expect_open_refused(s->path);
+    free(old_head);
+}
+
+static void test_head_too_far_behind(void **state) {
+    scratch *s = *state;
+    make_log(s, SP_AUDIT_MAX_BATCH + 3);
+    char h1[65], h2[65], h3[65];
+    line_hash(s->path, 1, h1);
+    line_hash(s->path, 2, h2);
+    line_hash(s->path, 3, h3);
+    write_head_of(s, 1, h1, 2, h2); /* a batch and one more behind */
+    expect_open_refused(s->path);
+    write_head_of(s, 3, h3, 2, h2); /* exactly a batch behind */
+    sp_audit *a = NULL;
+    assert_ok(sp_audit_open(s->path, &a));
+    sp_audit_close(a);
+    expect_ok(s->path, SP_AUDIT_MAX_BATCH + 3);
 }
 
 /* A record pwrites the slot that does not hold the newest line, so the file
@@ -1535,6 +1668,9 @@ int main(void) {
         SCRATCH_TEST(test_overlong_line),
         SCRATCH_TEST(test_reopen_continues),
         SCRATCH_TEST(test_head_one_behind),
+        SCRATCH_TEST(test_record_many),
+        SCRATCH_TEST(test_head_batch_behind),
+        SCRATCH_TEST(test_head_too_far_behind),
         SCRATCH_TEST(test_head_updated_in_place),
         SCRATCH_TEST(test_head_older_slot_torn),
         SCRATCH_TEST(test_head_crash_mid_slot_write),

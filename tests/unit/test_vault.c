@@ -1207,6 +1207,91 @@ static void test_audit_line(void **state) {
     sp_vault_close(v);
 }
 
+/* A batch of decrypts: each item's plaintext or its own failure, one audit
+ * line per item written together, and nothing at all when the lines
+ * cannot be written. */
+static void test_decrypt_many(void **state) {
+    fixture *f = *state;
+    sp_vault_options o = base_options(f, "acme");
+    sp_vault *v = open_vault(&o, f->kr);
+    const char *values[3] = {"ada@example.org", "grace@example.org", "+14155550100"};
+    const char *profiles[3] = {"p-1", "p-2", "p-2"};
+    const char *fields[3] = {"email", "email", "phone"};
+    uint8_t blobs[4][128], outs[4][128];
+    size_t lens[4];
+    for (int i = 0; i < 3; i++) lens[i] = seal(v, profiles[i], fields[i], values[i], strlen(values[i]), T0, blobs[i], 128);
+    memcpy(blobs[3], blobs[0], lens[0]);
+    lens[3] = lens[0];
+    blobs[3][lens[3] - 1] ^= 1; /* a tampered tag */
+    sp_vault_decrypt_item items[4];
+    for (int i = 0; i < 4; i++) {
+        memset(outs[i], 0xaa, sizeof outs[i]);
+        items[i] = (sp_vault_decrypt_item){i < 3 ? profiles[i] : "p-1", i < 3 ? fields[i] : "email", blobs[i], lens[i],
+                                           outs[i], sizeof outs[i], 99, SP_ERR_IO};
+    }
+    size_t lines = count_lines(f->audit_path);
+    assert_ok(sp_vault_decrypt_many(v, items, 4, "send.email", T0));
+    for (int i = 0; i < 3; i++) {
+        assert_ok(items[i].rc);
+        assert_int_equal(items[i].out_len, strlen(values[i]));
+        assert_memory_equal(outs[i], values[i], strlen(values[i]));
+    }
+    assert_rc(items[3].rc, SP_ERR_AUTH);
+    assert_int_equal(items[3].out_len, 0);
+    assert_true(sp_test_all_zero(outs[3], strlen(values[0])));
+    /* one line per item, in order, as sp_vault_decrypt writes them */
+    assert_int_equal(count_lines(f->audit_path), lines + 4);
+    char line[SP_AUDIT_MAX_LINE + 1];
+    snprintf(line, sizeof line, "%s", last_line(f->audit_path));
+    assert_string_equal(line_field(line, "event"), "vault.decrypt");
+    assert_string_equal(line_field(line, "result"), "SP_ERR_AUTH");
+    assert_string_equal(line_field(line, "purpose"), "send.email");
+    assert_null(strstr(line, "p-1"));
+    sp_audit_report report;
+    assert_ok(sp_audit_verify(f->audit_path, &report));
+
+    /* arguments: refused whole, every output zeroed */
+    for (int i = 0; i < 4; i++) memset(outs[i], 0xaa, sizeof outs[i]);
+    assert_rc(sp_vault_decrypt_many(v, items, 0, "send", T0), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_vault_decrypt_many(v, items, SP_VAULT_MAX_BATCH + 1, "send", T0), SP_ERR_TOO_LARGE);
+    assert_rc(sp_vault_decrypt_many(v, items, 3, "Send Now", T0), SP_ERR_INVALID_ARGUMENT);
+    for (int i = 0; i < 3; i++) {
+        assert_rc(items[i].rc, SP_ERR_INVALID_ARGUMENT);
+        assert_true(sp_test_all_zero(outs[i], strlen(values[i])));
+    }
+    items[1].profile_id = "has space";
+    assert_rc(sp_vault_decrypt_many(v, items, 3, "send", T0), SP_ERR_INVALID_ARGUMENT);
+    items[1].profile_id = profiles[1];
+    assert_int_equal(count_lines(f->audit_path), lines + 4);
+
+    /* the lines cannot be written: no plaintext for anyone */
+    off_t size = sp_test_file_size(f->audit_path);
+    for (int i = 0; i < 3; i++) memset(outs[i], 0xaa, sizeof outs[i]);
+    sp_test_fsize_guard guard;
+    sp_test_fsize_limit(&guard, (rlim_t)size);
+    sp_error rc = sp_vault_decrypt_many(v, items, 3, "send.email", T0);
+    sp_test_fsize_restore(&guard);
+    if (rc == SP_OK) fail_msg("decrypts whose audit lines could not be written succeeded");
+    for (int i = 0; i < 3; i++) {
+        assert_rc(items[i].rc, rc);
+        assert_int_equal(items[i].out_len, 0);
+        assert_true(sp_test_all_zero(outs[i], strlen(values[i])));
+    }
+    assert_int_equal(sp_test_file_size(f->audit_path), size);
+    assert_ok(sp_vault_decrypt_many(v, items, 3, "send.email", T0));
+    assert_memory_equal(outs[2], values[2], strlen(values[2]));
+    assert_ok(sp_audit_verify(f->audit_path, &report));
+
+    /* without a log: refused, nothing produced */
+    o.audit = NULL;
+    sp_vault *blind = open_vault(&o, f->kr);
+    for (int i = 0; i < 3; i++) memset(outs[i], 0xaa, sizeof outs[i]);
+    assert_rc(sp_vault_decrypt_many(blind, items, 3, "send", T0), SP_ERR_BAD_CONFIG);
+    for (int i = 0; i < 3; i++) assert_true(sp_test_all_zero(outs[i], strlen(values[i])));
+    sp_vault_close(blind);
+    sp_vault_close(v);
+}
+
 /* ---- crypto-erase ---- */
 
 static void test_erase_tenant(void **state) {
@@ -1549,6 +1634,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_cache_eviction, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_blind_index, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_audit_line, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_decrypt_many, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_erase_tenant, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_erase_seen_by_other_processes, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_keyring_erase_channel, fixture_setup, fixture_teardown),
