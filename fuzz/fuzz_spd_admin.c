@@ -8,7 +8,7 @@
  * tenant body (bit 1: create or patch). The rest is the input. Properties:
  *   - a CIDR that parses has family 4 or 6, a prefix within it, no host
  *     bits, and formats to text that parses back to the same entry;
- *   - a list that parses holds at most SPD_MAX_CIDRS entries; a refused one
+ *   - a list that parses holds at most SP_MAX_CIDRS entries; a refused one
  *     says why;
  *   - a tenant body is applied wholly or not at all (refused: the settings
  *     are untouched and a reason is given); an accepted one gives a stored
@@ -22,16 +22,16 @@ FUZZ_INITIALIZE_LIBRARY()
 
 static void fuzz_cidr(const uint8_t *data, size_t size) {
     char *text = fuzz_dup_cstr(data, size);
-    spd_cidr c;
-    if (!fuzz_has_nul((const char *)data, size) && spd_cidr_parse(text, &c) == SP_OK) {
+    sp_cidr c;
+    if (!fuzz_has_nul((const char *)data, size) && sp_cidr_parse(text, &c) == SP_OK) {
         FUZZ_CHECK(c.family == 4 || c.family == 6);
         FUZZ_CHECK(c.prefix <= (c.family == 4 ? 32u : 128u));
         size_t bytes = c.family == 4 ? 4 : 16;
         for (size_t bit = c.prefix; bit < bytes * 8; bit++) FUZZ_CHECK((c.addr[bit / 8] & (0x80 >> (bit % 8))) == 0);
         char again[64];
-        FUZZ_CHECK(spd_cidr_format(&c, again, sizeof again) == SP_OK);
-        spd_cidr back;
-        FUZZ_CHECK(spd_cidr_parse(again, &back) == SP_OK);
+        FUZZ_CHECK(sp_cidr_format(&c, again, sizeof again) == SP_OK);
+        sp_cidr back;
+        FUZZ_CHECK(sp_cidr_parse(again, &back) == SP_OK);
         FUZZ_CHECK(back.family == c.family && back.prefix == c.prefix && memcmp(back.addr, c.addr, bytes) == 0);
     }
     free(text);
@@ -39,10 +39,10 @@ static void fuzz_cidr(const uint8_t *data, size_t size) {
 
 static void fuzz_list(const uint8_t *data, size_t size) {
     char *text = fuzz_dup_cstr(data, size);
-    spd_allow_list list;
+    sp_allow_list list;
     char err[256] = "";
-    if (spd_allow_list_parse(text, &list, err, sizeof err) == SP_OK) {
-        FUZZ_CHECK(list.count <= SPD_MAX_CIDRS);
+    if (sp_allow_list_parse(text, &list, err, sizeof err) == SP_OK) {
+        FUZZ_CHECK(list.count <= SP_MAX_CIDRS);
     } else {
         FUZZ_CHECK(err[0] != '\0');
     }
@@ -55,7 +55,7 @@ static void fuzz_tenant(const uint8_t *data, size_t size, bool create) {
     spd_config config;
     memset(&config, 0, sizeof config);
     memcpy(config.data_dir, "/var/lib/sealpost", sizeof "/var/lib/sealpost");
-    FUZZ_CHECK(spd_cidr_parse("127.0.0.1/32", &config.default_tenant_allow.entries[0]) == SP_OK);
+    FUZZ_CHECK(sp_cidr_parse("127.0.0.1/32", &config.default_tenant_allow.entries[0]) == SP_OK);
     config.default_tenant_allow.count = 1;
     config.rate_per_second = 1000;
     config.rate_burst = 2000;

@@ -121,6 +121,13 @@ put("fuzz_base64", "bad-length", "Zg=")
 put("fuzz_base64", "bad-pad-inside", "Zg==Zg==")
 put("fuzz_base64", "bad-all-pad", "====")
 put("fuzz_base64", "bad-newline", "Zm9v\n")
+put("fuzz_allowlist", "v4", "10.0.0.0/8")
+put("fuzz_allowlist", "list", "10.1.2.3/8, 192.168.1.128/25 ,2001:db8::/33,127.0.0.1")
+put("fuzz_allowlist", "mapped", "::ffff:10.0.0.0/104")
+put("fuzz_allowlist", "all", "0.0.0.0/0")
+put("fuzz_allowlist", "empty", "")
+put("fuzz_allowlist", "bad-prefix", "10.0.0.0/33")
+put("fuzz_allowlist", "bad-empty", "1.2.3.4,,")
 
 # ---------------------------------------------------------------- whole messages
 plain_short = b"hello, provider"

@@ -1,6 +1,7 @@
 /*
- * Who may talk to the relay: an IP allow-list checked before anything else,
- * then the credentials a CPaaS provider issues (the seed's client access
+ * Who may talk to the relay: after the IP allow-list (the library's
+ * sp_allow_list, checked before anything else), the credentials a CPaaS
+ * provider issues (the seed's client access
  * key, API secret with an expiry, merchant and optional sub-merchant ids).
  *
  * Secrets are never kept: a credential is the SHA-256 of its API secret,
@@ -20,94 +21,6 @@
 void relay_sha256(const void *data, size_t len, uint8_t out[32]) {
     unsigned int n = 32;
     if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1) memset(out, 0, 32);
-}
-
-sp_error relay_cidr_parse(const char *text, relay_cidr *out) {
-    char buf[64];
-    const char *slash = strchr(text, '/');
-    size_t addr_len = slash ? (size_t)(slash - text) : strlen(text);
-    if (addr_len == 0 || addr_len >= sizeof buf) return SP_ERR_INVALID_ARGUMENT;
-    memcpy(buf, text, addr_len);
-    buf[addr_len] = '\0';
-    memset(out, 0, sizeof *out);
-    unsigned max;
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = 4;
-        max = 32;
-    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = 6;
-        max = 128;
-    } else {
-        return SP_ERR_INVALID_ARGUMENT;
-    }
-    out->prefix = max;
-    if (slash) {
-        const char *p = slash + 1;
-        size_t n = strlen(p);
-        if (n == 0 || n > 3 || strspn(p, "0123456789") != n) return SP_ERR_INVALID_ARGUMENT;
-        unsigned v = (unsigned)strtoul(p, NULL, 10);
-        if (v > max) return SP_ERR_INVALID_ARGUMENT;
-        out->prefix = v;
-    }
-    /* clear host bits so that comparisons are byte-wise */
-    unsigned bytes = (out->family == 4) ? 4 : 16;
-    for (unsigned i = 0; i < bytes; i++) {
-        unsigned bit = i * 8;
-        if (bit >= out->prefix) out->addr[i] = 0;
-        else if (out->prefix - bit < 8) out->addr[i] &= (uint8_t)(0xff00u >> (out->prefix - bit));
-    }
-    return SP_OK;
-}
-
-sp_error relay_allow_list_parse(const char *text, relay_allow_list *out, char *err, size_t cap) {
-    memset(out, 0, sizeof *out);
-    const char *p = text;
-    while (*p) {
-        while (*p == ' ' || *p == '\t') p++;
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
-        char entry[64];
-        if (len == 0 || len >= sizeof entry) {
-            snprintf(err, cap, "an empty or overlong entry in the CIDR list");
-            return SP_ERR_BAD_CONFIG;
-        }
-        if (out->count >= RELAY_MAX_CIDRS) {
-            snprintf(err, cap, "more than %d CIDRs", RELAY_MAX_CIDRS);
-            return SP_ERR_BAD_CONFIG;
-        }
-        memcpy(entry, p, len);
-        entry[len] = '\0';
-        if (relay_cidr_parse(entry, &out->entries[out->count]) != SP_OK) {
-            snprintf(err, cap, "'%s' is not an IPv4 or IPv6 CIDR", entry);
-            return SP_ERR_BAD_CONFIG;
-        }
-        out->count++;
-        if (!end) break;
-        p = end + 1;
-    }
-    return SP_OK;
-}
-
-bool relay_allow_list_contains(const relay_allow_list *list, const uint8_t addr[16], int family) {
-    uint8_t a[16];
-    memcpy(a, addr, 16);
-    /* an IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d */
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (family == 6 && memcmp(a, mapped, 12) == 0) {
-        memmove(a, a + 12, 4);
-        memset(a + 4, 0, 12);
-        family = 4;
-    }
-    for (size_t i = 0; i < list->count; i++) {
-        const relay_cidr *c = &list->entries[i];
-        if (c->family != family) continue;
-        unsigned full = c->prefix / 8, rest = c->prefix % 8;
-        if (memcmp(a, c->addr, full) != 0) continue;
-        if (rest && (a[full] & (uint8_t)(0xff00u >> rest)) != c->addr[full]) continue;
-        return true;
-    }
-    return false;
 }
 
 static int hexval(char c) {

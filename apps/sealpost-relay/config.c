@@ -31,7 +31,7 @@ typedef enum cfg_type {
     CFG_LISTEN,     /* host:port into listen_address/port */
     CFG_DLR_LISTEN, /* 127.0.0.1:port into kannel_dlr_* */
     CFG_LEVEL,      /* sp_log_level */
-    CFG_CIDRS,      /* relay_allow_list */
+    CFG_CIDRS,      /* sp_allow_list */
     CFG_CREDENTIAL, /* appended to credentials */
     CFG_STARTTLS,   /* relay_starttls */
     CFG_PROFILE,    /* sp_profile */
@@ -288,7 +288,7 @@ static int set_value(parse_ctx *c, const cfg_entry *e, const char *value, int li
         return 1;
     case CFG_CIDRS: {
         char detail[128];
-        if (relay_allow_list_parse(value, &c->cfg->allow, detail, sizeof detail) != SP_OK)
+        if (sp_allow_list_parse(value, &c->cfg->allow, detail, sizeof detail) != SP_OK)
             return fail(c, line, e, detail);
         return 1;
     }

@@ -31,7 +31,6 @@
 #include "sealpost/sealpost.h"
 
 #define RELAY_MAX_PATH 1024
-#define RELAY_MAX_CIDRS 64
 #define RELAY_MAX_CREDENTIALS 16
 #define RELAY_MAX_SUB_MERCHANTS 64
 #define RELAY_MAX_PREFIXES 16
@@ -41,17 +40,6 @@
 #define RELAY_MAX_MERCHANT 64    /* X-Merchant-Id, X-Sub-Merchant-Id */
 
 /* ---- config (config.c) ---- */
-
-typedef struct relay_cidr {
-    uint8_t addr[16];
-    int family;      /* 4 or 6 */
-    unsigned prefix; /* 0..32 or 0..128 */
-} relay_cidr;
-
-typedef struct relay_allow_list {
-    relay_cidr entries[RELAY_MAX_CIDRS];
-    size_t count; /* 0: nobody */
-} relay_allow_list;
 
 typedef struct relay_credential {
     char access_key[RELAY_MAX_ACCESS_KEY + 1];
@@ -71,7 +59,7 @@ typedef struct relay_config {
     unsigned threads;
     size_t max_body;
     unsigned tolerance_s;
-    relay_allow_list allow;
+    sp_allow_list allow;
     /* [auth] */
     char merchant_id[RELAY_MAX_MERCHANT + 1];
     char sub_merchants_text[1024];
@@ -130,11 +118,8 @@ typedef struct relay_config_info {
 size_t relay_config_entry_count(void);
 const relay_config_info *relay_config_entry(size_t index);
 
-/* ---- allow-lists and credentials (auth.c) ---- */
+/* ---- credentials (auth.c) ---- */
 
-sp_error relay_cidr_parse(const char *text, relay_cidr *out);
-sp_error relay_allow_list_parse(const char *text, relay_allow_list *out, char *err, size_t cap);
-bool relay_allow_list_contains(const relay_allow_list *list, const uint8_t addr[16], int family);
 /* "KEY:HEX64:EXPIRES" into a credential (the secret's hash as given). */
 sp_error relay_credential_parse(const char *text, relay_credential *out);
 /* SHA-256 (OpenSSL). */

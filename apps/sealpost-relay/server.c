@@ -87,7 +87,7 @@ sp_http_verdict relay_on_headers(void *arg, sp_http_request *req) {
     uint8_t addr[16];
     int family = 0;
     sp_http_peer_bytes(req, addr, &family);
-    if (!relay_allow_list_contains(&app->cfg.allow, addr, family)) {
+    if (!sp_allow_list_contains(&app->cfg.allow, addr, family)) {
         sp_http_set_route(req, "forbidden");
         sp_metric_add(app->m.requests_forbidden, 1);
         reply(req, 403, forbidden);

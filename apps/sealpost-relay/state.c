@@ -50,29 +50,7 @@ static sp_error load_key(const char *db_path, sp_key **out) {
     char path[RELAY_MAX_PATH + 8];
     int n = snprintf(path, sizeof path, "%s.key", db_path);
     if (n < 0 || (size_t)n >= sizeof path) return SP_ERR_TOO_LARGE;
-    if (access(path, F_OK) != 0) {
-        char version[37];
-        sp_error rc = sp_keyfile_generate(path, version);
-        if (rc != SP_OK) return rc;
-    }
-    sp_keyfile *kf = NULL;
-    sp_error rc = sp_keyfile_load(path, &kf);
-    if (rc != SP_OK) return rc;
-    rc = SP_ERR_BAD_KEYFILE;
-    for (size_t i = 0; i < sp_keyfile_count(kf); i++) {
-        const char *version;
-        const sp_key *key;
-        sp_key_state state;
-        if (sp_keyfile_entry(kf, i, &version, &key, &state) == SP_OK && state == SP_KEY_STATE_ACTIVE) {
-            static const char salt[] = "sealpost-relay";
-            static const char info[] = "sealpost-relay state v1";
-            rc = sp_key_derive(key, (const uint8_t *)salt, sizeof salt - 1, (const uint8_t *)info, sizeof info - 1,
-                               out);
-            break;
-        }
-    }
-    sp_keyfile_free(kf);
-    return rc;
+    return sp_keyfile_derive_active(path, "sealpost-relay", "sealpost-relay state v1", out);
 }
 
 sp_error relay_state_open(const char *path, relay_state **out) {

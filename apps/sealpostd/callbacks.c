@@ -134,8 +134,7 @@ static void cb_unavailable(spd_app *app, sp_http_request *req, sp_error rc, cons
     cb_count(app, SPD_CB_ERROR);
     sp_log_field f[] = {SP_LOG_S("step", step), SP_LOG_S("error", sp_error_name(rc))};
     sp_log(SP_LOG_WARN, "callback.failed", f, 2);
-    if (rc == SP_ERR_KMS_UNAVAILABLE || rc == SP_ERR_KMS_ACCESS_DENIED || rc == SP_ERR_KMS_KEY_DISABLED ||
-        rc == SP_ERR_KMS_PROTOCOL)
+    if (sp_error_is_kms(rc))
         spd_reply_retry(req, 503, "kms_unavailable", "the tenant's KMS is unavailable; retry later", 30);
     else
         spd_reply_retry(req, 503, "unavailable", "could not store the callback; retry later", 5);
@@ -147,7 +146,7 @@ sp_http_verdict spd_callback_headers(spd_app *app, sp_http_request *req) {
     uint8_t peer[16];
     int family = 0;
     sp_http_peer_bytes(req, peer, &family);
-    if (!spd_allow_list_contains(&app->config.callbacks_allow, peer, family)) {
+    if (!sp_allow_list_contains(&app->config.callbacks_allow, peer, family)) {
         cb_count(app, SPD_CB_REJECTED);
         cb_audit_rejected(app, req, NULL, NULL, "address_not_allowed");
         spd_reply_error(req, 403, "forbidden", "address not allowed");

@@ -32,7 +32,7 @@ typedef enum spd_cfg_type {
     CFG_DOUBLE,   /* double */
     CFG_LISTEN,   /* host:port into listen_address and port */
     CFG_LEVEL,    /* sp_log_level */
-    CFG_CIDRS,    /* spd_allow_list */
+    CFG_CIDRS,    /* sp_allow_list */
 } spd_cfg_type;
 
 typedef struct spd_cfg_entry {
@@ -274,8 +274,8 @@ static bool parse_listen(const char *text, spd_config *cfg, char *err, size_t ca
     char addr[sizeof cfg->listen_address];
     memcpy(addr, host, host_len);
     addr[host_len] = '\0';
-    spd_cidr probe;
-    if (spd_cidr_parse(addr, &probe) != SP_OK || strchr(addr, '/') != NULL ||
+    sp_cidr probe;
+    if (sp_cidr_parse(addr, &probe) != SP_OK || strchr(addr, '/') != NULL ||
         (text[0] == '[') != (probe.family == 6)) {
         snprintf(err, cap, "'%s' is not an IPv4 address (or an IPv6 address in brackets)", addr);
         return false;
@@ -384,7 +384,7 @@ static bool set_entry(const spd_cfg_entry *e, const char *value, spd_config *cfg
         }
         return true;
     case CFG_CIDRS:
-        return spd_allow_list_parse(value, (spd_allow_list *)(base + e->offset), err, cap) == SP_OK;
+        return sp_allow_list_parse(value, (sp_allow_list *)(base + e->offset), err, cap) == SP_OK;
     }
     snprintf(err, cap, "internal: unknown entry type");
     return false;
@@ -433,8 +433,8 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 }
 
 static bool is_loopback(const char *addr) {
-    spd_cidr c;
-    if (spd_cidr_parse(addr, &c) != SP_OK) return false;
+    sp_cidr c;
+    if (sp_cidr_parse(addr, &c) != SP_OK) return false;
     if (c.family == 4) return c.addr[0] == 127;
     static const uint8_t one[16] = {[15] = 1};
     return memcmp(c.addr, one, 16) == 0;

@@ -10,7 +10,6 @@
  *               limits, routing, /healthz, /metrics, replies
  *   admin.c     /admin/v1: tenants and credentials
  *   tenant.c    tenant settings documents (parse, validate, serialise)
- *   cidr.c      IPv4/IPv6 allow-lists
  *   ratelimit.c token buckets per credential
  *   context.c   per-thread tenant contexts and store connections
  *   ingest.c    /v1/profiles and /v1/events
@@ -37,18 +36,6 @@
 /* ---- config (config.c) ---- */
 
 #define SPD_MAX_PATH 1024
-#define SPD_MAX_CIDRS 64
-
-typedef struct spd_cidr {
-    uint8_t addr[16];
-    int family;        /* 4 or 6 */
-    unsigned prefix;   /* 0..32 or 0..128 */
-} spd_cidr;
-
-typedef struct spd_allow_list {
-    spd_cidr entries[SPD_MAX_CIDRS];
-    size_t count;      /* 0: nobody */
-} spd_allow_list;
 
 typedef struct spd_config {
     /* [server] */
@@ -74,8 +61,8 @@ typedef struct spd_config {
     /* [audit] */
     char audit_path[SPD_MAX_PATH];
     /* [security] */
-    spd_allow_list admin_allow;
-    spd_allow_list default_tenant_allow;
+    sp_allow_list admin_allow;
+    sp_allow_list default_tenant_allow;
     /* [limits] */
     size_t max_batch;              /* 1..1000 */
     double rate_per_second;        /* default per credential */
@@ -101,7 +88,7 @@ typedef struct spd_config {
     size_t callbacks_max_body;     /* 1K..1M */
     unsigned callbacks_tolerance_s;/* webhook-timestamp window */
     int64_t callbacks_keep_s;      /* webhook-ids remembered, 4d..90d */
-    spd_allow_list callbacks_allow;/* who may post callbacks */
+    sp_allow_list callbacks_allow;/* who may post callbacks */
 } spd_config;
 
 /* Loads and validates the file; on failure writes one clear line
@@ -119,14 +106,6 @@ typedef struct spd_config_info {
 size_t spd_config_entry_count(void);
 const spd_config_info *spd_config_entry(size_t index);
 
-/* ---- allow-lists (cidr.c) ---- */
-sp_error spd_cidr_parse(const char *text, spd_cidr *out);
-bool spd_allow_list_contains(const spd_allow_list *list, const uint8_t addr[16], int family);
-/* "10.0.0.0/8", "::1/128" (the network, host bits cleared). */
-sp_error spd_cidr_format(const spd_cidr *cidr, char *out, size_t cap);
-/* A comma-separated list (blanks around entries ignored, at most
- * SPD_MAX_CIDRS); the offending entry goes into err. */
-sp_error spd_allow_list_parse(const char *text, spd_allow_list *out, char *err, size_t cap);
 
 /* ---- rate limits (ratelimit.c) ----
  * Token buckets keyed by credential id in a fixed table: bounded memory,
@@ -154,7 +133,7 @@ typedef struct spd_settings {
     spd_pii_field pii[SP_VAULT_MAX_PII_FIELDS];
     size_t n_pii;
     char default_country_code[4];  /* "" when none */
-    spd_allow_list allow;
+    sp_allow_list allow;
     double rate_per_second;
     double rate_burst;
 } spd_settings;

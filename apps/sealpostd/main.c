@@ -76,31 +76,8 @@ static sp_error load_pepper(const char *data_dir, sp_key **out, sp_key **secrets
     char path[SPD_MAX_PATH + 16];
     int n = snprintf(path, sizeof path, "%s/server.key", data_dir);
     if (n < 0 || (size_t)n >= sizeof path) return SP_ERR_TOO_LARGE;
-    if (access(path, F_OK) != 0) {
-        char version[37];
-        sp_error rc = sp_keyfile_generate(path, version);
-        if (rc != SP_OK) return rc;
-    }
-    sp_keyfile *kf = NULL;
-    sp_error rc = sp_keyfile_load(path, &kf);
-    if (rc != SP_OK) return rc;
-    const sp_key *active = NULL;
-    for (size_t i = 0; i < sp_keyfile_count(kf); i++) {
-        const char *version;
-        const sp_key *key;
-        sp_key_state state;
-        if (sp_keyfile_entry(kf, i, &version, &key, &state) == SP_OK && state == SP_KEY_STATE_ACTIVE) active = key;
-    }
-    static const char salt[] = "sealpostd";
-    static const char info[] = "sealpostd credential pepper v1";
-    static const char secrets_info[] = "sealpostd channel secrets v1";
-    rc = active ? sp_key_derive(active, (const uint8_t *)salt, sizeof salt - 1, (const uint8_t *)info, sizeof info - 1,
-                                out)
-                : SP_ERR_BAD_KEYFILE;
-    if (rc == SP_OK)
-        rc = sp_key_derive(active, (const uint8_t *)salt, sizeof salt - 1, (const uint8_t *)secrets_info,
-                           sizeof secrets_info - 1, secrets_key);
-    sp_keyfile_free(kf);
+    sp_error rc = sp_keyfile_derive_active(path, "sealpostd", "sealpostd credential pepper v1", out);
+    if (rc == SP_OK) rc = sp_keyfile_derive_active(path, "sealpostd", "sealpostd channel secrets v1", secrets_key);
     return rc;
 }
 

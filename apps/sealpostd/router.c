@@ -329,7 +329,7 @@ sp_error spd_credential_generate(const char *prefix, char out[48]) {
 
 typedef struct tenant_view {
     bool disabled;
-    spd_allow_list allow;
+    sp_allow_list allow;
     double rate_per_second;
     double rate_burst;
 } tenant_view;
@@ -537,7 +537,7 @@ static sp_http_verdict authenticate(spd_app *app, sp_http_request *req, bool adm
         uint8_t peer[16];
         int family = 0;
         sp_http_peer_bytes(req, peer, &family);
-        if (!spd_allow_list_contains(&view.allow, peer, family)) {
+        if (!sp_allow_list_contains(&view.allow, peer, family)) {
             fail.reason = "address_not_allowed";
             audit_failure(app, req, &fail);
             spd_reply_error(req, 403, "forbidden", "address not allowed");
@@ -607,7 +607,7 @@ static bool peer_is_admin(spd_app *app, sp_http_request *req) {
     uint8_t peer[16];
     int family = 0;
     sp_http_peer_bytes(req, peer, &family);
-    return spd_allow_list_contains(&app->config.admin_allow, peer, family);
+    return sp_allow_list_contains(&app->config.admin_allow, peer, family);
 }
 
 /* ---- the unauthenticated routes ---- */

@@ -480,9 +480,6 @@ typedef struct spd_worker {
     uint8_t *plain;                /* the items' outputs; wiped after rendering */
     size_t plain_cap;
     /* per message scratch */
-    sp_store_profile_row *profile; /* the message's profile, a row reused */
-    spd_buf pii[SP_VAULT_MAX_PII_FIELDS];
-    bool pii_have[SP_VAULT_MAX_PII_FIELDS];
     sp_error pii_error;
     char number[SPD_MAX_VALUE_TEXT];
 } spd_worker;
@@ -720,49 +717,21 @@ typedef struct lookup_ctx {
     const sp_store_profile_row *row;
     json_t *attrs;
     const spd_binding *bind;
-    const int32_t *item_of;   /* a batch's decrypts (NULL: decrypt here) */
+    const int32_t *item_of;   /* the message's items in the batch's decrypts */
 } lookup_ctx;
 
-/* PII field i of the profile: from the batch's decrypts, or decrypted into
- * w->pii[i], once per message. */
+/* PII field i of the profile, from the batch's decrypts (decrypt_batch). */
 static bool pii_value(lookup_ctx *c, size_t i, const char **value, size_t *len) {
     spd_worker *w = c->w;
-    if (c->item_of != NULL) {
-        int32_t k = c->item_of[i];
-        if (k < 0) return false;
-        const sp_vault_decrypt_item *it = &w->items[k];
-        if (it->rc != SP_OK) {
-            w->pii_error = it->rc;
-            return false;
-        }
-        *value = (const char *)it->out;
-        *len = it->out_len;
-        return true;
+    int32_t k = c->item_of[i];
+    if (k < 0) return false;
+    const sp_vault_decrypt_item *it = &w->items[k];
+    if (it->rc != SP_OK) {
+        w->pii_error = it->rc;
+        return false;
     }
-    if (!w->pii_have[i]) {
-        const char *field = c->t->settings.pii[i].name;
-        const sp_store_pii_row *p = NULL;
-        for (size_t k = 0; k < c->row->n_pii; k++)
-            if (strcmp(c->row->pii[k].field, field) == 0) p = &c->row->pii[k];
-        if (!p) return false;
-        spd_buf *b = &w->pii[i];
-        if (!buf_reserve(b, p->blob_len + 1)) {
-            w->pii_error = SP_ERR_NO_MEMORY;
-            return false;
-        }
-        size_t n = 0;
-        sp_error rc = sp_vault_decrypt(c->t->vault, c->row->id, field, p->blob, p->blob_len, SPD_SEND_PURPOSE, 0,
-                                       (uint8_t *)b->data, b->cap, &n);
-        if (w->sender->app->vault_decrypts) sp_metric_add(w->sender->app->vault_decrypts, 1);
-        if (rc != SP_OK) {
-            w->pii_error = rc;
-            return false;
-        }
-        b->len = n;
-        w->pii_have[i] = true;
-    }
-    *value = w->pii[i].data;
-    *len = w->pii[i].len;
+    *value = (const char *)it->out;
+    *len = it->out_len;
     return true;
 }
 
@@ -813,14 +782,13 @@ static sp_error render_into(lookup_ctx *c, const spd_campaign_spec *spec, int sl
 }
 
 /* Everything a message needs from its profile's row, in m->text:
- * recipient, subject, body, html. PII comes from the batch's decrypts
- * (item_of) or is decrypted here and wiped before returning. */
+ * recipient, subject, body, html, the PII from the batch's decrypts
+ * (item_of: the message's items). */
 static sp_error render_row(spd_worker *w, spd_tenant *t, spd_msg *m, const sp_store_profile_row *row,
                            const int32_t *item_of, const char **missing) {
     const spd_campaign_spec *spec = m->camp->spec;
     sp_error rc = SP_OK;
     json_t *attrs = NULL;
-    memset(w->pii_have, 0, sizeof w->pii_have);
     w->pii_error = SP_OK;
     if (rc == SP_OK && spec->uses_attributes) {
         json_error_t jerr;
@@ -848,20 +816,8 @@ static sp_error render_row(spd_worker *w, spd_tenant *t, spd_msg *m, const sp_st
     if (rc == SP_OK && m->has_subject) rc = render_into(&c, spec, TPL_SUBJECT, m, &m->subject_len, missing);
     if (rc == SP_OK) rc = render_into(&c, spec, TPL_BODY, m, &m->body_len, missing);
     if (rc == SP_OK && m->has_html) rc = render_into(&c, spec, TPL_HTML, m, &m->html_len, missing);
-    for (size_t i = 0; i < SP_VAULT_MAX_PII_FIELDS; i++)
-        if (w->pii_have[i]) buf_wipe(&w->pii[i]);
     json_decref(attrs);
     if (rc != SP_OK) buf_wipe(&m->text);
-    return rc;
-}
-
-/* One message on its own (a test send): its profile read, then rendered. */
-static sp_error render_message(spd_worker *w, sp_store *store, spd_tenant *t, spd_msg *m, const char **missing) {
-    if (!w->profile && !(w->profile = calloc(1, sizeof *w->profile))) return SP_ERR_NO_MEMORY;
-    sp_store_profile_row *row = w->profile;
-    sp_error rc = sp_store_profile_get(store, t->id, m->row.profile_id, row);
-    if (rc == SP_OK) rc = render_row(w, t, m, row, NULL, missing);
-    sp_store_profile_row_clear(row);
     return rc;
 }
 
@@ -1074,8 +1030,7 @@ static bool retryable(sp_error rc) {
 }
 
 static bool kms_trouble(sp_error rc) {
-    return rc == SP_ERR_KMS_UNAVAILABLE || rc == SP_ERR_KMS_ACCESS_DENIED || rc == SP_ERR_KMS_KEY_DISABLED ||
-           rc == SP_ERR_KMS_PROTOCOL;
+    return sp_error_is_kms(rc);
 }
 
 static void on_done(void *ctx, void *user, const sp_http_client_response *resp) {
@@ -1365,6 +1320,30 @@ static void decrypt_batch(spd_worker *w) {
     }
 }
 
+/* The plaintexts are in the messages' texts now (wiped once sent), and
+ * the rows are done with. */
+static void batch_clear(spd_worker *w) {
+    size_t used = 0;
+    for (size_t k = 0; k < w->n_items; k++) used += w->items[k].cap;
+    if (w->plain) sp_wipe(w->plain, used);
+    w->n_items = 0;
+    for (size_t i = 0; i < w->n_msgs; i++) sp_store_profile_row_clear(&w->rows[i]);
+}
+
+/* One message on its own (a test send, w->msgs[0]), through the steps of a
+ * batch: its profile read, its PII decrypted, then rendered. */
+static sp_error render_message(spd_worker *w, sp_store *store, spd_tenant *t, spd_msg *m, const char **missing) {
+    if (!batch_room(w, 1, 1)) return SP_ERR_NO_MEMORY;
+    m->tenant = t;
+    sp_error rc = sp_store_profile_get(store, t->id, m->row.profile_id, &w->rows[0]);
+    if (rc == SP_OK) {
+        decrypt_batch(w);
+        rc = m->done ? m->outcome : render_row(w, t, m, &w->rows[0], w->item_of, missing);
+    }
+    batch_clear(w);
+    return rc;
+}
+
 /* Prepares every message of the batch: its tenant, channel, campaign and
  * profile, then the PII of all of them (decrypt_batch), then renders each. */
 static void prepare_batch(spd_worker *w, sp_store *store) {
@@ -1422,11 +1401,7 @@ static void prepare_batch(spd_worker *w, sp_store *store) {
             kms_error = m->outcome;
         }
     }
-    /* the plaintexts are in the messages' texts now (wiped once sent) */
-    size_t used = 0;
-    for (size_t k = 0; k < w->n_items; k++) used += w->items[k].cap;
-    sp_wipe(w->plain, used);
-    for (size_t i = 0; i < w->n_msgs; i++) sp_store_profile_row_clear(&w->rows[i]);
+    batch_clear(w);
 }
 
 static void send_batch(spd_worker *w) {
@@ -1506,11 +1481,9 @@ static void worker_free(spd_worker *w) {
         buf_free(&w->reqs[i].url);
         buf_free(&w->reqs[i].header_text);
     }
-    for (size_t i = 0; i < SP_VAULT_MAX_PII_FIELDS; i++) buf_free(&w->pii[i]);
     free(w->msgs);
     free(w->reqs);
     free(w->group_seqs);
-    free(w->profile);
     free(w->rows);
     free(w->items);
     free(w->item_of);

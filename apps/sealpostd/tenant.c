@@ -108,13 +108,13 @@ static sp_error apply_pii(const json_t *v, spd_settings *s, char *err, size_t ca
 
 static sp_error apply_allow(const json_t *v, spd_settings *s, char *err, size_t cap) {
     if (!json_is_array(v)) FAIL("allow_ips: must be an array of CIDRs");
-    if (json_array_size(v) > SPD_MAX_CIDRS) FAIL("allow_ips: at most %d entries", SPD_MAX_CIDRS);
-    spd_allow_list list;
+    if (json_array_size(v) > SP_MAX_CIDRS) FAIL("allow_ips: at most %d entries", SP_MAX_CIDRS);
+    sp_allow_list list;
     memset(&list, 0, sizeof list);
     size_t i;
     json_t *item;
     json_array_foreach(v, i, item) {
-        if (!json_is_string(item) || spd_cidr_parse(json_string_value(item), &list.entries[list.count]) != SP_OK)
+        if (!json_is_string(item) || sp_cidr_parse(json_string_value(item), &list.entries[list.count]) != SP_OK)
             FAIL("allow_ips[%zu]: not a CIDR (a.b.c.d/n or an IPv6 address/n)", i);
         list.count++;
     }
@@ -295,7 +295,7 @@ static bool add_common(json_t *o, const spd_settings *s) {
     }
     for (size_t i = 0; ok && i < s->allow.count; i++) {
         char text[64];
-        ok = spd_cidr_format(&s->allow.entries[i], text, sizeof text) == SP_OK &&
+        ok = sp_cidr_format(&s->allow.entries[i], text, sizeof text) == SP_OK &&
              json_array_append_new(allow, json_string(text)) == 0;
     }
     ok = ok && json_object_set_new(rate, "per_second", number(s->rate_per_second)) == 0 &&

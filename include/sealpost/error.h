@@ -75,6 +75,10 @@ SP_API const char *sp_strerror(sp_error err);
 /* The stable symbolic name, e.g. "SP_ERR_AUTH", for logs and JSON replies. */
 SP_API const char *sp_error_name(sp_error err);
 
+/* A failure of a KMS (unavailable, access denied, key disabled, a malformed
+ * answer): what a caller waits out or reports as the KMS's, not its own. */
+SP_API bool sp_error_is_kms(sp_error err);
+
 SP_END_DECLS
 
 #endif

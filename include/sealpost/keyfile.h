@@ -45,6 +45,13 @@ SP_API SP_MUST_CHECK sp_error sp_keyfile_generate(const char *path, char version
 SP_API SP_MUST_CHECK sp_error sp_keyfile_add(const char *path, const char *version, const sp_key *key,
                                              bool make_active);
 
+/* A key of a process's own (e.g. for its local state or a credential
+ * pepper): HKDF-SHA256 (sp_key_derive) of the active key of the key file at
+ * path under salt and info, the file generated first when there is none.
+ * SP_ERR_BAD_KEYFILE when the file holds no active key. */
+SP_API SP_MUST_CHECK sp_error sp_keyfile_derive_active(const char *path, const char *salt, const char *info,
+                                                       sp_key **out);
+
 SP_END_DECLS
 
 #endif

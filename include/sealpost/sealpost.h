@@ -17,6 +17,7 @@
 #include "sealpost/store.h"
 #include "sealpost/log.h"
 #include "sealpost/metrics.h"
+#include "sealpost/allowlist.h"
 #include "sealpost/http.h"
 #include "sealpost/http_client.h"
 #include "sealpost/template.h"

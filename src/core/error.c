@@ -71,6 +71,11 @@ const char *sp_strerror(sp_error err) {
     return e ? e->text : "unknown error";
 }
 
+bool sp_error_is_kms(sp_error err) {
+    return err == SP_ERR_KMS_UNAVAILABLE || err == SP_ERR_KMS_ACCESS_DENIED || err == SP_ERR_KMS_KEY_DISABLED ||
+           err == SP_ERR_KMS_PROTOCOL;
+}
+
 const char *sp_error_name(sp_error err) {
     const sp_error_entry *e = sp_error_lookup(err);
     return e ? e->name : "SP_ERR_UNKNOWN";

@@ -207,6 +207,29 @@ sp_error sp_keyfile_generate(const char *path, char version_out[37]) {
     return rc;
 }
 
+sp_error sp_keyfile_derive_active(const char *path, const char *salt, const char *info, sp_key **out) {
+    SP_ENSURE(path != NULL && salt != NULL && info != NULL && out != NULL, SP_ERR_INVALID_ARGUMENT);
+    *out = NULL;
+    if (access(path, F_OK) != 0) {
+        char version[SP_KEY_VERSION_CHARS + 1];
+        SP_GUARD(sp_keyfile_generate(path, version));
+    }
+    sp_keyfile *kf = NULL;
+    SP_GUARD(sp_keyfile_load(path, &kf));
+    sp_error rc = SP_ERR_BAD_KEYFILE;
+    for (size_t i = 0; i < sp_keyfile_count(kf); i++) {
+        const char *version;
+        const sp_key *key;
+        sp_key_state state;
+        if (sp_keyfile_entry(kf, i, &version, &key, &state) == SP_OK && state == SP_KEY_STATE_ACTIVE) {
+            rc = sp_key_derive(key, (const uint8_t *)salt, strlen(salt), (const uint8_t *)info, strlen(info), out);
+            break;
+        }
+    }
+    sp_keyfile_free(kf);
+    return rc;
+}
+
 sp_error sp_keyfile_add(const char *path, const char *version, const sp_key *key, bool make_active) {
     SP_ENSURE(path != NULL && version != NULL && key != NULL, SP_ERR_INVALID_ARGUMENT);
     SP_ENSURE(sp_uuid_is_valid(version, strlen(version)), SP_ERR_BAD_UUID);

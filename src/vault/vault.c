@@ -163,11 +163,6 @@ static bool sp_vault_refusal(sp_error rc) {
            rc == SP_ERR_AUTH || rc == SP_ERR_NOT_FOUND;
 }
 
-/* Failures of the KMS itself, after which a fresh DEK may still be made. */
-static bool sp_vault_kms_failure(sp_error rc) {
-    return rc == SP_ERR_KMS_UNAVAILABLE || rc == SP_ERR_KMS_ACCESS_DENIED || rc == SP_ERR_KMS_KEY_DISABLED ||
-           rc == SP_ERR_KMS_PROTOCOL;
-}
 
 /* ---- the cache ---- */
 
@@ -589,7 +584,7 @@ static sp_error sp_vault_current_slow(sp_vault *v, int64_t now, bool retry, sp_v
          * carries on while its cached copy lasts, rather than stopping
          * ingestion at a lifetime boundary that is only policy. The nonce
          * bound is not policy: past it, no grace. */
-        if (sp_vault_kms_failure(rc) && v->cur_valid && v->cur_seals < SP_VAULT_MAX_SEALS_PER_DEK &&
+        if (sp_error_is_kms(rc) && v->cur_valid && v->cur_seals < SP_VAULT_MAX_SEALS_PER_DEK &&
             sp_vault_dek_get(v, v->cur_id, now, out) == SP_OK) {
             v->cur_seals++;
             return SP_OK;
@@ -608,7 +603,7 @@ static sp_error sp_vault_current_slow(sp_vault *v, int64_t now, bool retry, sp_v
         v->cur_valid = false;
         return sp_vault_current_slow(v, now, false, out);
     }
-    if (!sp_vault_kms_failure(got)) return got;
+    if (!sp_error_is_kms(got)) return got;
     /* The KMS will not unwrap the current DEK (down, or revoked). A new one
      * made here needs only a wrap, which an RSA-OAEP master key does on
      * this host. Otherwise the unwrap's answer is the caller's. */
@@ -806,11 +801,6 @@ static sp_error sp_vault_many_check(sp_vault *v, const sp_vault_decrypt_item *it
     return SP_OK;
 }
 
-static bool sp_vault_is_kms_error(sp_error rc) {
-    return rc == SP_ERR_KMS_UNAVAILABLE || rc == SP_ERR_KMS_ACCESS_DENIED || rc == SP_ERR_KMS_KEY_DISABLED ||
-           rc == SP_ERR_KMS_PROTOCOL;
-}
-
 sp_error sp_vault_decrypt_many(sp_vault *v, sp_vault_decrypt_item *items, size_t n, const char *purpose, int64_t now) {
     SP_ENSURE(items != NULL && n >= 1, SP_ERR_INVALID_ARGUMENT);
     SP_ENSURE(n <= SP_VAULT_MAX_BATCH, SP_ERR_TOO_LARGE);
@@ -832,7 +822,7 @@ sp_error sp_vault_decrypt_many(sp_vault *v, sp_vault_decrypt_item *items, size_t
                                  : sp_vault_decrypt_unaudited(v, it->profile_id, profile_len, it->field, field_len,
                                                               it->blob, it->len, now, it->out, it->cap, &it->out_len,
                                                               row->dek);
-        if (sp_vault_is_kms_error(it->rc)) kms_rc = it->rc;
+        if (sp_error_is_kms(it->rc)) kms_rc = it->rc;
         rc = sp_vault_profile_hash(v, it->profile_id, profile_len, row->who);
         row->fields[0] = (sp_audit_field){"tenant", v->tenant};
         row->fields[1] = (sp_audit_field){"dek", row->dek[0] ? row->dek : "none"};

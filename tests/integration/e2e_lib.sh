@@ -27,7 +27,7 @@
 #   e2e_start_proxy PORT UPSTREAM_PORT CERT KEY UPSTREAM_CA OUT
 #   e2e_relay_conf FILE           the relay's config (RELAY_PORT: a free one unless set); needs RELAY_DLR_PORT, KANNEL_*,
 #                                 SMTP_PORT, CB_PROXY_PORT, SP_CA and $RELAY_KEYS
-#   e2e_dlr_sig MESSAGE_ID        the tag of the relay's dlr-url for a message (docs/RELAY.md's recipe)
+#   relay_dlr_sig MESSAGE_ID      (relay_lib.sh) the tag of the relay's dlr-url for a message
 #   e2e_opened OUT KEYFILE        what the proxy saw, each request opened with the provider's keys
 #                                 (tests/integration/interop.py, written from PROTOCOL.md): JSON lines
 
@@ -164,48 +164,10 @@ EOF
 }
 
 e2e_relay_conf() {
-  local file=$1
-  RELAY_PORT=${RELAY_PORT:-$(relay_free_port)}
-  cat >"$file" <<EOF
-[server]
-listen = 127.0.0.1:$RELAY_PORT
-tls_cert = $tmp/tls/cert.pem
-tls_key = $tmp/tls/key.pem
-threads = 4
-allow = 127.0.0.1/32
-
-[auth]
-merchant_id = $RELAY_MERCHANT
-credential = $RELAY_ACCESS_KEY:$RELAY_SECRET_HASH:0
-
-[keys]
-file = $RELAY_KEYS
-
-[smtp]
-url = smtp://127.0.0.1:$SMTP_PORT
-starttls = try
-timeout = 30s
-
-[kannel]
-sendsms_url = $KANNEL_SENDSMS
-username = $KANNEL_USER
-password = $KANNEL_PASS
-smsc = fake0
-dlr_listen = 127.0.0.1:$RELAY_DLR_PORT
-
-[platform]
-callback_allow = https://127.0.0.1:$CB_PROXY_PORT/callbacks/v1/acme/
+  relay_conf "$1" "$RELAY_KEYS" 30s info "merchant_id = $RELAY_MERCHANT" \
+    "callback_allow = https://127.0.0.1:$CB_PROXY_PORT/callbacks/v1/acme/
 inbound_url = https://127.0.0.1:$CB_PROXY_PORT/callbacks/v1/acme/sms/inbound
-ca_file = $SP_CA
-retry_scale = 0.01
-
-[state]
-path = $tmp/relay-state.db
-
-[log]
-path = $tmp/relay.log
-level = info
-EOF
+ca_file = $SP_CA"
 }
 
 e2e_opened() {
@@ -232,19 +194,6 @@ for line in open(sys.argv[2]):
     except Exception as e:
         o["error"] = repr(e)[:200]
     print(json.dumps(o))
-EOF
-}
-
-e2e_dlr_sig() {
-  "$py" - "$here" "$tmp/relay-state.db.key" "$1" <<'EOF'
-import hashlib, hmac, sys
-sys.path.insert(0, sys.argv[1])
-import interop
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-_, key = interop.active_of(interop.load_keys(sys.argv[2]))
-k = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"sealpost-relay", info=b"sealpost-relay state v1").derive(key)
-print(hmac.new(k, b"sealpost-relay dlr tag\x00" + sys.argv[3].encode(), hashlib.sha256).hexdigest()[:32])
 EOF
 }
 

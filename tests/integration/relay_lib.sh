@@ -205,10 +205,14 @@ relay_start_sink2() {
   relay_wait_for "$tmp/sink2.port" "[0-9]" 20
 }
 
-relay_write_conf() {
-  local file=$1 keyfile=$2 extra=${3:-}
-  RELAY_PORT=$(relay_free_port)
-  LATE_PORT=${LATE_PORT:-$(relay_free_port)}
+# relay_conf FILE KEYFILE SMTP_TIMEOUT LOG_LEVEL AUTH_LINES PLATFORM_LINES [EXTRA]:
+# a relay config on 127.0.0.1:RELAY_PORT (a free port when unset), TLS from
+# $tmp/tls, the SMTP and Kannel this library started, the credential
+# RELAY_ACCESS_KEY/RELAY_SECRET_HASH after AUTH_LINES, PLATFORM_LINES in
+# [platform]. test_relay.sh and e2e_lib.sh differ only in those.
+relay_conf() {
+  local file=$1 keyfile=$2 smtp_timeout=$3 level=$4 auth=$5 platform=$6 extra=${7:-}
+  RELAY_PORT=${RELAY_PORT:-$(relay_free_port)}
   cat >"$file" <<EOF
 [server]
 listen = 127.0.0.1:$RELAY_PORT
@@ -218,8 +222,7 @@ threads = 4
 allow = 127.0.0.1/32
 
 [auth]
-merchant_id = merchant-1
-sub_merchants = sub-a, sub-b
+$auth
 credential = $RELAY_ACCESS_KEY:$RELAY_SECRET_HASH:0
 
 [keys]
@@ -228,7 +231,7 @@ file = $keyfile
 [smtp]
 url = smtp://127.0.0.1:$SMTP_PORT
 starttls = try
-timeout = 10s
+timeout = $smtp_timeout
 
 [kannel]
 sendsms_url = $KANNEL_SENDSMS
@@ -238,8 +241,7 @@ smsc = fake0
 dlr_listen = 127.0.0.1:$RELAY_DLR_PORT
 
 [platform]
-callback_allow = http://127.0.0.1:$SINK_PORT/cb/, http://127.0.0.1:$SINK_PORT/flaky/, http://127.0.0.1:$LATE_PORT/late/
-inbound_url = http://127.0.0.1:$SINK_PORT/cb/inbound
+$platform
 retry_scale = 0.01
 
 [state]
@@ -247,8 +249,33 @@ path = $tmp/relay-state.db
 
 [log]
 path = $tmp/relay.log
-level = debug
+level = $level
 $extra
+EOF
+}
+
+# relay_write_conf FILE KEYFILE [EXTRA]: test_relay.sh's config, on a new port
+relay_write_conf() {
+  RELAY_PORT=$(relay_free_port)
+  LATE_PORT=${LATE_PORT:-$(relay_free_port)}
+  relay_conf "$1" "$2" 10s debug "merchant_id = merchant-1
+sub_merchants = sub-a, sub-b" "callback_allow = http://127.0.0.1:$SINK_PORT/cb/, http://127.0.0.1:$SINK_PORT/flaky/, http://127.0.0.1:$LATE_PORT/late/
+inbound_url = http://127.0.0.1:$SINK_PORT/cb/inbound" "${3:-}"
+}
+
+# relay_dlr_sig MESSAGE_ID: the tag of a Kannel dlr-url, computed from
+# docs/RELAY.md's recipe (HKDF of the state key file's active key, then an
+# HMAC of the message id), not by the relay.
+relay_dlr_sig() {
+  "$py" - "$here" "$tmp/relay-state.db.key" "$1" <<'EOF'
+import hashlib, hmac, sys
+sys.path.insert(0, sys.argv[1])
+import interop
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+_, key = interop.active_of(interop.load_keys(sys.argv[2]))
+k = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"sealpost-relay", info=b"sealpost-relay state v1").derive(key)
+print(hmac.new(k, b"sealpost-relay dlr tag\x00" + sys.argv[3].encode(), hashlib.sha256).hexdigest()[:32])
 EOF
 }
 

@@ -198,7 +198,7 @@ grep -q '"message_id":"'"${S0:-none}"'","type":8' "$tmp/relay.log" && ok "and ty
 # Kannel reports within a millisecond, often before the relay recorded the hand-off: the relay waits
 # for the record of a tagged report (3 s), then gives up with a log line; a report of a message it
 # never handed on (tag made here from docs/RELAY.md's recipe) shows the give-up path
-sig=$(e2e_dlr_sig msg_never_handed)
+sig=$(relay_dlr_sig msg_never_handed)
 code=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=msg_never_handed&sig=$sig&type=1&smsc=fake0")
 [ "$code" = 200 ] && grep -q '"event":"kannel.dlr_unmatched","message_id":"msg_never_handed"' "$tmp/relay.log" &&
   ok "a tagged DLR for a message the relay has no record of is waited for, then logged as unmatched" ||

@@ -114,21 +114,7 @@ else bad "fakesmsc received the SMS" "$(tail -5 "$tmp/fakesmsc.out")"; fi
 # the fake SMSC reports "delivered to the SMSC" (8): buffered, no callback
 if relay_wait_for "$tmp/relay.log" '"event":"kannel.dlr".*"message_id":"msg_s1","type":8' 15; then ok "Kannel's DLR (type 8) reached the relay"
 else bad "Kannel DLR type 8" "$(grep kannel "$tmp/relay.log" | tail -3)"; fi
-# The dlr-url's tag, computed here from docs/RELAY.md's recipe (HKDF of the
-# state key file's active key, then an HMAC of the message id), not by the relay.
-dlr_sig() {
-  "$py" - "$here" "$tmp/relay-state.db.key" "$1" <<'EOF'
-import hashlib, hmac, sys
-sys.path.insert(0, sys.argv[1])
-import interop
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-_, key = interop.active_of(interop.load_keys(sys.argv[2]))
-k = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"sealpost-relay", info=b"sealpost-relay state v1").derive(key)
-print(hmac.new(k, b"sealpost-relay dlr tag\x00" + sys.argv[3].encode(), hashlib.sha256).hexdigest()[:32])
-EOF
-}
-sig=$(dlr_sig msg_s1)
+sig=$(relay_dlr_sig msg_s1)
 forged=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=msg_s1&sig=00000000000000000000000000000000&type=2&smsc=fake0")
 untagged=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RELAY_DLR_PORT/kannel/dlr?meta=msg_s1&type=2&smsc=fake0")
 [ "$forged$untagged" = 403403 ] && ok "a DLR call without the relay's tag is refused" || bad "forged DLR" "$forged $untagged"

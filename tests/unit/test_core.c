@@ -619,6 +619,12 @@ static void test_error_table(void **state) {
     for (size_t i = 0; i < SP_ARRAY_LEN(out_of_range); i++) {
         assert_string_equal(sp_strerror((sp_error)out_of_range[i]), "unknown error");
         assert_string_equal(sp_error_name((sp_error)out_of_range[i]), "SP_ERR_UNKNOWN");
+        assert_false(sp_error_is_kms((sp_error)out_of_range[i]));
+    }
+    /* exactly the KMS's own failures: its name says so */
+    for (int i = 0; i < SP_ERR__COUNT; i++) {
+        bool kms = strncmp(sp_error_name((sp_error)i), "SP_ERR_KMS_", 11) == 0;
+        if (sp_error_is_kms((sp_error)i) != kms) fail_msg("sp_error_is_kms(%s)", sp_error_name((sp_error)i));
     }
 }
 

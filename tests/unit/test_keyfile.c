@@ -148,6 +148,60 @@ static void test_generate_creates_and_rotates(void **state) {
     assert_int_equal(stray_files(s), 0);
 }
 
+/* A process's own key: the file made on first use, the same key derived
+ * from it every time, another for another label, a new one after the
+ * file's key is rotated, and none from a file without an active key. */
+static void test_derive_active(void **state) {
+    scratch *s = *state;
+    sp_key *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+    uint8_t ka[SP_KEY_BYTES], kb[SP_KEY_BYTES], kc[SP_KEY_BYTES], kd[SP_KEY_BYTES];
+    assert_ok(sp_keyfile_derive_active(s->path, "salt", "state v1", &a));
+    assert_int_equal(sp_test_file_mode(s->path), 0600);
+    sp_keyfile *f = NULL;
+    assert_ok(sp_keyfile_load(s->path, &f));
+    assert_int_equal(sp_keyfile_count(f), 1);
+    uint8_t raw[SP_KEY_BYTES];
+    key_bytes(f, active_version(f), raw);
+    sp_keyfile_free(f);
+    assert_ok(sp_keyfile_derive_active(s->path, "salt", "state v1", &b));
+    assert_ok(sp_keyfile_derive_active(s->path, "salt", "pepper v1", &c));
+    assert_ok(sp_key_export(a, ka));
+    assert_ok(sp_key_export(b, kb));
+    assert_ok(sp_key_export(c, kc));
+    assert_memory_equal(ka, kb, SP_KEY_BYTES);      /* the file is reused, not replaced */
+    assert_memory_not_equal(ka, kc, SP_KEY_BYTES);  /* info separates uses */
+    assert_memory_not_equal(ka, raw, SP_KEY_BYTES); /* derived, never the stored key itself */
+    char v[37];
+    assert_ok(sp_keyfile_generate(s->path, v));
+    assert_ok(sp_keyfile_derive_active(s->path, "salt", "state v1", &d));
+    assert_ok(sp_key_export(d, kd));
+    assert_memory_not_equal(ka, kd, SP_KEY_BYTES);
+    sp_key_free(a);
+    sp_key_free(b);
+    sp_key_free(c);
+    sp_key_free(d);
+
+    sp_key *none = (sp_key *)&none;
+    assert_rc(sp_keyfile_derive_active(NULL, "salt", "info", &none), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_keyfile_derive_active(s->path, NULL, "info", &none), SP_ERR_INVALID_ARGUMENT);
+    /* a file whose keys are all decrypt-only: refused, nothing derived, the file left as it is */
+    char path[600];
+    snprintf(path, sizeof path, "%s/no-active.json", s->dir);
+    static const char doc[] = "{\"format\": \"sealpost-keyfile\", \"version\": 1, \"keys\": [{\"version\": \"" VER1
+                              "\", \"key\": \"" KEY_A "\", \"state\": \"decrypt-only\", \"created\": 1700000000}]}";
+    sp_test_write_file(path, doc, sizeof doc - 1, 0600);
+    assert_rc(sp_keyfile_load(path, &f), SP_ERR_BAD_KEYFILE); /* a file needs an active key */
+    none = (sp_key *)&none;
+    sp_error rc = sp_keyfile_derive_active(path, "salt", "info", &none);
+    assert_true(rc == SP_ERR_BAD_KEYFILE);
+    assert_null(none);
+    size_t len = 0;
+    char *after = sp_test_read_file(path, &len);
+    assert_int_equal(len, sizeof doc - 1);
+    assert_memory_equal(after, doc, len);
+    free(after);
+}
+
 /* The keys of a generated file work with the wire layer: what the CLI does. */
 static void test_generated_keys_seal_and_open(void **state) {
     scratch *s = *state;
@@ -556,6 +610,7 @@ static void test_generate_allocation_failures(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_generate_creates_and_rotates, scratch_setup, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_derive_active, scratch_setup, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_generated_keys_seal_and_open, scratch_setup, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_generate_refuses_insecure_file, scratch_setup, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_load_permissions, scratch_setup, scratch_teardown),

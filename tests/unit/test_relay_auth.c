@@ -98,18 +98,18 @@ static void addr(const char *text, uint8_t out[16], int *family) {
     }
 }
 
-static bool allowed(const relay_allow_list *l, const char *text) {
+static bool allowed(const sp_allow_list *l, const char *text) {
     uint8_t a[16];
     int fam;
     addr(text, a, &fam);
-    return relay_allow_list_contains(l, a, fam);
+    return sp_allow_list_contains(l, a, fam);
 }
 
 static void test_cidr(void **state) {
     (void)state;
-    relay_allow_list l;
+    sp_allow_list l;
     char err[128];
-    assert_ok(relay_allow_list_parse("10.1.2.3/8, 192.168.1.128/25 ,2001:db8::/33,127.0.0.1", &l, err, sizeof err));
+    assert_ok(sp_allow_list_parse("10.1.2.3/8, 192.168.1.128/25 ,2001:db8::/33,127.0.0.1", &l, err, sizeof err));
     assert_int_equal(l.count, 4);
     assert_true(allowed(&l, "10.200.0.1"));
     assert_false(allowed(&l, "11.0.0.1"));
@@ -123,11 +123,11 @@ static void test_cidr(void **state) {
     assert_false(allowed(&l, "::1"));
     static const char *const bad[] = {"10.0.0.0/33", "::/129", "10.0.0/8", "x", "10.0.0.0/", "10.0.0.0/-1", ",", "1.2.3.4,,"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        if (relay_allow_list_parse(bad[i], &l, err, sizeof err) == SP_OK) fail_msg("'%s' accepted", bad[i]);
-    assert_ok(relay_allow_list_parse("", &l, err, sizeof err));
+        if (sp_allow_list_parse(bad[i], &l, err, sizeof err) == SP_OK) fail_msg("'%s' accepted", bad[i]);
+    assert_ok(sp_allow_list_parse("", &l, err, sizeof err));
     assert_int_equal(l.count, 0);
     assert_false(allowed(&l, "127.0.0.1")); /* empty: nobody */
-    assert_ok(relay_allow_list_parse("0.0.0.0/0", &l, err, sizeof err));
+    assert_ok(sp_allow_list_parse("0.0.0.0/0", &l, err, sizeof err));
     assert_true(allowed(&l, "203.0.113.9"));
 }
 

@@ -14,7 +14,7 @@ static spd_config config_for_tests(void) {
     memcpy(c.data_dir, "/srv/sp", 8);
     c.rate_per_second = 1000;
     c.rate_burst = 2000;
-    assert_ok(spd_allow_list_parse("127.0.0.1/32,::1/128", &c.default_tenant_allow, NULL, 0));
+    assert_ok(sp_allow_list_parse("127.0.0.1/32,::1/128", &c.default_tenant_allow, NULL, 0));
     return c;
 }
 
@@ -106,7 +106,7 @@ static void test_create_valid(void **state) {
     assert_string_equal(back.name, s.name);
     assert_int_equal(back.n_pii, 2);
     assert_int_equal(back.allow.count, 2);
-    assert_memory_equal(&back.allow.entries[1], &s.allow.entries[1], sizeof(spd_cidr));
+    assert_memory_equal(&back.allow.entries[1], &s.allow.entries[1], sizeof(sp_cidr));
     assert_true(back.rate_per_second == 2.5);
 
     /* the API object: no kms string, its backend instead */

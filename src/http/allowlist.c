@@ -1,5 +1,6 @@
 /*
- * Allow-lists of IPv4 and IPv6 networks. Entries are CIDRs ("10.0.0.0/8",
+ * Allow-lists of IPv4 and IPv6 networks (include/sealpost/allowlist.h),
+ * shared by sealpostd and sealpost-relay. Entries are CIDRs ("10.0.0.0/8",
  * "2001:db8::/32") or bare addresses (a /32 or /128). Host bits set beyond
  * the prefix are accepted and cleared, so "10.1.2.3/8" means 10.0.0.0/8.
  * An IPv4-mapped IPv6 entry (::ffff:a.b.c.d/96+n) becomes the IPv4 entry it
@@ -10,7 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "daemon.h"
+#include "core/sp_core.h"
+#include "sealpost/allowlist.h"
 
 static const uint8_t v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
@@ -24,7 +26,7 @@ static void clear_host_bits(uint8_t *addr, size_t bytes, unsigned prefix) {
     }
 }
 
-sp_error spd_cidr_parse(const char *text, spd_cidr *out) {
+sp_error sp_cidr_parse(const char *text, sp_cidr *out) {
     if (!text || !out) return SP_ERR_INVALID_ARGUMENT;
     memset(out, 0, sizeof *out);
     size_t len = strlen(text);
@@ -69,7 +71,7 @@ sp_error spd_cidr_parse(const char *text, spd_cidr *out) {
     return SP_OK;
 }
 
-static bool cidr_contains(const spd_cidr *c, const uint8_t *addr) {
+static bool cidr_contains(const sp_cidr *c, const uint8_t *addr) {
     unsigned full = c->prefix / 8, rest = c->prefix % 8;
     if (memcmp(c->addr, addr, full) != 0) return false;
     if (rest == 0) return true;
@@ -77,7 +79,7 @@ static bool cidr_contains(const spd_cidr *c, const uint8_t *addr) {
     return (addr[full] & mask) == c->addr[full];
 }
 
-bool spd_allow_list_contains(const spd_allow_list *list, const uint8_t addr[16], int family) {
+bool sp_allow_list_contains(const sp_allow_list *list, const uint8_t addr[16], int family) {
     if (!list || !addr) return false;
     uint8_t v4[4];
     const uint8_t *peer = addr;
@@ -87,13 +89,13 @@ bool spd_allow_list_contains(const spd_allow_list *list, const uint8_t addr[16],
         family = 4;
     }
     if (family != 4 && family != 6) return false;
-    for (size_t i = 0; i < list->count && i < SPD_MAX_CIDRS; i++) {
+    for (size_t i = 0; i < list->count && i < SP_MAX_CIDRS; i++) {
         if (list->entries[i].family == family && cidr_contains(&list->entries[i], peer)) return true;
     }
     return false;
 }
 
-sp_error spd_cidr_format(const spd_cidr *cidr, char *out, size_t cap) {
+sp_error sp_cidr_format(const sp_cidr *cidr, char *out, size_t cap) {
     if (!cidr || !out || cap == 0) return SP_ERR_INVALID_ARGUMENT;
     char text[INET6_ADDRSTRLEN];
     if (!inet_ntop(cidr->family == 4 ? AF_INET : AF_INET6, cidr->addr, text, sizeof text))
@@ -102,7 +104,7 @@ sp_error spd_cidr_format(const spd_cidr *cidr, char *out, size_t cap) {
     return n > 0 && (size_t)n < cap ? SP_OK : SP_ERR_BUFFER_TOO_SMALL;
 }
 
-sp_error spd_allow_list_parse(const char *text, spd_allow_list *out, char *err, size_t cap) {
+sp_error sp_allow_list_parse(const char *text, sp_allow_list *out, char *err, size_t cap) {
     if (!text || !out) return SP_ERR_INVALID_ARGUMENT;
     memset(out, 0, sizeof *out);
     const char *p = text;
@@ -124,11 +126,11 @@ sp_error spd_allow_list_parse(const char *text, spd_allow_list *out, char *err, 
         }
         memcpy(entry, p, trimmed);
         entry[trimmed] = '\0';
-        if (out->count == SPD_MAX_CIDRS) {
-            if (err) snprintf(err, cap, "more than %d entries", SPD_MAX_CIDRS);
+        if (out->count == SP_MAX_CIDRS) {
+            if (err) snprintf(err, cap, "more than %d entries", SP_MAX_CIDRS);
             return SP_ERR_INVALID_ARGUMENT;
         }
-        if (spd_cidr_parse(entry, &out->entries[out->count]) != SP_OK) {
+        if (sp_cidr_parse(entry, &out->entries[out->count]) != SP_OK) {
             if (err) snprintf(err, cap, "'%s' is not a CIDR (a.b.c.d/n or an IPv6 address/n)", entry);
             return SP_ERR_INVALID_ARGUMENT;
         }

@@ -1,5 +1,5 @@
 /*
- * sealpostd's allow-lists: IPv4 and IPv6 CIDRs at their edge prefixes, bare
+ * The allow-lists (src/http/allowlist.c) sealpostd and sealpost-relay use: IPv4 and IPv6 CIDRs at their edge prefixes, bare
  * addresses, host bits cleared, IPv4-mapped entries and peers, comma lists
  * with their limit, and the junk that must be refused.
  */
@@ -7,7 +7,7 @@
 
 #include "sp_test_util.h"
 
-#include "daemon.h"
+#include "sealpost/allowlist.h"
 
 static void addr_of(const char *text, uint8_t out[16], int *family) {
     memset(out, 0, 16);
@@ -20,31 +20,31 @@ static void addr_of(const char *text, uint8_t out[16], int *family) {
 }
 
 static bool list_has(const char *list_text, const char *peer) {
-    spd_allow_list list;
+    sp_allow_list list;
     char err[128];
-    assert_ok(spd_allow_list_parse(list_text, &list, err, sizeof err));
+    assert_ok(sp_allow_list_parse(list_text, &list, err, sizeof err));
     uint8_t addr[16];
     int family;
     addr_of(peer, addr, &family);
-    return spd_allow_list_contains(&list, addr, family);
+    return sp_allow_list_contains(&list, addr, family);
 }
 
 static void expect_format(const char *in, const char *want) {
-    spd_cidr c;
+    sp_cidr c;
     char out[64];
-    assert_ok(spd_cidr_parse(in, &c));
-    assert_ok(spd_cidr_format(&c, out, sizeof out));
+    assert_ok(sp_cidr_parse(in, &c));
+    assert_ok(sp_cidr_format(&c, out, sizeof out));
     assert_string_equal(out, want);
 }
 
 static void test_parse(void **state) {
     (void)state;
-    spd_cidr c;
-    assert_ok(spd_cidr_parse("10.0.0.0/8", &c));
+    sp_cidr c;
+    assert_ok(sp_cidr_parse("10.0.0.0/8", &c));
     assert_int_equal(c.family, 4);
     assert_int_equal(c.prefix, 8);
     assert_int_equal(c.addr[0], 10);
-    assert_ok(spd_cidr_parse("::1/128", &c));
+    assert_ok(sp_cidr_parse("::1/128", &c));
     assert_int_equal(c.family, 6);
     assert_int_equal(c.prefix, 128);
     assert_int_equal(c.addr[15], 1);
@@ -70,15 +70,15 @@ static void test_refused(void **state) {
         "01.2.3.4", "1.2.3.4\n",
     };
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
-        spd_cidr c;
-        if (spd_cidr_parse(junk[i], &c) != SP_ERR_INVALID_ARGUMENT) fail_msg("accepted '%s'", junk[i]);
+        sp_cidr c;
+        if (sp_cidr_parse(junk[i], &c) != SP_ERR_INVALID_ARGUMENT) fail_msg("accepted '%s'", junk[i]);
     }
     char long_text[200];
     memset(long_text, '1', sizeof long_text - 1);
     long_text[sizeof long_text - 1] = '\0';
-    spd_cidr c;
-    assert_rc(spd_cidr_parse(long_text, &c), SP_ERR_INVALID_ARGUMENT);
-    assert_rc(spd_cidr_parse(NULL, &c), SP_ERR_INVALID_ARGUMENT);
+    sp_cidr c;
+    assert_rc(sp_cidr_parse(long_text, &c), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_cidr_parse(NULL, &c), SP_ERR_INVALID_ARGUMENT);
 }
 
 static void test_contains(void **state) {
@@ -107,10 +107,10 @@ static void test_contains(void **state) {
     /* an empty list lets nobody in */
     assert_false(list_has("", "127.0.0.1"));
     uint8_t addr[16] = {127, 0, 0, 1};
-    assert_false(spd_allow_list_contains(NULL, addr, 4));
-    spd_allow_list any;
-    assert_ok(spd_allow_list_parse("0.0.0.0/0", &any, NULL, 0));
-    assert_false(spd_allow_list_contains(&any, addr, 5));
+    assert_false(sp_allow_list_contains(NULL, addr, 4));
+    sp_allow_list any;
+    assert_ok(sp_allow_list_parse("0.0.0.0/0", &any, NULL, 0));
+    assert_false(sp_allow_list_contains(&any, addr, 5));
 }
 
 static void test_list_limits(void **state) {
@@ -118,23 +118,23 @@ static void test_list_limits(void **state) {
     char text[64 * 20 + 32] = "";
     size_t len = 0;
     for (int i = 0; i < 64; i++) len += (size_t)snprintf(text + len, sizeof text - len, "%s10.0.%d.0/24", i ? "," : "", i);
-    spd_allow_list list;
+    sp_allow_list list;
     char err[128];
-    assert_ok(spd_allow_list_parse(text, &list, err, sizeof err));
+    assert_ok(sp_allow_list_parse(text, &list, err, sizeof err));
     assert_int_equal(list.count, 64);
     snprintf(text + len, sizeof text - len, ",10.1.0.0/24");
-    assert_rc(spd_allow_list_parse(text, &list, err, sizeof err), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_allow_list_parse(text, &list, err, sizeof err), SP_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "more than 64"));
-    assert_rc(spd_allow_list_parse("10.0.0.0/8,,::1", &list, err, sizeof err), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_allow_list_parse("10.0.0.0/8,,::1", &list, err, sizeof err), SP_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "empty entry"));
-    assert_rc(spd_allow_list_parse("10.0.0.0/8, nope", &list, err, sizeof err), SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_allow_list_parse("10.0.0.0/8, nope", &list, err, sizeof err), SP_ERR_INVALID_ARGUMENT);
     assert_string_equal(err, "'nope' is not a CIDR (a.b.c.d/n or an IPv6 address/n)");
-    assert_ok(spd_allow_list_parse("10.0.0.0/8,", &list, err, sizeof err));
+    assert_ok(sp_allow_list_parse("10.0.0.0/8,", &list, err, sizeof err));
     assert_int_equal(list.count, 1);
     char small[8];
-    spd_cidr c;
-    assert_ok(spd_cidr_parse("2001:db8::/32", &c));
-    assert_rc(spd_cidr_format(&c, small, sizeof small), SP_ERR_BUFFER_TOO_SMALL);
+    sp_cidr c;
+    assert_ok(sp_cidr_parse("2001:db8::/32", &c));
+    assert_rc(sp_cidr_format(&c, small, sizeof small), SP_ERR_BUFFER_TOO_SMALL);
 }
 
 int main(void) {
