@@ -15,7 +15,8 @@
  *
  * Order of work: size, signature and timestamp (sp_open_checked), then the
  * webhook-id looked up before anything is decrypted (a provider's retry of
- * something already recorded costs one indexed read), then decryption and
+ * something already recorded costs one indexed read; on SQLite on the
+ * writer's connection, see the group commit), then decryption and
  * parsing (sp_callback_parse checks the whole body before handing out an
  * event), then one transaction: the webhook-id recorded (the authoritative
  * de-duplication: of two identical callbacks racing, one commits and the
@@ -509,7 +510,10 @@ static sp_error cb_apply(cb_thread *th, sp_store *store, const spd_tenant *t, co
  * callbacks stay in their threads' memory, which does not change while
  * they wait. When a transaction fails, each callback of the group is
  * written again on its own, so one callback's failure is never another's.
- * A callback is answered only once its transaction committed. */
+ * A callback is answered only once its transaction committed. On SQLite
+ * the webhook-id lookups before decryption queue here too (cb_seen_id):
+ * they are answered inside the next transaction, on the writer's warm
+ * connection, and a group of lookups alone writes nothing. */
 
 typedef struct cb_job {
     cb_thread *th;
@@ -517,6 +521,7 @@ typedef struct cb_job {
     const char *channel;
     const char *webhook_id;
     bool encrypted;
+    bool lookup;             /* only: was webhook_id recorded? (fresh: no) */
     /* the outcome, set by the leader */
     sp_error rc;
     bool fresh;
@@ -530,12 +535,21 @@ static pthread_cond_t cb_group_done = PTHREAD_COND_INITIALIZER;
 static cb_job *cb_group_head, **cb_group_tail = &cb_group_head;
 static bool cb_group_writing;
 
+/* One job inside the group's transaction: a lookup reads, a callback writes. */
+static sp_error cb_job_run(sp_store *store, cb_job *j, int64_t now) {
+    if (!j->lookup) return cb_apply(j->th, store, j->t, j->channel, j->webhook_id, j->encrypted, now, &j->fresh, &j->o);
+    bool seen = false;
+    sp_error rc = sp_store_callback_seen(store, j->t->id, j->webhook_id, &seen);
+    j->fresh = !seen;
+    return rc;
+}
+
 static sp_error cb_write_one(sp_store *store, cb_job *j) {
     sp_error rc = SP_OK;
     for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
         rc = sp_store_begin(store);
         if (rc == SP_OK)
-            rc = cb_apply(j->th, store, j->t, j->channel, j->webhook_id, j->encrypted, cb_now_ms(), &j->fresh, &j->o);
+            rc = cb_job_run(store, j, cb_now_ms());
         if (rc == SP_OK) rc = sp_store_commit(store);
         if (rc != SP_OK) sp_store_rollback(store);
         if (rc != SP_ERR_CONFLICT) break;
@@ -548,8 +562,7 @@ static void cb_write_group(sp_store *store, cb_job *group) {
     for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
         int64_t now = cb_now_ms();
         rc = sp_store_begin(store);
-        for (cb_job *j = group; rc == SP_OK && j; j = j->next)
-            rc = cb_apply(j->th, store, j->t, j->channel, j->webhook_id, j->encrypted, now, &j->fresh, &j->o);
+        for (cb_job *j = group; rc == SP_OK && j; j = j->next) rc = cb_job_run(store, j, now);
         if (rc == SP_OK) rc = sp_store_commit(store);
         if (rc != SP_OK) sp_store_rollback(store);
         if (rc != SP_ERR_CONFLICT) break;
@@ -559,9 +572,9 @@ static void cb_write_group(sp_store *store, cb_job *group) {
     for (cb_job *j = group; j; j = j->next) j->rc = cb_write_one(store, j);
 }
 
-static sp_error cb_record(cb_thread *th, sp_store *store, const spd_tenant *t, const char *channel,
-                          const char *webhook_id, bool encrypted, bool *fresh, cb_outcome *o) {
-    cb_job job = {th, t, channel, webhook_id, encrypted, SP_OK, true, {0}, false, NULL};
+static sp_error cb_group_run(cb_thread *th, sp_store *store, const spd_tenant *t, const char *channel,
+                            const char *webhook_id, bool encrypted, bool lookup, bool *fresh, cb_outcome *o) {
+    cb_job job = {th, t, channel, webhook_id, encrypted, lookup, SP_OK, true, {0}, false, NULL};
     pthread_mutex_lock(&cb_group_lock);
     *cb_group_tail = &job;
     cb_group_tail = &job.next;
@@ -594,15 +607,32 @@ static sp_error cb_record(cb_thread *th, sp_store *store, const spd_tenant *t, c
 /* ---- the request ---- */
 
 typedef struct cb_check {
+    cb_thread *th;
     sp_store *store;
-    const char *tenant;
+    const spd_tenant *t;
     sp_error store_rc;  /* a failure of the lookup itself: 503, not 401 */
 } cb_check;
+
+/* Was the webhook-id recorded? On SQLite the question joins the group
+ * queue and is answered on the process's writer connection, whose page
+ * cache stays warm: a connection of its own would find its cache dropped
+ * after every commit of the writer and read the index's pages again each
+ * time (a fifth of a callback's cost). A PostgreSQL server keeps its own
+ * cache, so there the thread's connection asks directly. */
+static sp_error cb_seen_id(cb_thread *th, sp_store *store, const spd_tenant *t, const char *webhook_id, bool *seen) {
+    if (strcmp(sp_store_backend_name(store), "sqlite") != 0)
+        return sp_store_callback_seen(store, t->id, webhook_id, seen);
+    bool fresh = true;
+    cb_outcome o;
+    SPD_TRY(cb_group_run(th, store, t, NULL, webhook_id, false, true, &fresh, &o));
+    *seen = !fresh;
+    return SP_OK;
+}
 
 static sp_error cb_seen(void *arg, const sp_opened *verified) {
     cb_check *c = arg;
     bool seen = false;
-    sp_error rc = sp_store_callback_seen(c->store, c->tenant, verified->message_id, &seen);
+    sp_error rc = cb_seen_id(c->th, c->store, c->t, verified->message_id, &seen);
     if (rc != SP_OK) {
         c->store_rc = rc;
         return rc;
@@ -715,7 +745,7 @@ void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_ma
             for (size_t k = 0; k < (count > 1 ? 2u : 1u); k++)
                 headers[n++] = (sp_header){cb_header_names[i], strlen(cb_header_names[i]), v, strlen(v)};
         }
-        cb_check check = {store, t->id, SP_OK};
+        cb_check check = {th, store, t, SP_OK};
         sp_opened info;
         memset(&info, 0, sizeof info);
         rc = sp_open_checked(w->wire, headers, n, body, body_len, 0, cb_seen, &check, th->plain, th->plain_cap,
@@ -758,7 +788,7 @@ void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_ma
                 return;
             }
             bool seen = false;
-            rc = sp_store_callback_seen(store, t->id, id, &seen);
+            rc = cb_seen_id(th, store, t, id, &seen);
             if (rc != SP_OK) {
                 cb_unavailable(app, req, rc, "callback.seen");
                 return;
@@ -800,7 +830,7 @@ void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_ma
     /* ---- recording ---- */
     cb_outcome o;
     bool fresh = true;
-    rc = cb_record(th, store, t, channel_id, webhook_id, w->encrypted, &fresh, &o);
+    rc = cb_group_run(th, store, t, channel_id, webhook_id, w->encrypted, false, &fresh, &o);
     sp_wipe(th->opt_outs, sizeof th->opt_outs[0] * th->n_opt_outs);
     if (rc != SP_OK) {
         cb_unavailable(app, req, rc, "record");

@@ -355,6 +355,8 @@ static pthread_once_t sp_vfs_once = PTHREAD_ONCE_INIT;
 static bool sp_vfs_ready;
 
 static void sp_vfs_setup(void) {
+    /* registering initialises SQLite: the page cache must be set before */
+    (void)sp_sqlite_pcache_install();
     sp_vfs_base = sqlite3_vfs_find(NULL);
     /* the base must be the one this file was written against: version 2
      * or later (xCurrentTimeInt64) */

@@ -182,6 +182,13 @@ SP_INTERNAL extern const sp_store_driver sp_store_sqlite_driver;
  * then use SQLite's default VFS). */
 #define SP_SQLITE_VFS "sp-wal"
 SP_INTERNAL const char *sp_sqlite_vfs(void);
+/* sqlite_pcache.c: SQLite's page cache behind a tighter bound on what a
+ * truncation must drop; false when SQLite was initialised before (its own
+ * cache then serves unchanged). The counts, for tests: truncations passed
+ * on to SQLite's cache, truncations spared, and pages moved past the
+ * bound. */
+SP_INTERNAL bool sp_sqlite_pcache_install(void);
+SP_INTERNAL void sp_sqlite_pcache_counts(uint64_t *passed, uint64_t *spared, uint64_t *moved);
 SP_INTERNAL extern const sp_store_driver sp_store_pg_driver;
 
 struct sp_store {

@@ -441,6 +441,7 @@ static void sp_gates_register_fork(void) {
      * here reads them. Only possible before SQLite initialises: when the
      * process already used SQLite this is refused, harmlessly. */
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    (void)sp_sqlite_pcache_install();
 }
 
 /* Woken by a commit that left the WAL long (sp_wal_hook), or idle: a
@@ -870,6 +871,28 @@ static sp_error sp_gate_writer(sp_sqlite *d) {
     return SP_OK;
 }
 
+/* A transaction's BEGIN, COMMIT and ROLLBACK run from statements prepared
+ * once per connection: parsing them again each time was a tenth of a small
+ * transaction's cost. Other scripts (migrations) go through sqlite3_exec. */
+static int sp_conn_exec(sp_sqlite_conn *c, const char *sql) {
+    static const sp_store_q single[] = {SP_Q_BEGIN, SP_Q_BEGIN_READ, SP_Q_COMMIT, SP_Q_ROLLBACK};
+    sp_store_q q = SP_Q__COUNT;
+    for (size_t i = 0; i < sizeof single / sizeof single[0]; i++)
+        if (sql == sp_sqlite_sql[single[i]]) q = single[i];
+    if (q == SP_Q__COUNT) {
+        int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+        return rc == SQLITE_OK ? rc : sqlite3_extended_errcode(c->db);
+    }
+    if (c->stmts[q] == NULL &&
+        sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &c->stmts[q], NULL) != SQLITE_OK)
+        return sqlite3_extended_errcode(c->db);
+    int rc = sqlite3_step(c->stmts[q]);
+    if (rc != SQLITE_DONE) rc = sqlite3_extended_errcode(c->db);
+    else rc = SQLITE_OK;
+    (void)sqlite3_reset(c->stmts[q]);
+    return rc;
+}
+
 static sp_error sp_sqlite_script(void *vd, const char *sql) {
     sp_sqlite *d = vd;
     bool write_begin = sql == sp_sqlite_sql[SP_Q_BEGIN] || sql == sp_sqlite_sql[SP_Q_MIGRATE_BEGIN];
@@ -882,8 +905,8 @@ static sp_error sp_sqlite_script(void *vd, const char *sql) {
         }
     }
     sqlite3 *db = d->conn->db;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    sp_error err = rc == SQLITE_OK ? SP_OK : sp_sqlite_err(sqlite3_extended_errcode(db));
+    int rc = sp_conn_exec(d->conn, sql);
+    sp_error err = rc == SQLITE_OK ? SP_OK : sp_sqlite_err(rc);
     /* the gate (and the shared writer) is held exactly while a write
      * transaction is open */
     if (sqlite3_get_autocommit(db)) sp_gate_leave(d);
