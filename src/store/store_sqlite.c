@@ -46,6 +46,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -396,7 +397,17 @@ typedef struct {
  * one: at 64 MiB that was five times a second under ingestion, and a WAL
  * twice as long took ingestion from 30,000 to 35,000 profiles/s. */
 #define SP_SQLITE_CHECKPOINT_FRAMES 32768
+static _Atomic int sp_checkpoint_frames = SP_SQLITE_CHECKPOINT_FRAMES;
+
+void sp_sqlite_set_checkpoint_frames(int frames) {
+    atomic_store(&sp_checkpoint_frames, frames > 0 ? frames : SP_SQLITE_CHECKPOINT_FRAMES);
+}
 #define SP_SQLITE_CHECKPOINT_IDLE_MS 1000
+/* Passes that catch up on a long WAL before the one under the write gate,
+ * and the frames that may come in during one for the next to be the last:
+ * 256 frames are a megabyte, a few ms of fsync on a slow disk. */
+#define SP_SQLITE_CATCH_UP_PASSES 6
+#define SP_SQLITE_GATED_FRAMES 256
 /* how long a RESTART checkpoint, holding the write gate, waits for readers */
 #define SP_SQLITE_RESTART_WAIT_MS 2
 /* the database file's growth step (see sp_conn_open) */
@@ -450,12 +461,36 @@ static void sp_gates_register_fork(void) {
  * finds all of it copied, which never happens while writes keep coming:
  * the WAL then grows without end (2 GB in ten seconds of ingestion), and
  * every frame lands on a page the kernel must first allocate and zero.
- * So a WAL still long after the passive pass gets a RESTART checkpoint
- * under the write gate: it copies the few frames written since, waits for
- * readers of older frames, and makes the next commit start over at the
- * beginning of the file, whose pages are still cached. Writers of this
- * process wait for the gate meanwhile; another process's, SQLite's busy
- * handler makes wait or the checkpoint gives up (busy) and tries later. */
+ * So a long WAL is copied in passes while writes go on, each catching up
+ * on what came in during the one before and followed by syncs of its own
+ * (sp_checkpointer_presync), until few frames came in; then a RESTART
+ * checkpoint under the write gate copies those, waits for readers of older
+ * frames, and makes the next commit start over at the beginning of the
+ * file, whose pages are still cached. Writers of this process wait for the
+ * gate only during that last, short pass, whose fsyncs find little to
+ * write: 5-10 ms where one pass and a RESTART held it for 50 ms on this
+ * disk under callbacks. Another process's writers: SQLite's busy
+ * handler makes them wait, or the checkpoint gives up (busy) and tries
+ * again at the next wake-up. */
+/* A pass that did not reach the WAL's end (writes came in meanwhile)
+ * copies its frames into the database file without syncing it: SQLite
+ * syncs the file only in the pass that catches up, here the RESTART under
+ * the write gate, which then waited on the writeback of everything the
+ * passes copied (tens of megabytes: 40-50 ms of stalled writers). So the
+ * database file is synced here first, outside the gate, then the WAL (the
+ * RESTART syncs it before copying): the RESTART's own syncs find only what
+ * came in since. Through the connection's own file handles: another
+ * descriptor of the database, once closed, would drop this process's locks
+ * on it. */
+static void sp_checkpointer_presync(sqlite3 *db) {
+    static const int ops[] = {SQLITE_FCNTL_FILE_POINTER, SQLITE_FCNTL_JOURNAL_POINTER};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        sqlite3_file *file = NULL;
+        if (sqlite3_file_control(db, "main", ops[i], &file) == SQLITE_OK && file != NULL && file->pMethods != NULL)
+            (void)file->pMethods->xSync(file, SQLITE_SYNC_NORMAL);
+    }
+}
+
 static void *sp_checkpointer(void *arg) {
     sp_sqlite_gate *g = arg;
     sqlite3 *db = NULL;
@@ -483,9 +518,19 @@ static void *sp_checkpointer(void *arg) {
         }
         (void)pthread_cond_timedwait(&g->ck_wake, &g->ck_lock, &at);
         if (g->ck_stop || db == NULL) continue;
-        int wal_frames = -1;
+        int wal_frames = -1, long_wal = atomic_load(&sp_checkpoint_frames);
         (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &wal_frames, NULL);
-        if (wal_frames >= SP_SQLITE_CHECKPOINT_FRAMES) {
+        for (int pass = 0; wal_frames >= long_wal; pass++) {
+            sp_checkpointer_presync(db);
+            if (pass == SP_SQLITE_CATCH_UP_PASSES) break;
+            int before = wal_frames; /* the frames there when the last pass began */
+            (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &wal_frames, NULL);
+            if (wal_frames - before <= SP_SQLITE_GATED_FRAMES) {
+                sp_checkpointer_presync(db);
+                break;
+            }
+        }
+        if (wal_frames >= long_wal) {
             /* writers wait meanwhile, so a reader still on older frames is
              * waited for only briefly: busy, the restart is left for the
              * next wake-up */
@@ -515,7 +560,7 @@ static int sp_wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
     (void)db;
     (void)name;
     sp_sqlite_gate *g = arg;
-    if (frames >= SP_SQLITE_CHECKPOINT_FRAMES && pthread_mutex_trylock(&g->ck_lock) == 0) {
+    if (frames >= atomic_load(&sp_checkpoint_frames) && pthread_mutex_trylock(&g->ck_lock) == 0) {
         pthread_cond_signal(&g->ck_wake);
         pthread_mutex_unlock(&g->ck_lock);
     }
