@@ -124,6 +124,16 @@ SP_TEST_HELPER int sp_test_fixture_free(void *fixture, const char *dir) {
     return rc == 0 ? 0 : -1;
 }
 
+#ifdef SQLITE3_H
+/* For tests that drive SQLite directly (sqlite3.h included first): runs
+ * sql, failing the test with SQLite's message. */
+SP_TEST_HELPER void sp_test_sqlite_exec(sqlite3 *db, const char *sql) {
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK) fail_msg("%s: %s", sql, err ? err : sqlite3_errstr(rc));
+}
+#endif
+
 /* ---- files ---- */
 
 /* Replaces path with exactly len bytes of data, then sets its mode. The file

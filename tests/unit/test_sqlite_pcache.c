@@ -60,12 +60,6 @@ static int teardown(void **state) {
     return sp_test_fixture_free(f, f->dir);
 }
 
-static void exec_ok(sqlite3 *db, const char *sql) {
-    char *err = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-    if (rc != SQLITE_OK) fail_msg("%s: %s", sql, err ? err : sqlite3_errstr(rc));
-}
-
 static long long int_of(sqlite3 *db, const char *sql) {
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
@@ -107,7 +101,7 @@ static void insert(sqlite3 *db, int n, int filler, const char *end) {
     sqlite3_stmt *st = NULL;
     uint8_t v[16 + 400];
     assert_true(filler >= 0 && (size_t)filler <= sizeof v - 16);
-    exec_ok(db, "BEGIN IMMEDIATE");
+    sp_test_sqlite_exec(db, "BEGIN IMMEDIATE");
     assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?1, ?2)", -1, &st, NULL), SQLITE_OK);
     for (int i = 0; i < n; i++) {
         for (size_t k = 0; k < 16 + (size_t)filler; k += 8) {
@@ -120,7 +114,7 @@ static void insert(sqlite3 *db, int n, int filler, const char *end) {
         sqlite3_reset(st);
     }
     sqlite3_finalize(st);
-    exec_ok(db, end);
+    sp_test_sqlite_exec(db, end);
 }
 
 /* Commits of a few random keys each split leaves out of order: SQLite moves
@@ -172,7 +166,7 @@ static void test_vacuum_shrinks(void **state) {
     long long before = int_of(f->db, "PRAGMA page_count");
     uint64_t passed0, spared0, moved0, passed, spared, moved;
     sp_sqlite_pcache_counts(&passed0, &spared0, &moved0);
-    exec_ok(f->db, "DELETE FROM t WHERE k < x'80'");
+    sp_test_sqlite_exec(f->db, "DELETE FROM t WHERE k < x'80'");
     sp_sqlite_pcache_counts(&passed, &spared, &moved);
     assert_true(passed > passed0); /* the file got shorter: passed on */
     long long rows = int_of(f->db, "SELECT count(*) FROM t");
@@ -181,7 +175,7 @@ static void test_vacuum_shrinks(void **state) {
     check_db(f, rows);
     insert(f->db, 2000, 300, "COMMIT");
     check_db(f, rows + 2000);
-    exec_ok(f->db, "DELETE FROM t");
+    sp_test_sqlite_exec(f->db, "DELETE FROM t");
     check_db(f, 0);
     insert(f->db, 1000, 100, "COMMIT");
     check_db(f, 1000);

@@ -198,12 +198,6 @@ static int teardown(void **state) {
     return sp_test_fixture_free(f, f->dir);
 }
 
-static void exec_ok(sqlite3 *db, const char *sql) {
-    char *err = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-    if (rc != SQLITE_OK) fail_msg("%s: %s", sql, err ? err : sqlite3_errstr(rc));
-}
-
 /* n rows of random keys (so they land on pages all over the tree) and
  * value_len-byte values, in one transaction */
 static int insert_rows(sqlite3 *db, int n, int value_len, bool commit) {
@@ -289,18 +283,18 @@ static void test_readers_see_commits(void **state) {
  * commit, larger than the 4 MiB buffer, lands whole. */
 static void test_spill_rollback_and_large(void **state) {
     fixture *f = *state;
-    exec_ok(f->db, "PRAGMA cache_size = 20");
+    sp_test_sqlite_exec(f->db, "PRAGMA cache_size = 20");
     assert_int_equal(insert_rows(f->db, 3000, 500, false), SQLITE_OK);
     assert_int_equal(count_rows(f->db), 0);
     assert_int_equal(insert_rows(f->db, 3000, 500, true), SQLITE_OK);
-    exec_ok(f->db, "PRAGMA cache_size = -65536");
+    sp_test_sqlite_exec(f->db, "PRAGMA cache_size = -65536");
     assert_int_equal(insert_rows(f->db, 12000, 500, true), SQLITE_OK); /* about 7 MiB of frames */
     sqlite3 *plain = NULL;
     assert_int_equal(sqlite3_open_v2(f->path, &plain, SQLITE_OPEN_READWRITE, "unix"), SQLITE_OK);
     assert_int_equal(count_rows(plain), 15000);
     assert_whole(plain);
     /* and a checkpoint copies it all back */
-    exec_ok(plain, "PRAGMA wal_checkpoint(TRUNCATE)");
+    sp_test_sqlite_exec(plain, "PRAGMA wal_checkpoint(TRUNCATE)");
     assert_int_equal(count_rows(f->db), 15000);
     sqlite3_close(plain);
 }
