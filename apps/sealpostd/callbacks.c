@@ -513,7 +513,8 @@ static sp_error cb_apply(cb_thread *th, sp_store *store, const spd_tenant *t, co
  * A callback is answered only once its transaction committed. On SQLite
  * the webhook-id lookups before decryption queue here too (cb_seen_id):
  * they are answered inside the next transaction, on the writer's warm
- * connection, and a group of lookups alone writes nothing. */
+ * connection, and a group of lookups alone is a read transaction there
+ * (sp_store_begin_read_latest), which takes no write lock. */
 
 typedef struct cb_job {
     cb_thread *th;
@@ -547,7 +548,7 @@ static sp_error cb_job_run(sp_store *store, cb_job *j, int64_t now) {
 static sp_error cb_write_one(sp_store *store, cb_job *j) {
     sp_error rc = SP_OK;
     for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
-        rc = sp_store_begin(store);
+        rc = j->lookup ? sp_store_begin_read_latest(store) : sp_store_begin(store);
         if (rc == SP_OK)
             rc = cb_job_run(store, j, cb_now_ms());
         if (rc == SP_OK) rc = sp_store_commit(store);
@@ -559,9 +560,12 @@ static sp_error cb_write_one(sp_store *store, cb_job *j) {
 
 static void cb_write_group(sp_store *store, cb_job *group) {
     sp_error rc = SP_OK;
+    bool lookups_only = true;
+    for (cb_job *j = group; j && lookups_only; j = j->next) lookups_only = j->lookup;
     for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
         int64_t now = cb_now_ms();
-        rc = sp_store_begin(store);
+        /* lookups alone need no write lock */
+        rc = lookups_only ? sp_store_begin_read_latest(store) : sp_store_begin(store);
         for (cb_job *j = group; rc == SP_OK && j; j = j->next) rc = cb_job_run(store, j, now);
         if (rc == SP_OK) rc = sp_store_commit(store);
         if (rc != SP_OK) sp_store_rollback(store);

@@ -112,22 +112,25 @@ static sp_error sp_col_name(sp_store *s, int col, char *out, size_t cap) {
 
 /* ---- transactions ---- */
 
-sp_error sp_store_begin(sp_store *store) {
+static sp_error sp_store_begin_as(sp_store *store, sp_store_q begin, bool read_only) {
     SP_ENSURE(store != NULL && !store->in_tx, SP_ERR_INVALID_ARGUMENT);
     SP_GUARD(store->drv->ping(store->db)); /* a lost connection comes back here, between requests */
-    SP_GUARD(store->drv->script(store->db, store->drv->sql[SP_Q_BEGIN]));
+    SP_GUARD(store->drv->script(store->db, store->drv->sql[begin]));
     store->in_tx = true;
-    store->read_only = false;
+    store->read_only = read_only;
     return SP_OK;
 }
 
+sp_error sp_store_begin(sp_store *store) {
+    return sp_store_begin_as(store, SP_Q_BEGIN, false);
+}
+
 sp_error sp_store_begin_read(sp_store *store) {
-    SP_ENSURE(store != NULL && !store->in_tx, SP_ERR_INVALID_ARGUMENT);
-    SP_GUARD(store->drv->ping(store->db));
-    SP_GUARD(store->drv->script(store->db, store->drv->sql[SP_Q_BEGIN_READ]));
-    store->in_tx = true;
-    store->read_only = true;
-    return SP_OK;
+    return sp_store_begin_as(store, SP_Q_BEGIN_READ, true);
+}
+
+sp_error sp_store_begin_read_latest(sp_store *store) {
+    return sp_store_begin_as(store, SP_Q_BEGIN_LATEST, true);
 }
 
 sp_error sp_store_commit(sp_store *store) {
