@@ -961,10 +961,10 @@ static sp_error sp_audit_append_many_locked(sp_audit *a, const sp_audit_entry *e
     size_t used = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len = 0;
+        /* room for the longest line, formatted in place */
+        SP_GUARD(sp_audit_batch_room(a, used, sizeof a->line));
         SP_GUARD(sp_audit_format_line(prev, a->seq + 1 + i, now, entries[i].event, entries[i].fields,
-                                      entries[i].n_fields, a->line, sizeof a->line - 1, &len, hash));
-        SP_GUARD(sp_audit_batch_room(a, used, len + 1));
-        memcpy(a->batch + used, a->line, len);
+                                      entries[i].n_fields, a->batch + used, sizeof a->line - 1, &len, hash));
         a->batch[used + len] = '\n';
         used += len + 1;
         memcpy(prev, hash, sizeof prev);

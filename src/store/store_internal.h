@@ -189,10 +189,10 @@ SP_INTERNAL const char *sp_sqlite_vfs(void);
  * on to SQLite's cache, truncations spared, and pages moved past the
  * bound. */
 SP_INTERNAL bool sp_sqlite_pcache_install(void);
+SP_INTERNAL void sp_sqlite_pcache_counts(uint64_t *passed, uint64_t *spared, uint64_t *moved);
 /* store_sqlite.c: the WAL length (frames) that has the checkpointer copy
  * it back and restart it; 0 restores the default. For tests. */
 SP_INTERNAL void sp_sqlite_set_checkpoint_frames(int frames);
-SP_INTERNAL void sp_sqlite_pcache_counts(uint64_t *passed, uint64_t *spared, uint64_t *moved);
 SP_INTERNAL extern const sp_store_driver sp_store_pg_driver;
 
 struct sp_store {

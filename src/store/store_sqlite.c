@@ -393,12 +393,11 @@ typedef struct {
 } sp_sqlite_gate;
 
 /* A checkpoint once the WAL holds this many frames (128 MiB of 4 KiB pages):
- * pages written by many commits in between are copied once. When idle, one
- * anyway every SP_SQLITE_CHECKPOINT_IDLE_MS. Each restart of the WAL also
- * empties the writer connection's page cache (SQLite drops it when the WAL
- * changed under it), so the writer re-reads its working set after every
- * one: at 64 MiB that was five times a second under ingestion, and a WAL
- * twice as long took ingestion from 30,000 to 35,000 profiles/s. */
+ * pages written by many commits in between are copied once, and the WAL
+ * restarts (each a short hold of the write gate) less often: at 64 MiB
+ * that was five times a second under ingestion, and a WAL twice as long
+ * took ingestion from 30,000 to 35,000 profiles/s. When idle, one anyway
+ * every SP_SQLITE_CHECKPOINT_IDLE_MS. */
 #define SP_SQLITE_CHECKPOINT_FRAMES 32768
 static _Atomic int sp_checkpoint_frames = SP_SQLITE_CHECKPOINT_FRAMES;
 
@@ -458,23 +457,6 @@ static void sp_gates_register_fork(void) {
     (void)sp_sqlite_pcache_install();
 }
 
-/* Woken by a commit that left the WAL long (sp_wal_hook), or idle: a
- * PASSIVE checkpoint copies what no reader still needs and waits for
- * nobody. SQLite restarts the WAL from its beginning only when a writer
- * finds all of it copied, which never happens while writes keep coming:
- * the WAL then grows without end (2 GB in ten seconds of ingestion), and
- * every frame lands on a page the kernel must first allocate and zero.
- * So a long WAL is copied in passes while writes go on, each catching up
- * on what came in during the one before and followed by syncs of its own
- * (sp_checkpointer_presync), until few frames came in; then a RESTART
- * checkpoint under the write gate copies those, waits for readers of older
- * frames, and makes the next commit start over at the beginning of the
- * file, whose pages are still cached. Writers of this process wait for the
- * gate only during that last, short pass, whose fsyncs find little to
- * write: 5-10 ms where one pass and a RESTART held it for 50 ms on this
- * disk under callbacks. Another process's writers: SQLite's busy
- * handler makes them wait, or the checkpoint gives up (busy) and tries
- * again at the next wake-up. */
 /* A pass that did not reach the WAL's end (writes came in meanwhile)
  * copies its frames into the database file without syncing it: SQLite
  * syncs the file only in the pass that catches up, here the RESTART under
@@ -494,6 +476,23 @@ static void sp_checkpointer_presync(sqlite3 *db) {
     }
 }
 
+/* Woken by a commit that left the WAL long (sp_wal_hook), or idle: a
+ * PASSIVE checkpoint copies what no reader still needs and waits for
+ * nobody. SQLite restarts the WAL from its beginning only when a writer
+ * finds all of it copied, which never happens while writes keep coming:
+ * the WAL then grows without end (2 GB in ten seconds of ingestion), and
+ * every frame lands on a page the kernel must first allocate and zero.
+ * So a long WAL is copied in passes while writes go on, each catching up
+ * on what came in during the one before and followed by syncs of its own
+ * (sp_checkpointer_presync), until few frames came in; then a RESTART
+ * checkpoint under the write gate copies those, waits for readers of older
+ * frames, and makes the next commit start over at the beginning of the
+ * file, whose pages are still cached. Writers of this process wait for the
+ * gate only during that last, short pass, whose fsyncs find little to
+ * write: about 2 ms where one pass and a RESTART held it for 50 ms on this
+ * disk under callbacks. Another process's writers: SQLite's busy
+ * handler makes them wait, or the checkpoint gives up (busy) and tries
+ * again at the next wake-up. */
 static void *sp_checkpointer(void *arg) {
     sp_sqlite_gate *g = arg;
     sqlite3 *db = NULL;
