@@ -13,25 +13,28 @@
  * goes only into an audit line (callback.rejected), and those lines are
  * rate-limited so a flood cannot fill the disk.
  *
- * Order of work: size, signature and timestamp (sp_open_checked), then the
- * webhook-id looked up before anything is decrypted (a provider's retry of
- * something already recorded costs one indexed read; on SQLite on the
- * writer's connection, see the group commit), then decryption and
+ * Order of work: size, signature and timestamp (sp_open_checked), then,
+ * inside one transaction, the webhook-id recorded before anything is
+ * decrypted (the de-duplication: a provider's retry of something already
+ * recorded costs that one insert, and of two identical callbacks racing,
+ * one commits and the other finds the id recorded), then decryption and
  * parsing (sp_callback_parse checks the whole body before handing out an
- * event), then one transaction: the webhook-id recorded (the authoritative
- * de-duplication: of two identical callbacks racing, one commits and the
- * other finds it recorded), the events applied, the suppressions made.
- * Only a storage failure is a 5xx, so the provider retries exactly then.
+ * event), the events applied, the suppressions made. A callback that fails
+ * after its id was recorded keeps nothing, the record included. Only a
+ * storage failure is a 5xx, so the provider retries exactly then.
  *
- * The hot path is built for tens of thousands of callbacks a second: each
- * server thread keeps an sp_wire per (tenant, channel), built once from the
- * keyring (the only KMS calls) and checked against the channel row and the
- * keyring at most once a second, its store connection, its tenant context,
- * and scratch buffers sized once. Per request there remain: the tenant and
- * wire lookups (string compares), the HMAC and the decryption, one indexed
- * read for the webhook-id, jansson's parse of the plaintext, and the write
- * transaction (an insert, one update per event). Accepted callbacks write
- * no log or audit line.
+ * The hot path is built for tens of thousands of callbacks a second. A
+ * server thread checks what needs no store (size, names, channel, headers,
+ * timestamp, signature), answers a failure itself, and parks the rest for
+ * a writer thread, which records many callbacks in one transaction (see
+ * "the writer"). Each thread keeps an sp_wire per (tenant, channel), built
+ * once from the keyring (the only KMS calls) and checked against the
+ * channel row and the keyring at most once a second, its store connection,
+ * its tenant context, and scratch buffers sized once. Per callback there
+ * remain: the tenant and wire lookups (string compares), the HMAC (on both
+ * threads) and the decryption, jansson's parse of the plaintext, and the
+ * writes (the id's insert, a read and an update per event). Accepted
+ * callbacks write no log or audit line.
  *
  * The text of a reply and the number of an inbound sender exist only in
  * the parser's memory during its callback: an opt-out keyword becomes a
@@ -449,16 +452,12 @@ static sp_error cb_suppress(sp_store *store, const char *tenant, const char *pro
     return rc;
 }
 
-/* One callback's writes inside an open transaction. *fresh false: the
- * webhook-id was recorded before (by a retry that won the race, or an
- * earlier callback of the same group); then nothing is written. */
-static sp_error cb_apply(cb_thread *th, sp_store *store, const spd_tenant *t, const char *channel,
-                         const char *webhook_id, bool encrypted, int64_t now, bool *fresh, cb_outcome *o) {
+/* One callback's events and suppressions inside the open transaction that
+ * recorded its webhook-id. */
+static sp_error cb_apply(cb_thread *th, sp_store *store, const spd_tenant *t, const char *channel, bool encrypted,
+                         int64_t now, cb_outcome *o) {
     memset(o, 0, sizeof *o);
-    *fresh = true;
     sp_error rc = SP_OK;
-    if (webhook_id && webhook_id[0]) rc = sp_store_callback_record(store, t->id, webhook_id, now, fresh);
-    if (rc != SP_OK || !*fresh) return rc;
     if (th->n_events > 0)
         rc = sp_store_delivery_apply(store, t->id, channel, th->events, th->n_events, encrypted, now, th->results);
     for (size_t i = 0; rc == SP_OK && i < th->n_events; i++) {
@@ -500,148 +499,148 @@ static sp_error cb_apply(cb_thread *th, sp_store *store, const spd_tenant *t, co
     return rc;
 }
 
-/* ---- group commit ----
- * A transaction's fixed cost (taking the write lock, appending and
- * indexing the WAL frames, releasing) is most of what one callback costs,
- * so callbacks that arrive together are written together: each request
- * thread queues its callback, and whichever finds no transaction under way
- * becomes the leader and writes everything queued in one transaction on
- * its own connection, while the others wait for their outcome. Their
- * callbacks stay in their threads' memory, which does not change while
- * they wait. When a transaction fails, each callback of the group is
- * written again on its own, so one callback's failure is never another's.
- * A callback is answered only once its transaction committed. On SQLite
- * the webhook-id lookups before decryption queue here too (cb_seen_id):
- * they are answered inside the next transaction, on the writer's warm
- * connection, and a group of lookups alone is a read transaction there
- * (sp_store_begin_read_latest), which takes no write lock. */
+/* ---- answers ----
+ * What a request comes to, decided on one thread and sent on whichever
+ * holds the request then. */
 
-typedef struct cb_job {
-    cb_thread *th;
-    const spd_tenant *t;
-    const char *channel;
-    const char *webhook_id;
-    bool encrypted;
-    bool lookup;             /* only: was webhook_id recorded? (fresh: no) */
-    /* the outcome, set by the leader */
+typedef enum cb_answer_kind {
+    CB_VERIFIED = 0, /* the server thread's checks passed: the writer's turn */
+    CB_ACCEPTED,
+    CB_DUPLICATE,
+    CB_REJECTED,     /* the one 401 */
+    CB_INVALID,      /* 400: authentic, decrypted, not a callback */
+    CB_TOO_LARGE,
+    CB_UNAVAILABLE,  /* 503: the provider retries */
+} cb_answer_kind;
+
+typedef struct cb_answer {
+    cb_answer_kind kind;
+    const char *reason; /* static: the audited reason, or the step that failed */
     sp_error rc;
-    bool fresh;
+    size_t events;
+    bool recorded;      /* the webhook-id was recorded in the open transaction */
     cb_outcome o;
-    bool done;
-    struct cb_job *next;
-} cb_job;
+} cb_answer;
 
-static pthread_mutex_t cb_group_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cb_group_done = PTHREAD_COND_INITIALIZER;
-static cb_job *cb_group_head, **cb_group_tail = &cb_group_head;
-static bool cb_group_writing;
-
-/* One job inside the group's transaction: a lookup reads, a callback writes. */
-static sp_error cb_job_run(sp_store *store, cb_job *j, int64_t now) {
-    if (!j->lookup) return cb_apply(j->th, store, j->t, j->channel, j->webhook_id, j->encrypted, now, &j->fresh, &j->o);
-    bool seen = false;
-    sp_error rc = sp_store_callback_seen(store, j->t->id, j->webhook_id, &seen);
-    j->fresh = !seen;
-    return rc;
+static sp_error cb_decide(cb_answer *a, cb_answer_kind kind, const char *reason, sp_error rc) {
+    a->kind = kind;
+    a->reason = reason;
+    a->rc = rc;
+    return SP_OK;
 }
 
-static sp_error cb_write_one(sp_store *store, cb_job *j) {
-    sp_error rc = SP_OK;
-    for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
-        rc = j->lookup ? sp_store_begin_read_latest(store) : sp_store_begin(store);
-        if (rc == SP_OK)
-            rc = cb_job_run(store, j, cb_now_ms());
-        if (rc == SP_OK) rc = sp_store_commit(store);
-        if (rc != SP_OK) sp_store_rollback(store);
-        if (rc != SP_ERR_CONFLICT) break;
+/* A failure to answer 503. Inside the writer's transaction (full) it also
+ * ends the transaction when it may have come from the store: the
+ * transaction is then rolled back and each callback tried on its own. A
+ * KMS's failure touched no row, so the others go on. */
+static sp_error cb_failed(cb_answer *a, bool full, sp_error rc, const char *step) {
+    cb_decide(a, CB_UNAVAILABLE, step, rc);
+    return full && !sp_error_is_kms(rc) ? rc : SP_OK;
+}
+
+static void cb_reply_accepted(sp_http_request *req, size_t events, const cb_outcome *o) {
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"status\":\"accepted\",\"events\":%zu,\"changed\":%zu,\"unknown\":%zu}",
+                     events, o->changed, o->unknown);
+    if (n < 0 || (size_t)n >= sizeof body) {
+        spd_reply_error(req, 500, "internal", "internal error");
+        return;
     }
-    return rc;
-}
-
-static void cb_write_group(sp_store *store, cb_job *group) {
-    sp_error rc = SP_OK;
-    bool lookups_only = true;
-    for (cb_job *j = group; j && lookups_only; j = j->next) lookups_only = j->lookup;
-    for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
-        int64_t now = cb_now_ms();
-        /* lookups alone need no write lock */
-        rc = lookups_only ? sp_store_begin_read_latest(store) : sp_store_begin(store);
-        for (cb_job *j = group; rc == SP_OK && j; j = j->next) rc = cb_job_run(store, j, now);
-        if (rc == SP_OK) rc = sp_store_commit(store);
-        if (rc != SP_OK) sp_store_rollback(store);
-        if (rc != SP_ERR_CONFLICT) break;
+    if (sp_http_respond(req, 200, "application/json", body, (size_t)n) != SP_OK) {
+        sp_log_field f[] = {SP_LOG_I("status", 200)};
+        sp_log(SP_LOG_WARN, "http.respond_failed", f, 1);
     }
-    for (cb_job *j = group; j; j = j->next) j->rc = rc;
-    if (rc == SP_OK || group->next == NULL) return;
-    for (cb_job *j = group; j; j = j->next) j->rc = cb_write_one(store, j);
 }
 
-static sp_error cb_group_run(cb_thread *th, sp_store *store, const spd_tenant *t, const char *channel,
-                            const char *webhook_id, bool encrypted, bool lookup, bool *fresh, cb_outcome *o) {
-    cb_job job = {th, t, channel, webhook_id, encrypted, lookup, SP_OK, true, {0}, false, NULL};
-    pthread_mutex_lock(&cb_group_lock);
-    *cb_group_tail = &job;
-    cb_group_tail = &job.next;
-    while (!job.done) {
-        if (cb_group_writing) {
-            pthread_cond_wait(&cb_group_done, &cb_group_lock);
-            continue;
-        }
-        /* lead: everything queued so far, this callback included */
-        cb_group_writing = true;
-        cb_job *group = cb_group_head;
-        cb_group_head = NULL;
-        cb_group_tail = &cb_group_head;
-        pthread_mutex_unlock(&cb_group_lock);
-        cb_write_group(store, group);
-        pthread_mutex_lock(&cb_group_lock);
-        for (cb_job *j = group, *next; j; j = next) {
-            next = j->next;
-            j->done = true; /* the waiter may return (and drop j) once it sees this */
-        }
-        cb_group_writing = false;
-        pthread_cond_broadcast(&cb_group_done);
+static void cb_reply_duplicate(spd_app *app, sp_http_request *req) {
+    static const char body[] = "{\"status\":\"duplicate\"}";
+    cb_count(app, SPD_CB_DUPLICATE);
+    if (sp_http_respond(req, 200, "application/json", body, sizeof body - 1) != SP_OK) {
+        sp_log_field f[] = {SP_LOG_I("status", 200)};
+        sp_log(SP_LOG_WARN, "http.respond_failed", f, 1);
     }
-    pthread_mutex_unlock(&cb_group_lock);
-    *fresh = job.fresh;
-    *o = job.o;
-    return job.rc;
 }
 
-/* ---- the request ---- */
+static void cb_send(spd_app *app, sp_http_request *req, const char *tenant, const char *channel,
+                    const cb_answer *a) {
+    switch (a->kind) {
+    case CB_ACCEPTED:
+        cb_count(app, SPD_CB_ACCEPTED);
+        for (size_t i = 0; i < 8; i++)
+            if (a->o.by_event[i] && app->delivery_events[i]) sp_metric_add(app->delivery_events[i], a->o.by_event[i]);
+        for (size_t i = 0; i < 4; i++)
+            if (a->o.suppressed[i] && app->suppressions[i]) sp_metric_add(app->suppressions[i], a->o.suppressed[i]);
+        cb_reply_accepted(req, a->events, &a->o);
+        return;
+    case CB_DUPLICATE:
+        cb_reply_duplicate(app, req);
+        return;
+    case CB_REJECTED:
+        cb_reject(app, req, tenant, channel, a->reason);
+        return;
+    case CB_INVALID: {
+        cb_count(app, SPD_CB_INVALID);
+        sp_log_field f[] = {SP_LOG_S("tenant", tenant), SP_LOG_S("channel", channel),
+                            SP_LOG_S("error", sp_error_name(a->rc))};
+        sp_log(SP_LOG_INFO, "callback.invalid", f, 3);
+        spd_reply_error(req, 400, "bad_callback",
+                        a->rc == SP_ERR_TOO_LARGE ? "more than 1000 events in one callback"
+                                                  : "not a valid callback body (SMS array, Email v2 or form; "
+                                                    "see docs/PROTOCOL.md section 10.4)");
+        return;
+    }
+    case CB_TOO_LARGE:
+        cb_count(app, SPD_CB_REJECTED);
+        spd_reply_error(req, 413, "too_large", "request body too large");
+        return;
+    case CB_VERIFIED: /* never sent: a verified callback goes to the writer */
+    case CB_UNAVAILABLE:
+        break;
+    }
+    cb_unavailable(app, req, a->rc, a->reason ? a->reason : "callback");
+}
+
+/* ---- one callback, from its bytes to its rows ---- */
 
 typedef struct cb_check {
     cb_thread *th;
     sp_store *store;
     const spd_tenant *t;
-    sp_error store_rc;  /* a failure of the lookup itself: 503, not 401 */
+    bool full;
+    int64_t now;
+    bool verified;      /* not full: verification passed, and the rest was left */
+    bool recorded;
+    sp_error store_rc;  /* a failure of the store itself: 503, not 401 */
 } cb_check;
 
-/* Was the webhook-id recorded? On SQLite the question joins the group
- * queue and is answered on the process's writer connection, whose page
- * cache stays warm: a connection of its own would find its cache dropped
- * after every commit of the writer and read the index's pages again each
- * time (a fifth of a callback's cost). A PostgreSQL server keeps its own
- * cache, so there the thread's connection asks directly. */
-static sp_error cb_seen_id(cb_thread *th, sp_store *store, const spd_tenant *t, const char *webhook_id, bool *seen) {
-    if (strcmp(sp_store_backend_name(store), "sqlite") != 0)
-        return sp_store_callback_seen(store, t->id, webhook_id, seen);
+/* The de-duplication, inside the writer's transaction: the webhook-id is
+ * recorded, which tells at once whether it was before (by an earlier
+ * callback, a retry that won the race, or one of the same group). A
+ * callback that then fails must not keep its record: the writer does not
+ * commit it (cb_write_group). One statement instead of a lookup and an
+ * insert, and the lookup still comes before any decryption. */
+static sp_error cb_record_id(cb_check *c, const char *webhook_id) {
     bool fresh = true;
-    cb_outcome o;
-    SPD_TRY(cb_group_run(th, store, t, NULL, webhook_id, false, true, &fresh, &o));
-    *seen = !fresh;
-    return SP_OK;
-}
-
-static sp_error cb_seen(void *arg, const sp_opened *verified) {
-    cb_check *c = arg;
-    bool seen = false;
-    sp_error rc = cb_seen_id(c->th, c->store, c->t, verified->message_id, &seen);
+    sp_error rc = sp_store_callback_record(c->store, c->t->id, webhook_id, c->now, &fresh);
     if (rc != SP_OK) {
         c->store_rc = rc;
         return rc;
     }
-    return seen ? SP_ERR_EXISTS : SP_OK;
+    c->recorded = fresh;
+    return fresh ? SP_OK : SP_ERR_EXISTS;
+}
+
+/* Between verification and decryption: on a server thread the request
+ * stops here (verified) and goes to the writer; in the writer's
+ * transaction, the webhook-id is recorded, so a repeat is never
+ * decrypted. */
+static sp_error cb_seen(void *arg, const sp_opened *verified) {
+    cb_check *c = arg;
+    if (!c->full) {
+        c->verified = true;
+        return SP_ERR_EXISTS; /* any result but SP_OK stops sp_open_checked */
+    }
+    return cb_record_id(c, verified->message_id);
 }
 
 /* "application/json" or "application/x-www-form-urlencoded", parameters allowed. */
@@ -668,75 +667,35 @@ static bool cb_webhook_id_ok(const char *id) {
     return true;
 }
 
-static void cb_reply_accepted(sp_http_request *req, size_t events, const cb_outcome *o) {
-    char body[160];
-    int n = snprintf(body, sizeof body, "{\"status\":\"accepted\",\"events\":%zu,\"changed\":%zu,\"unknown\":%zu}",
-                     events, o->changed, o->unknown);
-    if (n < 0 || (size_t)n >= sizeof body) {
-        spd_reply_error(req, 500, "internal", "internal error");
-        return;
-    }
-    if (sp_http_respond(req, 200, "application/json", body, (size_t)n) != SP_OK) {
-        sp_log_field f[] = {SP_LOG_I("status", 200)};
-        sp_log(SP_LOG_WARN, "http.respond_failed", f, 1);
-    }
-}
-
-static void cb_reply_duplicate(spd_app *app, sp_http_request *req) {
-    static const char body[] = "{\"status\":\"duplicate\"}";
-    cb_count(app, SPD_CB_DUPLICATE);
-    if (sp_http_respond(req, 200, "application/json", body, sizeof body - 1) != SP_OK) {
-        sp_log_field f[] = {SP_LOG_I("status", 200)};
-        sp_log(SP_LOG_WARN, "http.respond_failed", f, 1);
-    }
-}
-
-void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_match *m) {
-    const char *tenant_id = m->id, *channel_id = m->sub;
+/* The work of one callback in the issue's order. Not full (a server
+ * thread, no transaction): size, names, channel, headers, timestamp and
+ * signature, stopping at CB_VERIFIED before the webhook-id is looked up.
+ * Full (the writer, inside its transaction): all of it again, then the
+ * webhook-id, decryption, parsing and the writes. The answer is in *a; the
+ * result is not SP_OK only when the writer's transaction must end. */
+static sp_error cb_examine(cb_thread *th, sp_store *store, sp_http_request *req, const char *tenant_id,
+                           const char *channel_id, bool full, int64_t now, cb_answer *a) {
+    spd_app *app = th->app;
+    memset(a, 0, sizeof *a);
     size_t body_len = 0;
     const uint8_t *body = sp_http_body(req, &body_len);
-    if (body_len > app->config.callbacks_max_body) { /* chunked past the limit */
-        cb_count(app, SPD_CB_REJECTED);
-        spd_reply_error(req, 413, "too_large", "request body too large");
-        return;
-    }
-    if (!spd_tenant_id_valid(tenant_id) || !spd_name_ok(channel_id)) {
-        cb_reject(app, req, tenant_id, channel_id, "unknown_channel");
-        return;
-    }
-    cb_thread *th = NULL;
-    sp_store *store = NULL;
+    if (body_len > app->config.callbacks_max_body) /* chunked past the limit */
+        return cb_decide(a, CB_TOO_LARGE, NULL, SP_OK);
+    if (!spd_tenant_id_valid(tenant_id) || !spd_name_ok(channel_id))
+        return cb_decide(a, CB_REJECTED, "unknown_channel", SP_OK);
     spd_tenant *t = NULL;
-    sp_error rc = cb_thread_get(app, &th);
-    if (rc == SP_OK) rc = spd_store(app, &store);
-    if (rc != SP_OK) {
-        cb_unavailable(app, req, rc, "store");
-        return;
-    }
-    rc = spd_tenant_get(app, tenant_id, &t);
-    if (rc == SP_ERR_NOT_FOUND) {
-        cb_reject(app, req, tenant_id, channel_id, "unknown_tenant");
-        return;
-    }
-    if (rc != SP_OK) {
-        cb_unavailable(app, req, rc, "tenant");
-        return;
-    }
+    sp_error rc = spd_tenant_get(app, tenant_id, &t);
+    if (rc == SP_ERR_NOT_FOUND) return cb_decide(a, CB_REJECTED, "unknown_tenant", SP_OK);
+    if (rc != SP_OK) return cb_failed(a, full, rc, "tenant");
     cb_wire *w = NULL;
     rc = cb_wire_get(th, store, t, channel_id, &w);
-    if (rc == SP_ERR_NOT_FOUND || rc == SP_ERR_BAD_JSON || rc == SP_ERR_BAD_CONFIG) {
-        cb_reject(app, req, tenant_id, channel_id, rc == SP_ERR_NOT_FOUND ? "unknown_channel" : "channel_unusable");
-        return;
-    }
-    if (rc != SP_OK) {
-        cb_unavailable(app, req, rc, "channel");
-        return;
-    }
+    if (rc == SP_ERR_NOT_FOUND || rc == SP_ERR_BAD_JSON || rc == SP_ERR_BAD_CONFIG)
+        return cb_decide(a, CB_REJECTED, rc == SP_ERR_NOT_FOUND ? "unknown_channel" : "channel_unusable", SP_OK);
+    if (rc != SP_OK) return cb_failed(a, full, rc, "channel");
 
     /* ---- authentication, de-duplication, decryption ---- */
     const uint8_t *plain = body;
     size_t plain_len = body_len;
-    char webhook_id[SP_MESSAGE_ID_MAX + 1] = "";
     int64_t ts_ms = 0;
     if (w->encrypted) {
         sp_header headers[CB_N_HEADERS * 2];
@@ -749,65 +708,47 @@ void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_ma
             for (size_t k = 0; k < (count > 1 ? 2u : 1u); k++)
                 headers[n++] = (sp_header){cb_header_names[i], strlen(cb_header_names[i]), v, strlen(v)};
         }
-        cb_check check = {th, store, t, SP_OK};
+        cb_check check = {th, store, t, full, now, false, false, SP_OK};
         sp_opened info;
         memset(&info, 0, sizeof info);
-        rc = sp_open_checked(w->wire, headers, n, body, body_len, 0, cb_seen, &check, th->plain, th->plain_cap,
+        /* a failure wipes the whole output buffer, so it is offered only
+         * what a decryption of this body can fill (a ciphertext taken from
+         * the body, and a block): wiping all of a 256 KiB buffer cost more
+         * than the opening. A server thread decrypts nothing: none. */
+        size_t room = !full ? 0 : th->plain_cap > 32 && body_len < th->plain_cap - 32 ? body_len + 32 : th->plain_cap;
+        rc = sp_open_checked(w->wire, headers, n, body, body_len, 0, cb_seen, &check, full ? th->plain : NULL, room,
                              &plain_len, &info);
-        if (check.store_rc != SP_OK) {
-            cb_unavailable(app, req, check.store_rc, "callback.seen");
-            return;
-        }
-        if (rc == SP_ERR_EXISTS) {
-            cb_reply_duplicate(app, req);
-            return;
-        }
-        if (rc == SP_ERR_NO_MEMORY) {
-            cb_unavailable(app, req, rc, "open");
-            return;
-        }
-        if (rc != SP_OK) {
-            cb_reject(app, req, tenant_id, channel_id, sp_error_name(rc));
-            return;
-        }
+        a->recorded = check.recorded;
+        if (check.verified) return cb_decide(a, CB_VERIFIED, NULL, SP_OK);
+        if (check.store_rc != SP_OK) return cb_failed(a, full, check.store_rc, "callback.seen");
+        if (rc == SP_ERR_EXISTS) return cb_decide(a, CB_DUPLICATE, NULL, SP_OK);
+        if (rc == SP_ERR_NO_MEMORY) return cb_failed(a, full, rc, "open");
+        if (rc != SP_OK) return cb_decide(a, CB_REJECTED, sp_error_name(rc), SP_OK);
         plain = th->plain;
-        snprintf(webhook_id, sizeof webhook_id, "%s", info.message_id);
         ts_ms = info.timestamp * 1000;
     } else {
         size_t ct_count = 0, id_count = 0;
         const char *ct = sp_http_header(req, "Content-Type", &ct_count);
         const char *id = sp_http_header(req, "webhook-id", &id_count);
-        if (ct_count != 1 || !cb_plain_type_ok(ct)) {
-            cb_reject(app, req, tenant_id, channel_id, "SP_ERR_BAD_CONTENT_TYPE");
-            return;
-        }
+        if (ct_count != 1 || !cb_plain_type_ok(ct)) return cb_decide(a, CB_REJECTED, "SP_ERR_BAD_CONTENT_TYPE", SP_OK);
         /* a sealed body to a channel that does not encrypt: not what it agreed */
-        if (sp_http_header(req, "X-AES-KEY-VERSION", NULL) || sp_http_header(req, "webhook-signature", NULL)) {
-            cb_reject(app, req, tenant_id, channel_id, "sealed_to_plaintext_channel");
-            return;
-        }
+        if (sp_http_header(req, "X-AES-KEY-VERSION", NULL) || sp_http_header(req, "webhook-signature", NULL))
+            return cb_decide(a, CB_REJECTED, "sealed_to_plaintext_channel", SP_OK);
+        if (id && (id_count != 1 || !cb_webhook_id_ok(id)))
+            return cb_decide(a, CB_REJECTED, "SP_ERR_BAD_MESSAGE_ID", SP_OK);
+        if (!full) return cb_decide(a, CB_VERIFIED, NULL, SP_OK);
         if (id) {
-            if (id_count != 1 || !cb_webhook_id_ok(id)) {
-                cb_reject(app, req, tenant_id, channel_id, "SP_ERR_BAD_MESSAGE_ID");
-                return;
-            }
-            bool seen = false;
-            rc = cb_seen_id(th, store, t, id, &seen);
-            if (rc != SP_OK) {
-                cb_unavailable(app, req, rc, "callback.seen");
-                return;
-            }
-            if (seen) {
-                cb_reply_duplicate(app, req);
-                return;
-            }
-            snprintf(webhook_id, sizeof webhook_id, "%s", id);
+            cb_check check = {th, store, t, full, now, false, false, SP_OK};
+            rc = cb_record_id(&check, id);
+            a->recorded = check.recorded;
+            if (rc == SP_ERR_EXISTS) return cb_decide(a, CB_DUPLICATE, NULL, SP_OK);
+            if (rc != SP_OK) return cb_failed(a, full, rc, "callback.seen");
         }
         const char *ts = sp_http_header(req, "webhook-timestamp", NULL);
         if (ts && strspn(ts, "0123456789") == strlen(ts) && strlen(ts) >= 1 && strlen(ts) <= 11)
             ts_ms = strtoll(ts, NULL, 10) * 1000;
     }
-    if (ts_ms <= 0) ts_ms = cb_now_ms();
+    if (ts_ms <= 0) ts_ms = now;
 
     /* ---- parsing ---- */
     th->n_events = th->n_parsed = th->n_opt_outs = 0;
@@ -815,41 +756,252 @@ void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_ma
     size_t n_events = 0;
     rc = sp_callback_parse(plain, plain_len, SP_CALLBACK_FORMAT_AUTO, cb_collect, &p, &n_events);
     if (plain == th->plain) sp_wipe(th->plain, plain_len);
-    if (rc == SP_ERR_NO_MEMORY) {
-        cb_unavailable(app, req, rc, "parse");
-        return;
-    }
+    if (rc == SP_ERR_NO_MEMORY) return cb_failed(a, full, rc, "parse");
     if (rc != SP_OK) {
-        cb_count(app, SPD_CB_INVALID);
-        sp_log_field f[] = {SP_LOG_S("tenant", t->id), SP_LOG_S("channel", channel_id),
-                            SP_LOG_S("error", sp_error_name(rc))};
-        sp_log(SP_LOG_INFO, "callback.invalid", f, 3);
-        spd_reply_error(req, 400, "bad_callback",
-                        rc == SP_ERR_TOO_LARGE ? "more than 1000 events in one callback"
-                                               : "not a valid callback body (SMS array, Email v2 or form; "
-                                                 "see docs/PROTOCOL.md section 10.4)");
-        return;
+        sp_wipe(th->opt_outs, sizeof th->opt_outs[0] * th->n_opt_outs);
+        return cb_decide(a, CB_INVALID, NULL, rc);
     }
 
     /* ---- recording ---- */
-    cb_outcome o;
-    bool fresh = true;
-    rc = cb_group_run(th, store, t, channel_id, webhook_id, w->encrypted, false, &fresh, &o);
+    rc = cb_apply(th, store, t, channel_id, w->encrypted, now, &a->o);
     sp_wipe(th->opt_outs, sizeof th->opt_outs[0] * th->n_opt_outs);
+    if (rc != SP_OK) return cb_failed(a, full, rc, "record");
+    a->events = n_events;
+    return cb_decide(a, CB_ACCEPTED, NULL, SP_OK);
+}
+
+/* ---- the writer ----
+ * A transaction's fixed cost (the write lock, appending and indexing the
+ * WAL frames, the release) was most of what a callback cost, and a server
+ * thread that waited for its own transaction could not read the next
+ * request meanwhile. So a server thread does only what needs no store
+ * (and refuses what fails it), parks the request (sp_http_defer) and
+ * queues it; a writer thread takes everything queued and runs it through
+ * cb_examine in one transaction: the webhook-id lookups, the decryptions,
+ * the parses and the writes of tens of callbacks share one commit, and
+ * each is answered (sp_http_resume) only once that commit is done. When
+ * the transaction fails, each callback of the group is tried again on its
+ * own, so one callback's failure is never another's. SQLite takes one
+ * writer (its writes are serial anyway); PostgreSQL one per server thread,
+ * whose transactions run side by side. */
+
+#define CB_GROUP_MAX 128  /* callbacks in one transaction */
+#define CB_SPARE_JOBS 1024 /* queue entries kept for reuse */
+#define CB_MAX_WRITERS SP_HTTP_MAX_THREADS
+
+typedef struct cb_job {
+    sp_http_request *req;
+    char tenant[SP_STORE_MAX_TENANT + 1];
+    char channel[SP_STORE_MAX_NAME + 1];
+    cb_answer answer;
+    bool alone;      /* written in a transaction of its own */
+    struct cb_job *next;
+} cb_job;
+
+struct spd_callbacks {
+    spd_app *app;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    cb_job *head, **tail;
+    cb_job *spare;
+    size_t n_spare;
+    unsigned idle;     /* writers waiting for work */
+    bool stopping;
+    unsigned n_writers;
+    pthread_t writers[CB_MAX_WRITERS];
+};
+
+static void cb_write_one(cb_thread *th, sp_store *store, cb_job *j) {
+    sp_error rc = SP_OK;
+    for (int attempt = 0; attempt < CB_RETRIES; attempt++) {
+        rc = sp_store_begin(store);
+        if (rc == SP_OK) rc = cb_examine(th, store, j->req, j->tenant, j->channel, true, cb_now_ms(), &j->answer);
+        /* only an accepted callback keeps what it wrote; any other wrote
+         * nothing, or a webhook-id record that must go */
+        if (rc == SP_OK && j->answer.kind == CB_ACCEPTED) {
+            rc = sp_store_commit(store);
+            if (rc != SP_OK) sp_store_rollback(store);
+        } else {
+            sp_store_rollback(store);
+        }
+        if (rc != SP_ERR_CONFLICT) break;
+    }
+    if (rc != SP_OK && j->answer.kind != CB_UNAVAILABLE) cb_decide(&j->answer, CB_UNAVAILABLE, "record", rc);
+}
+
+static void cb_write_group(cb_thread *th, sp_store *store, cb_job *group) {
+    /* tenant contexts and channel views made before the write lock is
+     * taken: making one may wait for a KMS */
+    for (cb_job *j = group; j; j = j->next) {
+        spd_tenant *t = NULL;
+        cb_wire *w = NULL;
+        /* a failure here is cb_examine's to answer */
+        if (spd_tenant_get(th->app, j->tenant, &t) == SP_OK) (void)cb_wire_get(th, store, t, j->channel, &w);
+    }
+    sp_error rc = SP_OK;
+    for (int conflicts = 0;;) {
+        int64_t now = cb_now_ms();
+        bool isolated = false;
+        rc = sp_store_begin(store);
+        for (cb_job *j = group; rc == SP_OK && !isolated && j; j = j->next) {
+            if (j->alone) continue;
+            rc = cb_examine(th, store, j->req, j->tenant, j->channel, true, now, &j->answer);
+            /* failed after its webhook-id was recorded (not decryptable,
+             * not a callback): the record must not be committed, so that
+             * callback goes alone and the group starts over without it */
+            if (rc == SP_OK && j->answer.recorded && j->answer.kind != CB_ACCEPTED) j->alone = isolated = true;
+        }
+        if (rc == SP_OK && !isolated) rc = sp_store_commit(store);
+        if (rc != SP_OK || isolated) sp_store_rollback(store);
+        if (rc == SP_OK && !isolated) break;
+        if (rc == SP_ERR_CONFLICT && ++conflicts < CB_RETRIES) continue;
+        if (rc != SP_OK) break;
+    }
+    for (cb_job *j = group; j; j = j->next)
+        if (rc != SP_OK || j->alone) cb_write_one(th, store, j);
+}
+
+static void *cb_writer_main(void *arg) {
+    spd_callbacks *q = arg;
+    spd_app *app = q->app;
+    pthread_mutex_lock(&q->lock);
+    for (;;) {
+        while (!q->head && !q->stopping) {
+            q->idle++;
+            pthread_cond_wait(&q->wake, &q->lock);
+            q->idle--;
+        }
+        if (!q->head) break; /* stopping, and nothing is left */
+        cb_job *group = q->head, *last = group;
+        for (size_t n = 1; n < CB_GROUP_MAX && last->next; n++) last = last->next;
+        q->head = last->next;
+        if (!q->head) q->tail = &q->head;
+        last->next = NULL;
+        pthread_mutex_unlock(&q->lock);
+
+        cb_thread *th = NULL;
+        sp_store *store = NULL;
+        sp_error rc = cb_thread_get(app, &th);
+        if (rc == SP_OK) rc = spd_store(app, &store);
+        if (rc == SP_OK) {
+            cb_write_group(th, store, group);
+        } else {
+            for (cb_job *j = group; j; j = j->next) cb_decide(&j->answer, CB_UNAVAILABLE, "store", rc);
+        }
+        for (cb_job *j = group; j; j = j->next) {
+            cb_send(app, j->req, j->tenant, j->channel, &j->answer);
+            sp_http_resume(j->req); /* the request is the server's again */
+            j->req = NULL;
+        }
+
+        pthread_mutex_lock(&q->lock);
+        for (cb_job *j = group, *next; j; j = next) {
+            next = j->next;
+            if (q->n_spare < CB_SPARE_JOBS) {
+                j->next = q->spare;
+                q->spare = j;
+                q->n_spare++;
+            } else {
+                free(j);
+            }
+        }
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
+/* Parks the request and queues it for a writer; false when it cannot be
+ * (stopping, no writer, out of memory): the caller answers. */
+static bool cb_enqueue(spd_app *app, sp_http_request *req, const char *tenant, const char *channel) {
+    spd_callbacks *q = app->callbacks;
+    /* both names passed cb_examine's checks, so they fit */
+    size_t tenant_len = strlen(tenant), channel_len = strlen(channel);
+    if (!q || tenant_len >= sizeof q->head->tenant || channel_len >= sizeof q->head->channel) return false;
+    pthread_mutex_lock(&q->lock);
+    cb_job *j = q->stopping ? NULL : q->spare;
+    if (j) {
+        q->spare = j->next;
+        q->n_spare--;
+    }
+    bool stopping = q->stopping;
+    pthread_mutex_unlock(&q->lock);
+    if (!j && !stopping) j = malloc(sizeof *j);
+    if (!j) return false;
+    memcpy(j->tenant, tenant, tenant_len + 1);
+    memcpy(j->channel, channel, channel_len + 1);
+    j->req = req;
+    j->alone = false;
+    j->next = NULL;
+    if (sp_http_defer(req) != SP_OK) {
+        free(j);
+        return false;
+    }
+    pthread_mutex_lock(&q->lock);
+    *q->tail = j;
+    q->tail = &j->next;
+    if (q->idle) pthread_cond_signal(&q->wake);
+    pthread_mutex_unlock(&q->lock);
+    return true;
+}
+
+sp_error spd_callbacks_start(spd_app *app, unsigned writers) {
+    if (writers < 1 || writers > CB_MAX_WRITERS) return SP_ERR_INVALID_ARGUMENT;
+    spd_callbacks *q = calloc(1, sizeof *q);
+    if (!q) return SP_ERR_NO_MEMORY;
+    q->app = app;
+    q->tail = &q->head;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->wake, NULL);
+    app->callbacks = q;
+    for (unsigned i = 0; i < writers; i++) {
+        if (pthread_create(&q->writers[i], NULL, cb_writer_main, q) != 0) {
+            spd_callbacks_stop(app);
+            return SP_ERR_NO_MEMORY;
+        }
+        q->n_writers++;
+    }
+    return SP_OK;
+}
+
+void spd_callbacks_stop(spd_app *app) {
+    spd_callbacks *q = app ? app->callbacks : NULL;
+    if (!q) return;
+    pthread_mutex_lock(&q->lock);
+    q->stopping = true;
+    pthread_cond_broadcast(&q->wake);
+    pthread_mutex_unlock(&q->lock);
+    /* the writers answer what is queued before they end */
+    for (unsigned i = 0; i < q->n_writers; i++) pthread_join(q->writers[i], NULL);
+    while (q->spare) {
+        cb_job *j = q->spare;
+        q->spare = j->next;
+        free(j);
+    }
+    pthread_cond_destroy(&q->wake);
+    pthread_mutex_destroy(&q->lock);
+    app->callbacks = NULL;
+    free(q);
+}
+
+/* ---- the request ---- */
+
+void spd_callback_request(spd_app *app, sp_http_request *req, const spd_route_match *m) {
+    cb_thread *th = NULL;
+    sp_store *store = NULL;
+    sp_error rc = cb_thread_get(app, &th);
+    if (rc == SP_OK) rc = spd_store(app, &store);
     if (rc != SP_OK) {
-        cb_unavailable(app, req, rc, "record");
+        cb_unavailable(app, req, rc, "store");
         return;
     }
-    if (!fresh) {
-        cb_reply_duplicate(app, req);
-        return;
+    cb_answer a;
+    /* outside a transaction every outcome is an answer, never a failure */
+    (void)cb_examine(th, store, req, m->id, m->sub, false, cb_now_ms(), &a);
+    if (a.kind == CB_VERIFIED) {
+        if (cb_enqueue(app, req, m->id, m->sub)) return;
+        cb_decide(&a, CB_UNAVAILABLE, "queue", SP_ERR_UNAVAILABLE);
     }
-    cb_count(app, SPD_CB_ACCEPTED);
-    for (size_t i = 0; i < 8; i++)
-        if (o.by_event[i] && app->delivery_events[i]) sp_metric_add(app->delivery_events[i], o.by_event[i]);
-    for (size_t i = 0; i < 4; i++)
-        if (o.suppressed[i] && app->suppressions[i]) sp_metric_add(app->suppressions[i], o.suppressed[i]);
-    cb_reply_accepted(req, n_events, &o);
+    cb_send(app, req, m->id, m->sub, &a);
 }
 
 /* ---- URLs ---- */

@@ -187,6 +187,7 @@ typedef struct spd_app {
     /* sending (sender.c; main.c sets up the key and the series) */
     sp_key *secrets_key;           /* seals channel secrets at rest (derived from the server key) */
     struct spd_sender *sender;
+    struct spd_callbacks *callbacks;
     sp_metric *messages_sent;
     sp_metric *messages_retried;
     sp_metric *messages_failed;
@@ -452,6 +453,12 @@ void spd_public_url(const spd_app *app, char *out, size_t cap);
 /* {"delivery_report": ".../dlr", "inbound": ".../inbound"} of a channel;
  * NULL when out of memory. */
 json_t *spd_callback_urls(const spd_app *app, const char *tenant, const char *channel);
+/* The writers that record verified callbacks (see callbacks.c): started
+ * before the server, stopped after it (the server's stop waits for the
+ * requests they hold, so they must still run then). */
+typedef struct spd_callbacks spd_callbacks;
+sp_error spd_callbacks_start(spd_app *app, unsigned writers);
+void spd_callbacks_stop(spd_app *app);
 /* Forgets webhook-ids older than [callbacks] keep, in bounded chunks (the
  * scheduler calls it hourly). */
 void spd_callbacks_prune(spd_app *app, sp_store *store);

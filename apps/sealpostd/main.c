@@ -422,6 +422,14 @@ static int run(spd_app *app) {
         .idle_timeout_s = cfg->idle_timeout_s,
         .metrics = app->metrics,
     };
+    /* SQLite writes one transaction at a time: one writer; PostgreSQL's
+     * run side by side: one per server thread */
+    rc = spd_callbacks_start(app, strcmp(backend, "sqlite") == 0 ? 1u : cfg->threads);
+    if (rc != SP_OK) {
+        fprintf(stderr, "sealpostd: cannot start the callback writers: %s\n", sp_strerror(rc));
+        log_error("start.callbacks_failed", rc);
+        goto out;
+    }
     sp_http_handlers handlers = {spd_on_headers, spd_on_request, app};
     rc = sp_http_server_start(&http, &handlers, &server);
     if (rc != SP_OK) {
@@ -460,12 +468,14 @@ static int run(spd_app *app) {
     }
     atomic_store(&app->shutting_down, true);
     sp_http_server_stop(server, cfg->shutdown_grace_ms);
+    spd_callbacks_stop(app);
     spd_sender_stop(app, cfg->shutdown_grace_ms);
     server = NULL;
     status = 0;
     sp_log(SP_LOG_INFO, "stopped", NULL, 0);
 out:
     if (server) sp_http_server_stop(server, 0);
+    spd_callbacks_stop(app);
     spd_sender_stop(app, 0);
     spd_context_shutdown(app);
     spd_router_free(app);

@@ -110,6 +110,19 @@ SP_API void sp_http_set_route(sp_http_request *req, const char *route);
 SP_API void sp_http_set_user(sp_http_request *req, void *user, void (*free_fn)(void *));
 SP_API void *sp_http_user(const sp_http_request *req);
 
+/* Answering later, from another thread. Inside on_request (only there),
+ * sp_http_defer parks the request: when on_request returns, the server
+ * thread goes on with other connections instead of waiting. The request,
+ * its headers and body stay valid and belong to the application, which
+ * answers with sp_http_respond (and sp_http_add_header) from any one
+ * thread, then hands the request back with sp_http_resume and must not
+ * touch it after that; resumed without an answer, it gets the 500.
+ * SP_ERR_UNAVAILABLE while the server is stopping: answer at once then.
+ * Every deferred request must be resumed: sp_http_server_stop waits for
+ * that, past its grace period if need be. */
+SP_API SP_MUST_CHECK sp_error sp_http_defer(sp_http_request *req);
+SP_API void sp_http_resume(sp_http_request *req);
+
 /* Adds a response header (before sp_http_respond): name an HTTP token,
  * value without control bytes (SP_ERR_BAD_HEADER_VALUE); at most 16
  * headers and 2 KiB per response (SP_ERR_TOO_LARGE). Every response also

@@ -17,6 +17,14 @@
  * the response. Bodies can carry PII, so a body buffer is wiped before it is
  * reused or freed.
  *
+ * A deferred request (sp_http_defer) is a suspended libmicrohttpd
+ * connection: suspended inside on_request, before the application hands
+ * the request to another thread, so that thread's resume can never come
+ * first; resumed, libmicrohttpd calls the handler again, and that call
+ * queues whatever the other thread answered. libmicrohttpd aborts when it
+ * is stopped with a connection still suspended, so stopping waits for
+ * every deferred request to be resumed.
+ *
  * Quiescing does not use MHD_quiesce_daemon, which can abort the process
  * with epoll worker threads in 0.9.75 (see sp_http_server_quiesce); the
  * accept policy closes new connections instead.
@@ -93,6 +101,8 @@ struct sp_http_request {
     bool discarding; /* answered before the body: drop what still comes */
     bool overflow;   /* the body passed max_body: dropped, then 413 */
     bool deferred;   /* answered before the body, sent once it is dropped */
+    bool in_request; /* inside on_request: the one place sp_http_defer may be called */
+    bool parked;     /* suspended by sp_http_defer; cleared when libmicrohttpd calls again */
     size_t discarded;
     void *user;
     void (*user_free)(void *);
@@ -123,6 +133,7 @@ struct sp_http_server {
     atomic_bool accepting;
     atomic_bool stopping;
     atomic_uint in_flight;
+    atomic_uint unresumed; /* deferred requests the application still holds */
     char *cert_pem;
     size_t cert_len;
     sp_metrics *metrics;
@@ -310,7 +321,7 @@ static void sp_request_reset(sp_http_request *r) {
     r->user = NULL;
     r->user_free = NULL;
     r->status = 0;
-    r->queued = r->discarding = r->overflow = r->deferred = false;
+    r->queued = r->discarding = r->overflow = r->deferred = r->in_request = r->parked = false;
     r->n_add = r->header_used = r->scratch_used = r->discarded = 0;
     r->route = NULL;
 }
@@ -490,12 +501,23 @@ static enum MHD_Result sp_http_access(void *cls, struct MHD_Connection *connecti
         return rc == SP_OK || rc == SP_ERR_TOO_LARGE ? MHD_YES : MHD_NO;
     }
     if (r->queued) return MHD_YES;
+    if (r->parked) {
+        /* resumed: whatever the application answered (sp_http_resume's
+         * locking made it visible here), or the 500 */
+        r->parked = false;
+        return sp_queue(r);
+    }
     if (r->deferred) return sp_queue(r);
     if (r->overflow) {
         if (sp_respond_static(r, 413, sp_body_too_large, true) != SP_OK) return MHD_NO;
         return sp_queue(r);
     }
+    r->in_request = true;
     s->handlers.on_request(s->handlers.arg, r);
+    r->in_request = false;
+    /* parked: the request is another thread's now, its response too; this
+     * thread reads only the flag, which no other thread writes */
+    if (r->parked) return MHD_YES;
     return sp_queue(r);
 }
 
@@ -549,7 +571,7 @@ sp_error sp_http_server_start(const sp_http_config *config, const sp_http_handle
               SP_ERR_INVALID_ARGUMENT);
     *out = NULL;
     SP_GUARD(sp_http_config_check(config));
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     struct sockaddr_storage addr;
     SP_GUARD(sp_bind_addr(config, &addr, &flags));
 
@@ -565,6 +587,7 @@ sp_error sp_http_server_start(const sp_http_config *config, const sp_http_handle
     atomic_init(&s->accepting, true);
     atomic_init(&s->stopping, false);
     atomic_init(&s->in_flight, 0);
+    atomic_init(&s->unresumed, 0);
     atomic_init(&s->n_routes, 0);
 
     sp_error rc = SP_OK;
@@ -632,6 +655,17 @@ void sp_http_server_stop(sp_http_server *server, unsigned grace_ms) {
     sp_http_server_quiesce(server);
     struct timespec tick = {0, 5 * 1000000L};
     for (unsigned waited = 0; waited < grace_ms && atomic_load(&server->in_flight) > 0; waited += 5) {
+        nanosleep(&tick, NULL);
+    }
+    /* libmicrohttpd cannot stop with a connection still suspended (it
+     * aborts), and a deferred request's memory is the application's until
+     * it resumes it: so past the grace period too, stopping waits for every
+     * deferred request to be handed back */
+    for (unsigned waited = 0; atomic_load(&server->unresumed) > 0; waited += 5) {
+        if (waited % 5000 == 0) {
+            sp_log_field f[] = {SP_LOG_I("deferred", atomic_load(&server->unresumed))};
+            sp_log(SP_LOG_WARN, "http.stop_waits_for_deferred", f, 1);
+        }
         nanosleep(&tick, NULL);
     }
     MHD_stop_daemon(server->daemon);
@@ -755,6 +789,33 @@ void sp_http_set_user(sp_http_request *req, void *user, void (*free_fn)(void *))
 }
 
 void *sp_http_user(const sp_http_request *req) { return req->user; }
+
+sp_error sp_http_defer(sp_http_request *req) {
+    SP_ENSURE(req != NULL && req->in_request && !req->parked, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(req->response == NULL && !req->queued, SP_ERR_INVALID_ARGUMENT);
+    sp_http_server *s = req->server;
+    /* counted before stopping is looked at, and stop sets stopping before
+     * it waits for the count: either stop sees this request or this
+     * request sees stop (both sequentially consistent) */
+    atomic_fetch_add(&s->unresumed, 1);
+    if (atomic_load(&s->stopping)) {
+        atomic_fetch_sub(&s->unresumed, 1);
+        return SP_ERR_UNAVAILABLE;
+    }
+    /* suspended before the caller hands the request on: a resume from the
+     * other thread can then never come first */
+    MHD_suspend_connection(req->mhd);
+    req->parked = true;
+    return SP_OK;
+}
+
+void sp_http_resume(sp_http_request *req) {
+    if (req == NULL) return;
+    /* read before the resume: afterwards the request may already be gone */
+    sp_http_server *s = req->server;
+    MHD_resume_connection(req->mhd);
+    atomic_fetch_sub(&s->unresumed, 1);
+}
 
 static bool sp_token_ok(const char *s) {
     if (*s == 0) return false;

@@ -76,6 +76,38 @@ wait_campaign shared "d['messages']['sent'] == $N" 60 && sent=$N || sent=0
 [ "$(sink_stat repeats)" = 0 ] && ok "and not one twice" || bad "repeats" "$(sink_stat repeats)"
 pids=$(psql "$pg_url" -qAt -c "SELECT count(DISTINCT split_part(lease_owner, ':', 2)) FROM outbox WHERE campaign = 'shared'" 2>"$err")
 [ "$pids" = 2 ] && ok "both processes sent part of it" || bad "both processes sent" "owners: $pids $(cat "$err")"
+
+# ---- callbacks on PostgreSQL: each report posted to both processes at once ----
+# Each process's writers record callbacks in transactions of their own; the
+# webhook-id recorded in the same transaction as the events is what makes
+# one of the two racing copies a duplicate, across processes.
+M=10
+"$PY" - "$SINK_DIR/received.jsonl" "$M" >"$tmp/cb-ids.txt" <<'EOF2'
+import json, sys
+ids = [json.loads(line)["body"]["id"] for line in open(sys.argv[1])]
+print("\n".join(ids[: int(sys.argv[2])]))
+EOF2
+sp_use b
+url_b="$SP_URL/callbacks/v1/acme/mail/dlr" ca_b=$SP_CA
+sp_use a
+url_a="$SP_URL/callbacks/v1/acme/mail/dlr"
+T=$(($(date +%s) - 60))
+i=0 senders=""
+while read -r mid; do
+  i=$((i + 1))
+  body="{\"version\":\"v2\",\"events\":{\"success\":[{\"event\":\"delivered\",\"ts\":$T,\"meta\":\"$mid\"}],\"failed\":[]}}"
+  printf '%s' "$body" | "$PY" "$here/callback_sender.py" "$url_a" "$SP_CA" "$SINK_KEYS" --wid "dlr_$i" >"$tmp/cb-a-$i.out" &
+  senders="$senders $!"
+  printf '%s' "$body" | "$PY" "$here/callback_sender.py" "$url_b" "$ca_b" "$SINK_KEYS" --wid "dlr_$i" >"$tmp/cb-b-$i.out" &
+  senders="$senders $!"
+done <"$tmp/cb-ids.txt"
+for p in $senders; do wait "$p"; done # not a bare wait: the provider sink runs in the background too
+accepted=$(cat "$tmp"/cb-[ab]-*.out | grep -c '^200 {"status":"accepted"')
+dups=$(cat "$tmp"/cb-[ab]-*.out | grep -c '^200 {"status":"duplicate"}')
+[ "$accepted" = "$M" ] && [ "$dups" = "$M" ] && ok "$M reports, each to both processes: $M accepted, $M duplicates" ||
+  bad "racing callbacks" "accepted $accepted, duplicates $dups: $(cat "$tmp"/cb-[ab]-*.out | sort | uniq -c | head -5)"
+tenant_curl GET /v1/campaigns/shared/stats
+check "the campaign counts $M delivered, once each" "d['states']['delivered'] == $M"
 sp_stop a && ok "a stops cleanly" || bad "a exit status"
 sp_stop b && ok "b stops cleanly" || bad "b exit status"
 finish "$label"

@@ -37,6 +37,54 @@ static void answer(sp_http_request *req, unsigned status, const char *type, cons
     if (sp_http_respond(req, status, type, body, len) != SP_OK) atomic_fetch_add(&respond_failures, 1);
 }
 
+/* Deferred requests (/later…), answered by a thread of the test's own:
+ * /later echoes the body with an X-Answered-By header, /later-silent is
+ * resumed without an answer, /later-slow waits 300 ms first. */
+#define PARKED_MAX 256
+static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t parked_cond = PTHREAD_COND_INITIALIZER;
+static sp_http_request *parked[PARKED_MAX];
+static size_t parked_n;
+static bool responder_quit;
+static atomic_int defer_twice_rc = -1, later_entered;
+
+static void parked_push(sp_http_request *req) {
+    pthread_mutex_lock(&parked_lock);
+    if (parked_n == PARKED_MAX) { /* cannot happen with the tests' loads; fails the teardown if it does */
+        pthread_mutex_unlock(&parked_lock);
+        atomic_fetch_add(&respond_failures, 1);
+        sp_http_resume(req);
+        return;
+    }
+    parked[parked_n++] = req;
+    atomic_fetch_add(&later_entered, 1);
+    pthread_cond_signal(&parked_cond);
+    pthread_mutex_unlock(&parked_lock);
+}
+
+static void *responder(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&parked_lock);
+    for (;;) {
+        while (parked_n == 0 && !responder_quit) pthread_cond_wait(&parked_cond, &parked_lock);
+        if (parked_n == 0) break;
+        sp_http_request *req = parked[--parked_n];
+        pthread_mutex_unlock(&parked_lock);
+        const char *path = sp_http_path(req);
+        if (strcmp(path, "/later-slow") == 0) sp_test_sleep_ms(300);
+        if (strcmp(path, "/later-silent") != 0) {
+            size_t len = 0;
+            const uint8_t *body = sp_http_body(req, &len);
+            if (sp_http_add_header(req, "X-Answered-By", "responder") != SP_OK) atomic_fetch_add(&respond_failures, 1);
+            answer(req, 200, "application/octet-stream", len ? body : (const uint8_t *)"later", len ? len : 5);
+        }
+        sp_http_resume(req);
+        pthread_mutex_lock(&parked_lock);
+    }
+    pthread_mutex_unlock(&parked_lock);
+    return NULL;
+}
+
 static sp_http_verdict on_headers(void *arg, sp_http_request *req) {
     (void)arg;
     atomic_fetch_add(&headers_calls, 1);
@@ -103,6 +151,17 @@ static void on_request(void *arg, sp_http_request *req) {
     if (strcmp(path, "/user") == 0) {
         const char *u = sp_http_user(req);
         answer(req, 200, "text/plain", u != NULL ? u : "none", u != NULL ? strlen(u) : 4);
+        return;
+    }
+    if (strncmp(path, "/later", 6) == 0) {
+        sp_http_set_route(req, "/later");
+        sp_error rc = sp_http_defer(req);
+        if (rc == SP_OK) {
+            atomic_store(&defer_twice_rc, (int)sp_http_defer(req));
+            parked_push(req);
+            return;
+        }
+        answer(req, 503, "text/plain", "not deferred", 12);
         return;
     }
     if (strcmp(path, "/slow") == 0) {
@@ -931,6 +990,7 @@ static void test_metrics(void **state) {
 typedef struct {
     const http_fixture *f;
     int ok;
+    const char *path;
 } load_arg;
 
 static void *load_worker(void *p) {
@@ -941,7 +1001,7 @@ static void *load_worker(void *p) {
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 20L);
     char url[256];
-    snprintf(url, sizeof url, "https://127.0.0.1:%u/echo", a->f->port);
+    snprintf(url, sizeof url, "https://127.0.0.1:%u%s", a->f->port, a->path);
     for (int i = 0; i < LOAD_EACH; i++) {
         char body[32];
         int n = snprintf(body, sizeof body, "req-%d", i);
@@ -955,12 +1015,13 @@ static void *load_worker(void *p) {
     return NULL;
 }
 
-static void test_concurrent_load(void **state) {
-    http_fixture *f = *state;
+/* LOAD_THREADS clients at once, LOAD_EACH echoed requests each to path:
+ * every one must come back whole. */
+static void run_load(const http_fixture *f, const char *path) {
     pthread_t t[LOAD_THREADS];
     load_arg args[LOAD_THREADS];
     for (int i = 0; i < LOAD_THREADS; i++) {
-        args[i] = (load_arg){f, 0};
+        args[i] = (load_arg){f, 0, path};
         assert_int_equal(pthread_create(&t[i], NULL, load_worker, &args[i]), 0);
     }
     int ok = 0;
@@ -969,7 +1030,77 @@ static void test_concurrent_load(void **state) {
         ok += args[i].ok;
     }
     assert_int_equal(ok, LOAD_THREADS * LOAD_EACH);
+}
+
+static void test_concurrent_load(void **state) {
+    http_fixture *f = *state;
+    run_load(f, "/echo");
     assert_metric_line(f->metrics, "sealpost_http_requests_total{route=\"/echo\",code=\"200\"} 800\n");
+}
+
+static void test_deferred_answers(void **state) {
+    http_fixture *f = *state;
+    pthread_t resp;
+    responder_quit = false;
+    assert_int_equal(pthread_create(&resp, NULL, responder, NULL), 0);
+
+    /* answered by the other thread, headers and all; a second defer of the
+     * same request is refused */
+    char url[256];
+    CURL *h = client(f);
+    url_of(url, sizeof url, "https", "127.0.0.1", f->port, "/later");
+    reply r = perform(h, url, NULL, 0, NULL);
+    assert_int_equal(r.rc, CURLE_OK);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body.data, "later");
+    assert_header(&r, "X-Answered-By", "responder");
+    reply_free(&r);
+    assert_int_equal(atomic_load(&defer_twice_rc), SP_ERR_INVALID_ARGUMENT);
+    /* the body and the connection stay usable: 20 more on one connection */
+    for (int i = 0; i < 20; i++) {
+        char body[32];
+        int n = snprintf(body, sizeof body, "body-%d", i);
+        r = perform(h, url, body, n, NULL);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.body.len, (size_t)n);
+        assert_memory_equal(r.body.data, body, (size_t)n);
+        reply_free(&r);
+    }
+    long connects = -1;
+    curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
+    assert_int_equal(connects, 0);
+    /* resumed without an answer: the server's 500 */
+    url_of(url, sizeof url, "https", "127.0.0.1", f->port, "/later-silent");
+    r = perform(h, url, NULL, 0, NULL);
+    assert_int_equal(r.status, 500);
+    assert_string_equal(r.body.data, "{\"error\":{\"code\":\"internal\",\"message\":\"no response\"}}");
+    reply_free(&r);
+    curl_easy_cleanup(h);
+
+    /* many at once, from several connections */
+    run_load(f, "/later");
+
+    /* stopping waits for a deferred request, even with no grace period,
+     * and the request gets its answer */
+    atomic_store(&later_entered, 0);
+    bg_request slow = {f, client(f), "/later-slow", {0}};
+    pthread_t t_slow;
+    assert_int_equal(pthread_create(&t_slow, NULL, bg_perform, &slow), 0);
+    while (atomic_load(&later_entered) == 0) sp_test_sleep_ms(5);
+    sp_http_server_stop(f->server, 0);
+    f->server = NULL;
+    assert_int_equal(pthread_join(t_slow, NULL), 0);
+    assert_int_equal(slow.r.rc, CURLE_OK);
+    assert_int_equal(slow.r.status, 200);
+    assert_string_equal(slow.r.body.data, "later");
+    reply_free(&slow.r);
+    curl_easy_cleanup(slow.h);
+
+    pthread_mutex_lock(&parked_lock);
+    responder_quit = true;
+    pthread_cond_signal(&parked_cond);
+    pthread_mutex_unlock(&parked_lock);
+    assert_int_equal(pthread_join(resp, NULL), 0);
 }
 
 static void test_start_allocation_failures(void **state) {
@@ -1016,6 +1147,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_ipv6, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup_started, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_load, setup_started, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_answers, setup_started, teardown),
         cmocka_unit_test_setup_teardown(test_start_allocation_failures, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
