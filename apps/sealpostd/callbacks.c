@@ -777,7 +777,7 @@ static sp_error cb_examine(cb_thread *th, sp_store *store, sp_http_request *req,
  * request meanwhile. So a server thread does only what needs no store
  * (and refuses what fails it), parks the request (sp_http_defer) and
  * queues it; a writer thread takes everything queued and runs it through
- * cb_examine in one transaction: the webhook-id lookups, the decryptions,
+ * cb_examine in one transaction: the webhook-id records, the decryptions,
  * the parses and the writes of tens of callbacks share one commit, and
  * each is answered (sp_http_resume) only once that commit is done. When
  * the transaction fails, each callback of the group is tried again on its
@@ -839,7 +839,8 @@ static void cb_write_group(cb_thread *th, sp_store *store, cb_job *group) {
         if (spd_tenant_get(th->app, j->tenant, &t) == SP_OK) (void)cb_wire_get(th, store, t, j->channel, &w);
     }
     sp_error rc = SP_OK;
-    for (int conflicts = 0;;) {
+    bool grouped = false;
+    for (int conflicts = 0, isolations = 0;;) {
         int64_t now = cb_now_ms();
         bool isolated = false;
         rc = sp_store_begin(store);
@@ -853,12 +854,17 @@ static void cb_write_group(cb_thread *th, sp_store *store, cb_job *group) {
         }
         if (rc == SP_OK && !isolated) rc = sp_store_commit(store);
         if (rc != SP_OK || isolated) sp_store_rollback(store);
-        if (rc == SP_OK && !isolated) break;
+        if (rc == SP_OK && !isolated) {
+            grouped = true;
+            break;
+        }
         if (rc == SP_ERR_CONFLICT && ++conflicts < CB_RETRIES) continue;
-        if (rc != SP_OK) break;
+        /* a store failure, or a group that keeps losing callbacks this way
+         * (each pass runs the rest again): every callback on its own */
+        if (rc != SP_OK || ++isolations == CB_RETRIES) break;
     }
     for (cb_job *j = group; j; j = j->next)
-        if (rc != SP_OK || j->alone) cb_write_one(th, store, j);
+        if (!grouped || j->alone) cb_write_one(th, store, j);
 }
 
 static void *cb_writer_main(void *arg) {
