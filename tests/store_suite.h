@@ -534,30 +534,6 @@ static void test_transactions(void **state) {
     assert_int_equal(suite_events(s, "acme", NULL), 1);
     assert_rc(sp_store_tenant_get(s, "temp2", &t), SP_ERR_NOT_FOUND);
     assert_rc(sp_store_begin_read(NULL), SP_ERR_INVALID_ARGUMENT);
-
-    /* a read of the latest state (on SQLite: on the writer's connection)
-     * sees what another connection of this process just committed, refuses
-     * writes and nesting, and ends like any other */
-    sp_store *other = NULL;
-    assert_ok(sp_store_open(f->url, &other));
-    assert_ok(sp_store_begin(other));
-    suite_upsert(other, "acme", "latest", "{}", NULL, 0, T0);
-    assert_ok(sp_store_commit(other));
-    assert_ok(sp_store_begin_read_latest(s));
-    assert_rc(sp_store_begin_read_latest(s), SP_ERR_INVALID_ARGUMENT);
-    assert_rc(sp_store_begin(s), SP_ERR_INVALID_ARGUMENT);
-    assert_int_equal(suite_profiles(s, "acme"), 2);
-    assert_rc(sp_store_profile_upsert(s, &pr, T0, &created), SP_ERR_INVALID_ARGUMENT);
-    assert_ok(sp_store_commit(s));
-    /* and the writer is free again: the other connection writes at once */
-    assert_ok(sp_store_begin(other));
-    assert_ok(sp_store_profile_delete(other, "acme", "latest"));
-    assert_ok(sp_store_commit(other));
-    assert_ok(sp_store_begin_read_latest(s));
-    assert_int_equal(suite_profiles(s, "acme"), 1);
-    sp_store_rollback(s);
-    sp_store_close(other);
-    assert_rc(sp_store_begin_read_latest(NULL), SP_ERR_INVALID_ARGUMENT);
 }
 
 static void test_arguments(void **state) {

@@ -51,6 +51,7 @@
 
 #define CB_WIRE_SLOTS 32
 #define CB_CHECK_MS 1000        /* a channel's row and keys are looked at again after this */
+#define CB_RECHECK_MS 100       /* or after this, for a key version they did not know */
 #define CB_RETRIES 3
 #define CB_AUDIT_PER_SECOND 20  /* callback.rejected lines; the rest are counted */
 #define CB_MAX_OPT_OUTS 64      /* inbound opt-out senders × phone fields in one body */
@@ -290,9 +291,10 @@ static sp_error cb_channel_read(sp_store *store, const char *tenant, const char 
 }
 
 /* This thread's view of a channel, checked against the store and the
- * keyring at most every CB_CHECK_MS. SP_ERR_NOT_FOUND for a channel that
- * does not exist (or has no usable key). */
-static sp_error cb_wire_get(cb_thread *th, sp_store *store, spd_tenant *t, const char *channel, cb_wire **out) {
+ * keyring when its last check is max_age_ms old. SP_ERR_NOT_FOUND for a
+ * channel that does not exist (or has no usable key). */
+static sp_error cb_wire_get_within(cb_thread *th, sp_store *store, spd_tenant *t, const char *channel, int64_t max_age_ms,
+                                  cb_wire **out) {
     cb_wire *w = NULL, *victim = &th->wires[0];
     for (size_t i = 0; i < CB_WIRE_SLOTS; i++) {
         cb_wire *e = &th->wires[i];
@@ -303,7 +305,7 @@ static sp_error cb_wire_get(cb_thread *th, sp_store *store, spd_tenant *t, const
         if (!e->used || (victim->used && e->last_used < victim->last_used)) victim = e;
     }
     int64_t now = cb_mono_ms();
-    if (w && now - w->checked_ms < CB_CHECK_MS && now >= w->checked_ms) {
+    if (w && now - w->checked_ms < max_age_ms && now >= w->checked_ms) {
         w->last_used = ++th->tick;
         *out = w;
         return SP_OK;
@@ -357,6 +359,10 @@ static sp_error cb_wire_get(cb_thread *th, sp_store *store, spd_tenant *t, const
     w->last_used = ++th->tick;
     *out = w;
     return SP_OK;
+}
+
+static sp_error cb_wire_get(cb_thread *th, sp_store *store, spd_tenant *t, const char *channel, cb_wire **out) {
+    return cb_wire_get_within(th, store, t, channel, CB_CHECK_MS, out);
 }
 
 /* ---- parsing into the thread's arrays ---- */
@@ -718,9 +724,20 @@ static sp_error cb_examine(cb_thread *th, sp_store *store, sp_http_request *req,
         size_t room = !full ? 0 : th->plain_cap > 32 && body_len < th->plain_cap - 32 ? body_len + 32 : th->plain_cap;
         rc = sp_open_checked(w->wire, headers, n, body, body_len, 0, cb_seen, &check, full ? th->plain : NULL, room,
                              &plain_len, &info);
+        /* A version this view does not know may be one rotated in since it
+         * was last checked (up to CB_CHECK_MS ago, and the server thread's
+         * view and the writer's are checked apart): look again, at most
+         * every CB_RECHECK_MS so that unknown versions cannot make every
+         * request read the keyring, and try once more. Nothing was
+         * verified or recorded yet. */
+        if (rc == SP_ERR_UNKNOWN_KEY_VERSION &&
+            cb_wire_get_within(th, store, t, channel_id, CB_RECHECK_MS, &w) == SP_OK && w->encrypted) {
+            rc = sp_open_checked(w->wire, headers, n, body, body_len, 0, cb_seen, &check, full ? th->plain : NULL,
+                                 room, &plain_len, &info);
+        }
         a->recorded = check.recorded;
         if (check.verified) return cb_decide(a, CB_VERIFIED, NULL, SP_OK);
-        if (check.store_rc != SP_OK) return cb_failed(a, full, check.store_rc, "callback.seen");
+        if (check.store_rc != SP_OK) return cb_failed(a, full, check.store_rc, "callback.record_id");
         if (rc == SP_ERR_EXISTS) return cb_decide(a, CB_DUPLICATE, NULL, SP_OK);
         if (rc == SP_ERR_NO_MEMORY) return cb_failed(a, full, rc, "open");
         if (rc != SP_OK) return cb_decide(a, CB_REJECTED, sp_error_name(rc), SP_OK);
@@ -742,7 +759,7 @@ static sp_error cb_examine(cb_thread *th, sp_store *store, sp_http_request *req,
             rc = cb_record_id(&check, id);
             a->recorded = check.recorded;
             if (rc == SP_ERR_EXISTS) return cb_decide(a, CB_DUPLICATE, NULL, SP_OK);
-            if (rc != SP_OK) return cb_failed(a, full, rc, "callback.seen");
+            if (rc != SP_OK) return cb_failed(a, full, rc, "callback.record_id");
         }
         const char *ts = sp_http_header(req, "webhook-timestamp", NULL);
         if (ts && strspn(ts, "0123456789") == strlen(ts) && strlen(ts) >= 1 && strlen(ts) <= 11)

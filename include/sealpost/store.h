@@ -69,12 +69,6 @@ SP_API SP_MUST_CHECK sp_error sp_store_begin(sp_store *store);
  * batch of lookups), never the write lock. Writes inside it are
  * SP_ERR_INVALID_ARGUMENT; end it with commit or rollback. */
 SP_API SP_MUST_CHECK sp_error sp_store_begin_read(sp_store *store);
-/* A read-only transaction that sees this process's latest commit through
- * the connection its writes go through, whose page cache stays warm
- * (SQLite; on PostgreSQL it is sp_store_begin_read without the repeatable
- * snapshot). On SQLite this process's writers wait meanwhile: for a few
- * point lookups, not for scans. */
-SP_API SP_MUST_CHECK sp_error sp_store_begin_read_latest(sp_store *store);
 SP_API SP_MUST_CHECK sp_error sp_store_commit(sp_store *store);
 SP_API void sp_store_rollback(sp_store *store);
 

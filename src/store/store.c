@@ -129,10 +129,6 @@ sp_error sp_store_begin_read(sp_store *store) {
     return sp_store_begin_as(store, SP_Q_BEGIN_READ, true);
 }
 
-sp_error sp_store_begin_read_latest(sp_store *store) {
-    return sp_store_begin_as(store, SP_Q_BEGIN_LATEST, true);
-}
-
 sp_error sp_store_commit(sp_store *store) {
     SP_ENSURE(store != NULL && store->in_tx, SP_ERR_INVALID_ARGUMENT);
     sp_error rc = store->drv->script(store->db, store->drv->sql[SP_Q_COMMIT]);

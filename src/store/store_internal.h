@@ -27,7 +27,6 @@ typedef enum sp_store_q {
     /* scripts: no parameters, no rows (driver->script) */
     SP_Q_BEGIN,         /* a write transaction */
     SP_Q_BEGIN_READ,    /* a read-only snapshot */
-    SP_Q_BEGIN_LATEST,  /* a read-only snapshot on the connection writes go through */
     SP_Q_COMMIT,
     SP_Q_ROLLBACK,
     SP_Q_MIGRATE_BEGIN, /* a write transaction holding the migration lock */

@@ -39,8 +39,6 @@
 static const char *const sp_pg_sql[SP_Q__COUNT] = {
     [SP_Q_BEGIN] = "BEGIN",
     [SP_Q_BEGIN_READ] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-    /* the server's cache serves every connection alike: a plain snapshot */
-    [SP_Q_BEGIN_LATEST] = "BEGIN READ ONLY",
     [SP_Q_COMMIT] = "COMMIT",
     [SP_Q_ROLLBACK] = "ROLLBACK",
     /* the number is arbitrary, the same in every sealpost process */

@@ -64,9 +64,6 @@
 static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
     [SP_Q_BEGIN] = "BEGIN IMMEDIATE",
     [SP_Q_BEGIN_READ] = "BEGIN",
-    /* deferred: the first read takes the read lock, nothing the write lock;
-     * a text of its own, which the script step tells apart by address */
-    [SP_Q_BEGIN_LATEST] = "BEGIN DEFERRED",
     [SP_Q_COMMIT] = "COMMIT",
     [SP_Q_ROLLBACK] = "ROLLBACK",
     [SP_Q_MIGRATE_BEGIN] = "BEGIN IMMEDIATE",
@@ -922,7 +919,7 @@ static sp_error sp_gate_writer(sp_sqlite *d) {
  * once per connection: parsing them again each time was a tenth of a small
  * transaction's cost. Other scripts (migrations) go through sqlite3_exec. */
 static int sp_conn_exec(sp_sqlite_conn *c, const char *sql) {
-    static const sp_store_q single[] = {SP_Q_BEGIN, SP_Q_BEGIN_READ, SP_Q_BEGIN_LATEST, SP_Q_COMMIT, SP_Q_ROLLBACK};
+    static const sp_store_q single[] = {SP_Q_BEGIN, SP_Q_BEGIN_READ, SP_Q_COMMIT, SP_Q_ROLLBACK};
     sp_store_q q = SP_Q__COUNT;
     for (size_t i = 0; i < sizeof single / sizeof single[0]; i++)
         if (sql == sp_sqlite_sql[single[i]]) q = single[i];
@@ -942,11 +939,7 @@ static int sp_conn_exec(sp_sqlite_conn *c, const char *sql) {
 
 static sp_error sp_sqlite_script(void *vd, const char *sql) {
     sp_sqlite *d = vd;
-    /* a read of the latest state goes through the writer too: its page
-     * cache is the one that stays warm (SQLite drops a connection's cache
-     * whenever another connection wrote) */
-    bool write_begin = sql == sp_sqlite_sql[SP_Q_BEGIN] || sql == sp_sqlite_sql[SP_Q_MIGRATE_BEGIN] ||
-                       (sql == sp_sqlite_sql[SP_Q_BEGIN_LATEST] && !d->durable);
+    bool write_begin = sql == sp_sqlite_sql[SP_Q_BEGIN] || sql == sp_sqlite_sql[SP_Q_MIGRATE_BEGIN];
     if (write_begin && d->gate != NULL && !d->gate_held) {
         SP_GUARD(sp_gate_enter(d));
         sp_error rc = d->durable ? SP_OK : sp_gate_writer(d);
