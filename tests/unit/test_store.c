@@ -251,6 +251,95 @@ static void test_sqlite_wal_survives_other_process(void **state) {
     sp_store_close(second);
 }
 
+/* How many temporary B-trees (OpenEphemeral) the program of `sql` opens. */
+static int sqlite_ephemerals(sqlite3 *db, const char *sql) {
+    char explain[512];
+    snprintf(explain, sizeof explain, "EXPLAIN %s", sql);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, explain, -1, &st, NULL), SQLITE_OK);
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        if (strcmp((const char *)sqlite3_column_text(st, 1), "OpenEphemeral") == 0) n++;
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* Version 4 copies the outbox so that its CHECKs on state and delivery are
+ * comparisons: an IN list of three or more values made every updated row
+ * build a temporary B-tree. A version 3 database (the lists put back
+ * behind the store's back) keeps every message and every tracked column
+ * through the copy, the updates of state and delivery then build nothing,
+ * and the CHECKs still refuse what they refused. */
+static void test_sqlite_outbox_checks_without_temporary_tables(void **state) {
+    suite_fixture *f = *state;
+    static const char update[] = "UPDATE outbox SET state = ?2, delivery = ?3 WHERE seq = ?1";
+    suite_channel_kind(f->s, "acme", "sms", SP_STORE_CHANNEL_SMS);
+    suite_upsert(f->s, "acme", "p1", "{}", NULL, 0, T0);
+    suite_upsert(f->s, "acme", "p2", "{}", NULL, 0, T0);
+    suite_send(f->s, "acme", "sms", "p1", "msg_tracked");
+    suite_send(f->s, "acme", "sms", "p2", "msg_queued");
+    assert_int_equal(suite_apply(f->s, "acme", "msg_tracked", SP_STORE_EVENT_BOUNCED, MS0 + 5, 910),
+                     SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_apply(f->s, "acme", "msg_tracked", SP_STORE_EVENT_CLICKED, MS0 + 7, 0),
+                     SP_STORE_APPLIED_CHANGED);
+    const char *ids[2] = {"msg_tracked", "msg_queued"};
+    sp_store_message_status before[2] = {suite_status(f->s, "acme", ids[0]), suite_status(f->s, "acme", ids[1])};
+    assert_int_equal(before[0].delivery, SP_STORE_DELIVERY_BOUNCED);
+    assert_int_equal(before[0].failure_code, 910);
+    assert_int_not_equal(before[0].clicked_at, 0);
+    sp_store_close(f->s);
+    f->s = NULL;
+
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->url + strlen("sqlite:"), &db), SQLITE_OK);
+    assert_int_equal(sqlite_ephemerals(db, update), 0);
+    assert_int_equal(sqlite3_exec(db,
+                                  "PRAGMA writable_schema = ON; "
+                                  "UPDATE sqlite_schema SET sql = replace(replace(sql, "
+                                  "'state = ''queued'' OR state = ''sending'' OR state = ''sent'' OR "
+                                  "state = ''failed'' OR state = ''dead''', "
+                                  "'state IN (''queued'', ''sending'', ''sent'', ''failed'', ''dead'')'), "
+                                  "'delivery = ''delivered'' OR delivery = ''failed'' OR delivery = ''bounced''', "
+                                  "'delivery IN (''delivered'', ''failed'', ''bounced'')') "
+                                  "WHERE type = 'table' AND name = 'outbox'; "
+                                  "PRAGMA writable_schema = OFF; "
+                                  "DELETE FROM schema_version WHERE version >= 4",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    db = NULL;
+    /* what version 3 was: each list a temporary B-tree per row */
+    assert_int_equal(sqlite3_open(f->url + strlen("sqlite:"), &db), SQLITE_OK);
+    assert_int_equal(sqlite_ephemerals(db, update), 2);
+    sqlite3_close(db);
+    db = NULL;
+
+    assert_ok(sp_store_open(f->url, &f->s));
+    assert_int_equal(sp_store_schema_version(f->s), 4);
+    for (size_t i = 0; i < 2; i++) {
+        sp_store_message_status after = suite_status(f->s, "acme", ids[i]);
+        assert_memory_equal(&after, &before[i], sizeof after);
+    }
+    /* the copy is the outbox: its indexes, its later messages and tracking */
+    suite_upsert(f->s, "acme", "p3", "{}", NULL, 0, T0);
+    suite_send(f->s, "acme", "sms", "p3", "msg_after");
+    assert_true(suite_status(f->s, "acme", "msg_after").outbox.seq > before[1].outbox.seq);
+    assert_int_equal(suite_apply(f->s, "acme", "msg_queued", SP_STORE_EVENT_DELIVERED, MS0 + 9, 0),
+                     SP_STORE_APPLIED_CHANGED);
+    assert_int_equal(suite_stats(f->s, "acme", NULL).delivered, 1);
+
+    assert_int_equal(sqlite3_open(f->url + strlen("sqlite:"), &db), SQLITE_OK);
+    assert_int_equal(sqlite_ephemerals(db, update), 0);
+    static const char *const refused[] = {"UPDATE outbox SET state = 'lost'", "UPDATE outbox SET delivery = 'read'",
+                                          "UPDATE outbox SET state = NULL"};
+    for (size_t i = 0; i < SP_ARRAY_LEN(refused); i++)
+        assert_int_equal(sqlite3_exec(db, refused[i], NULL, NULL, NULL), SQLITE_CONSTRAINT);
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE outbox SET delivery = NULL WHERE message_id = 'msg_queued'", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         SUITE_TESTS,
@@ -260,6 +349,7 @@ int main(void) {
         SUITE_TEST(test_sqlite_wal_restarts_under_writes),
         SUITE_TEST(test_sqlite_fork_while_checkpointing),
         SUITE_TEST(test_sqlite_wal_survives_other_process),
+        SUITE_TEST(test_sqlite_outbox_checks_without_temporary_tables),
     };
     return cmocka_run_group_tests(tests, sp_test_group_init, NULL);
 }
