@@ -319,16 +319,15 @@ static void sp_audit_emit_member(char *line, size_t *at, const sp_audit_out *m, 
     line[(*at)++] = '"';
 }
 
-sp_error sp_audit_format_line(const char *prev_hex, uint64_t seq, int64_t unix_time, const char *event,
-                              const sp_audit_field *fields, size_t n_fields, char *line, size_t cap, size_t *len,
-                              char hash_out[SP_AUDIT_HEX_CHARS + 1]) {
-    SP_ENSURE(prev_hex != NULL && sp_audit_hex_ok(prev_hex, strnlen(prev_hex, SP_AUDIT_HEX_CHARS + 1)),
-              SP_ERR_INVALID_ARGUMENT);
+/* sp_audit_format_line after its checks of prev_hex and the time, which
+ * a batch makes once: every line of it after the first chains to a hash
+ * this file just computed, and all share one time. */
+static sp_error sp_audit_format_chained(const char *prev_hex, uint64_t seq, const char when[SP_AUDIT_TIME_CHARS + 1],
+                                        const char *event, const sp_audit_field *fields, size_t n_fields, char *line,
+                                        size_t cap, size_t *len, char hash_out[SP_AUDIT_HEX_CHARS + 1]) {
     SP_ENSURE(line != NULL && len != NULL && hash_out != NULL, SP_ERR_INVALID_ARGUMENT);
     SP_ENSURE(seq >= 1 && seq <= (uint64_t)INT64_MAX, SP_ERR_INVALID_ARGUMENT); /* a JSON integer to jansson */
     SP_GUARD(sp_audit_check_args(event, fields, n_fields));
-    char when[SP_AUDIT_TIME_CHARS + 1];
-    SP_GUARD(sp_audit_format_time(unix_time, when));
 
     sp_audit_out m[SP_AUDIT_MAX_FIELDS + 4];
     size_t n = 0;
@@ -383,6 +382,16 @@ sp_error sp_audit_format_line(const char *prev_hex, uint64_t seq, int64_t unix_t
     *len = total;
     memcpy(hash_out, hash, sizeof hash);
     return SP_OK;
+}
+
+sp_error sp_audit_format_line(const char *prev_hex, uint64_t seq, int64_t unix_time, const char *event,
+                              const sp_audit_field *fields, size_t n_fields, char *line, size_t cap, size_t *len,
+                              char hash_out[SP_AUDIT_HEX_CHARS + 1]) {
+    SP_ENSURE(prev_hex != NULL && sp_audit_hex_ok(prev_hex, strnlen(prev_hex, SP_AUDIT_HEX_CHARS + 1)),
+              SP_ERR_INVALID_ARGUMENT);
+    char when[SP_AUDIT_TIME_CHARS + 1];
+    SP_GUARD(sp_audit_format_time(unix_time, when));
+    return sp_audit_format_chained(prev_hex, seq, when, event, fields, n_fields, line, cap, len, hash_out);
 }
 
 /* ---- judging a line ----
@@ -955,16 +964,17 @@ static sp_error sp_audit_append_many_locked(sp_audit *a, const sp_audit_entry *e
     SP_ENSURE(!a->wedged, SP_ERR_AUDIT_BROKEN);
     SP_ENSURE(a->seq <= (uint64_t)INT64_MAX - n, SP_ERR_TOO_LARGE);
     /* every line formatted and chained before the disk is touched */
-    char prev[SP_AUDIT_HEX_CHARS + 1], hash[SP_AUDIT_HEX_CHARS + 1];
+    char prev[SP_AUDIT_HEX_CHARS + 1], hash[SP_AUDIT_HEX_CHARS + 1], when[SP_AUDIT_TIME_CHARS + 1];
     memcpy(prev, a->prev, sizeof prev);
-    int64_t now = sp_now_seconds();
+    SP_ENSURE(sp_audit_hex_ok(prev, strnlen(prev, SP_AUDIT_HEX_CHARS + 1)), SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_audit_format_time(sp_now_seconds(), when));
     size_t used = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len = 0;
         /* room for the longest line, formatted in place */
         SP_GUARD(sp_audit_batch_room(a, used, sizeof a->line));
-        SP_GUARD(sp_audit_format_line(prev, a->seq + 1 + i, now, entries[i].event, entries[i].fields,
-                                      entries[i].n_fields, a->batch + used, sizeof a->line - 1, &len, hash));
+        SP_GUARD(sp_audit_format_chained(prev, a->seq + 1 + i, when, entries[i].event, entries[i].fields,
+                                         entries[i].n_fields, a->batch + used, sizeof a->line - 1, &len, hash));
         a->batch[used + len] = '\n';
         used += len + 1;
         memcpy(prev, hash, sizeof prev);

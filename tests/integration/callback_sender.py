@@ -17,6 +17,10 @@
 #   --plain CONTENT_TYPE       send stdin as is (no envelope); --wid still sent
 #   --repeat N                 send N times, re-sealed each time (fresh IV,
 #                              timestamp, signature), the same webhook-id
+#   --burst LIST               instead of stdin: LIST has lines "WID FILE";
+#                              each FILE sealed under its WID, all posted at
+#                              once, each on its own connection; prints
+#                              "<WID> <status> <body>" per line, in order
 # Prints one line per request: "<status> <body>"; exit status 0 unless the
 # request could not be made.
 import argparse
@@ -24,6 +28,7 @@ import json
 import os
 import ssl
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -78,6 +83,31 @@ def post(url, ctx, headers, body):
         return e.code, e.read().decode(errors="replace")
 
 
+def burst(args):
+    ctx = ssl.create_default_context(cafile=args.cafile)
+    jobs = []
+    for line in open(args.burst):
+        wid, path = line.split()
+        args.wid = wid
+        jobs.append((wid,) + seal(args, open(path, "rb").read()))
+    results = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def run(i):
+        wid, headers, body = jobs[i]
+        start.wait()
+        results[i] = post(args.url, ctx, headers, body)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (wid, _, _), (status, text) in zip(jobs, results):
+        print(wid, status, text.replace("\n", " "))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
@@ -92,7 +122,10 @@ def main():
     ap.add_argument("--tamper", choices=["body", "iv", "ts", "sig"])
     ap.add_argument("--plain")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--burst")
     args = ap.parse_args()
+    if args.burst:
+        return burst(args)
     pt = sys.stdin.buffer.read()
     if not args.wid and not args.plain:
         args.wid = "cb_" + uuid.uuid4().hex

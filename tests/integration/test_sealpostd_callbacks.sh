@@ -12,7 +12,9 @@
 # times count once; events out of order land in the right state; a hard
 # bounce, a complaint, an unsubscribe, a STOP reply and an inbound STOP
 # suppress the profile (later campaigns skip it); an authentic but
-# malformed body is a 400 that stores nothing; a test send waits for its
+# malformed body is a 400 that stores nothing, also when twenty of them
+# arrive at once among twenty good ones (their ids stay free for corrected
+# retries, the good ones' retries are duplicates); a test send waits for its
 # callback; and no address, number or reply text reaches the logs, the
 # audit log or the database.
 set -uo pipefail
@@ -196,6 +198,32 @@ tenant_curl GET "/v1/campaigns/mailc/stats?bucket=60"
 check "counted once: 2 opened" 'd["engagement"]["opened"] == 2 and d["states"]["delivered"] == 2'
 cp "$RESP_BODY" "$tmp/mail-stats.json"
 
+# 20 authentic but malformed callbacks among 20 good ones, all at once, so the
+# writer's groups hold several that fail after their webhook-id was recorded:
+# each good one accepted, each broken one a 400 whose id is not kept (its
+# corrected retry is accepted), each good one's retry a duplicate
+: >"$tmp/burst1" && : >"$tmp/burst2"
+for i in $(seq 1 20); do
+  echo '{"version":"v2","events":{"success":[{"event":"delivered","ts":'"$T"',"meta":"msg_burst_'"$i"'"}]}}' >"$tmp/good$i.json"
+  echo '{"version":"v2","events":{"success":[{"event":"delivered_not","ts":'"$T"',"meta":"msg_burst_'"$i"'"}]}}' >"$tmp/broken$i.json"
+  printf 'cb_good_%s %s\ncb_broken_%s %s\n' "$i" "$tmp/good$i.json" "$i" "$tmp/broken$i.json" >>"$tmp/burst1"
+  printf 'cb_good_%s %s\ncb_broken_%s %s\n' "$i" "$tmp/good$i.json" "$i" "$tmp/good$i.json" >>"$tmp/burst2"
+done
+"$PY" "$SEND" "$DLR_MAIL" "$SP_CA" "$SINK_KEYS" --version "$V_MAIL" --burst "$tmp/burst1" >"$out"
+if [ "$(grep -c '^cb_good_[0-9]* 200 {"status":"accepted","events":1,"changed":0,"unknown":1}$' "$out")" = 20 ] &&
+  [ "$(grep -c '^cb_broken_[0-9]* 400 .*bad_callback' "$out")" = 20 ]; then
+  ok "40 callbacks at once, 20 malformed: 20 accepted, 20 refused with 400"
+else
+  bad "a burst with malformed callbacks" "$(cat "$out")"
+fi
+"$PY" "$SEND" "$DLR_MAIL" "$SP_CA" "$SINK_KEYS" --version "$V_MAIL" --burst "$tmp/burst2" >"$out"
+if [ "$(grep -c '^cb_good_[0-9]* 200 {"status":"duplicate"}$' "$out")" = 20 ] &&
+  [ "$(grep -c '^cb_broken_[0-9]* 200 {"status":"accepted","events":1,"changed":0,"unknown":1}$' "$out")" = 20 ]; then
+  ok "then, at once: the 20 good ones are duplicates, the 20 corrected ones accepted"
+else
+  bad "the burst's retries" "$(cat "$out")"
+fi
+
 # ---- every refusal is the same 401 -------------------------------------------------------
 refuse() { # NAME then the cb/sender command
   local name=$1 line
@@ -271,8 +299,8 @@ check "its status: delivered, no campaign, sent" 'd["state"] == "delivered" and 
 
 # ---- metrics ----------------------------------------------------------------------------------------
 admin_curl GET /metrics
-grep -q 'sealpost_callbacks_total{result="duplicate"} 11' "$RESP_BODY" && ok "metrics: 11 duplicates" || bad "duplicates metric" "$(grep callbacks_total "$RESP_BODY")"
-grep -q 'sealpost_callbacks_total{result="invalid"} 1' "$RESP_BODY" && ok "metrics: 1 invalid" || bad "invalid metric"
+grep -q 'sealpost_callbacks_total{result="duplicate"} 31' "$RESP_BODY" && ok "metrics: 31 duplicates" || bad "duplicates metric" "$(grep callbacks_total "$RESP_BODY")"
+grep -q 'sealpost_callbacks_total{result="invalid"} 21' "$RESP_BODY" && ok "metrics: 21 invalid" || bad "invalid metric" "$(grep callbacks_total "$RESP_BODY")"
 grep -q 'sealpost_callbacks_total{result="rejected"} 13' "$RESP_BODY" && ok "metrics: 13 rejected" || bad "rejected metric" "$(grep callbacks_total "$RESP_BODY")"
 grep -q 'sealpost_suppressions_total{reason="opt_out"} 2' "$RESP_BODY" && grep -q 'sealpost_suppressions_total{reason="hard_bounce"} 1' "$RESP_BODY" &&
   ok "metrics: suppressions" || bad "suppression metrics" "$(grep suppressions "$RESP_BODY")"
