@@ -353,6 +353,76 @@ static void test_profiles(void **state) {
     sp_store_profile_row_clear(&row);
 }
 
+/* Several profiles at once equal what one at a time gives: attributes,
+ * times and every PII field in field order; a missing id, another
+ * tenant's and an id given twice; ids with the characters a JSON array or
+ * a text[] must escape. */
+static void test_profile_get_many(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    sp_store_pii pii[2] = {suite_pii("phone", "blob-phone", NULL), suite_pii("email", "blob-email", "index-many")};
+    assert_true(suite_upsert(s, "acme", "with \"pii\"", "{\"a\":1}", pii, 2, T0));
+    assert_true(suite_upsert(s, "acme", "back\\slash, {x}", "{}", NULL, 0, T0 + 1));
+    assert_true(suite_upsert(s, "acme", "one", "{\"b\":[1,2]}", &pii[0], 1, T0 + 2));
+    assert_ok(sp_store_tenant_create(s, "other", "{}", 2, T0));
+    assert_true(suite_upsert(s, "other", "theirs", "{}", NULL, 0, T0));
+
+    const char *ids[] = {"one", "nobody", "with \"pii\"", "theirs", "back\\slash, {x}", "one"};
+    enum { N = sizeof ids / sizeof ids[0] };
+    sp_store_profile_row rows[N];
+    bool found[N];
+    assert_ok(sp_store_profile_get_many(s, "acme", ids, N, rows, found));
+    const bool expect[N] = {true, false, true, false, true, true};
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(found[i], expect[i]);
+        if (!found[i]) {
+            assert_null(rows[i].attributes);
+            assert_int_equal(rows[i].n_pii, 0);
+            continue;
+        }
+        sp_store_profile_row one;
+        assert_ok(sp_store_profile_get(s, "acme", ids[i], &one));
+        assert_string_equal(rows[i].id, one.id);
+        assert_string_equal(rows[i].attributes, one.attributes);
+        assert_int_equal(rows[i].attributes_len, one.attributes_len);
+        assert_int_equal(rows[i].created, one.created);
+        assert_int_equal(rows[i].updated, one.updated);
+        assert_int_equal(rows[i].n_pii, one.n_pii);
+        for (size_t k = 0; k < one.n_pii; k++) {
+            assert_string_equal(rows[i].pii[k].field, one.pii[k].field);
+            assert_int_equal(rows[i].pii[k].blob_len, one.pii[k].blob_len);
+            assert_memory_equal(rows[i].pii[k].blob, one.pii[k].blob, one.pii[k].blob_len);
+        }
+        sp_store_profile_row_clear(&one);
+    }
+    assert_int_equal(rows[2].n_pii, 2);
+    assert_string_equal(rows[2].pii[0].field, "email");
+    assert_int_equal(rows[4].n_pii, 0);
+    for (size_t i = 0; i < N; i++) sp_store_profile_row_clear(&rows[i]);
+
+    /* the limits */
+    assert_rc(sp_store_profile_get_many(s, "acme", ids, 0, rows, found), SP_ERR_INVALID_ARGUMENT);
+    const char *bad[] = {"one", ""};
+    assert_rc(sp_store_profile_get_many(s, "acme", bad, 2, rows, found), SP_ERR_INVALID_ARGUMENT);
+    static const char *many[SP_STORE_MAX_BATCH + 1];
+    static sp_store_profile_row many_rows[SP_STORE_MAX_BATCH + 1];
+    static bool many_found[SP_STORE_MAX_BATCH + 1];
+    /* the longest id, every byte escaped: the largest array there is */
+    char longest[SP_STORE_MAX_ID + 1];
+    memset(longest, '\\', SP_STORE_MAX_ID);
+    longest[SP_STORE_MAX_ID] = 0;
+    assert_true(suite_upsert(s, "acme", longest, "{}", NULL, 0, T0));
+    for (size_t i = 0; i <= SP_STORE_MAX_BATCH; i++) many[i] = i % 2 ? longest : "nobody";
+    assert_rc(sp_store_profile_get_many(s, "acme", many, SP_STORE_MAX_BATCH + 1, many_rows, many_found),
+              SP_ERR_INVALID_ARGUMENT);
+    assert_ok(sp_store_profile_get_many(s, "acme", many, SP_STORE_MAX_BATCH, many_rows, many_found));
+    for (size_t i = 0; i < SP_STORE_MAX_BATCH; i++) {
+        assert_int_equal(many_found[i], i % 2 == 1);
+        if (many_found[i]) assert_string_equal(many_rows[i].id, longest);
+        sp_store_profile_row_clear(&many_rows[i]);
+    }
+}
+
 static void test_find_by_index(void **state) {
     suite_fixture *f = *state;
     sp_store *s = f->s;
@@ -994,7 +1064,7 @@ static void test_migration_to_outbox(void **state) {
     f->s = NULL;
     suite_downgrade_to_1(f->url);
     assert_ok(sp_store_open(f->url, &f->s));
-    assert_int_equal(sp_store_schema_version(f->s), 4);
+    assert_int_equal(sp_store_schema_version(f->s), 5);
     assert_int_equal(suite_profiles(f->s, "acme"), 1);
     suite_channel(f->s, "acme", "sms");
     suite_campaign(f->s, "acme", "c1", "sms");
@@ -1296,6 +1366,149 @@ static void test_outbox_expand(void **state) {
     assert_ok(sp_store_campaign_set_state(s, "acme", "pro", SP_STORE_CAMPAIGN_SENDING, T0, NULL));
     assert_ok(sp_store_campaign_set_state(s, "acme", "pro", SP_STORE_CAMPAIGN_DONE, T0, NULL));
     assert_rc(sp_store_outbox_expand(s, "acme", "pro", &all, MS0, &added), SP_ERR_ILLEGAL_TRANSITION);
+}
+
+/* sp_store_campaign_expand_page's moves, one page per call. */
+static uint64_t suite_page(sp_store *s, const char *campaign, const sp_store_audience *au, size_t n, bool finished) {
+    uint64_t added = 99;
+    bool done = !finished;
+    assert_ok(sp_store_campaign_expand_page(s, "acme", campaign, au, n, MS0, &added, &done));
+    assert_int_equal(done, finished);
+    return added;
+}
+
+static sp_store_campaign_state suite_campaign_state(sp_store *s, const char *id, uint64_t *total) {
+    sp_store_campaign_row row;
+    assert_ok(sp_store_campaign_get(s, "acme", id, &row));
+    sp_store_campaign_state st = row.state;
+    if (total) *total = row.total;
+    sp_store_campaign_row_clear(&row);
+    return st;
+}
+
+typedef struct {
+    char ids[8][SP_STORE_MAX_NAME + 1];
+    size_t n;
+} suite_campaign_names;
+
+static sp_error suite_name_one(void *arg, const char *tenant, const char *id) {
+    suite_campaign_names *l = arg;
+    assert_string_equal(tenant, "acme");
+    if (l->n == 8) return SP_ERR_TOO_LARGE;
+    snprintf(l->ids[l->n++], sizeof l->ids[0], "%s", id);
+    return SP_OK;
+}
+
+/* A queued campaign's audience in pages over the profile ids: each page
+ * its own transaction, the position kept in the campaign's row (so a
+ * second expander or a restarted one goes on where the last stopped), the
+ * last page moving the campaign to sending; suppressed profiles, other
+ * tenants' and repeats stay out; a cancelled campaign stops; idle
+ * expansions are listed for the scheduler. */
+static void test_campaign_expand_pages(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    suite_channel(s, "acme", "sms");
+    for (int i = 0; i < 25; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "p%02d", i);
+        suite_upsert(s, "acme", id, i % 2 ? "{\"plan\":\"pro\"}" : "{}", NULL, 0, T0);
+    }
+    assert_ok(sp_store_tenant_create(s, "other", "{}", 2, T0));
+    suite_upsert(s, "other", "p99", "{}", NULL, 0, T0);
+    assert_ok(sp_store_suppress(s, "acme", "p03", SP_STORE_CHANNEL_SMS, "opt_out", MS0, NULL));
+    sp_store_audience all = {.kind = SP_STORE_AUDIENCE_ALL};
+
+    /* only a queued campaign expands */
+    suite_campaign(s, "acme", "c", "sms");
+    uint64_t added = 0, total = 0;
+    bool finished = false;
+    assert_rc(sp_store_campaign_expand_page(s, "acme", "c", &all, 10, MS0, &added, &finished),
+              SP_ERR_ILLEGAL_TRANSITION);
+    assert_rc(sp_store_campaign_expand_page(s, "acme", "nope", &all, 10, MS0, &added, &finished), SP_ERR_NOT_FOUND);
+    assert_rc(sp_store_campaign_expand_page(s, "acme", "c", &all, 0, MS0, &added, &finished),
+              SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_campaign_expand_page(s, "acme", "c", &all, SP_STORE_MAX_EXPAND_PAGE + 1, MS0, &added,
+                                            &finished),
+              SP_ERR_INVALID_ARGUMENT);
+    assert_ok(sp_store_campaign_set_state(s, "acme", "c", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+
+    /* p00..p09 less the suppressed p03, committed and claimable at once */
+    assert_int_equal(suite_page(s, "c", &all, 10, false), 9);
+    assert_int_equal(suite_campaign_state(s, "c", &total), SP_STORE_CAMPAIGN_QUEUED);
+    assert_int_equal(total, 9);
+    suite_claimed got;
+    assert_int_equal(suite_claim(s, "w1", MS0, 1000, 64, &got), 9);
+    /* a newcomer after the position is in, one before it is not */
+    suite_upsert(s, "acme", "p005", "{}", NULL, 0, T0);
+    suite_upsert(s, "acme", "p30", "{}", NULL, 0, T0);
+    assert_int_equal(suite_page(s, "c", &all, 10, false), 10);
+    assert_int_equal(suite_page(s, "c", &all, 10, true), 6); /* p20..p24, p30 */
+    assert_int_equal(suite_campaign_state(s, "c", &total), SP_STORE_CAMPAIGN_SENDING);
+    assert_int_equal(total, 25);
+    assert_int_equal(suite_counts(s, "acme", "c").queued, 16);
+    /* finished: nothing more, whoever asks */
+    assert_int_equal(suite_page(s, "c", &all, 10, true), 0);
+    assert_int_equal(suite_counts(s, "acme", "c").queued + suite_counts(s, "acme", "c").sending, 25);
+
+    /* an attribute audience over pages that end exactly at the last
+     * profile: the page after finds nothing and finishes */
+    sp_store_audience pro = {.kind = SP_STORE_AUDIENCE_ATTRIBUTE, .attribute = "plan", .text = "pro"};
+    suite_campaign(s, "acme", "pro", "sms");
+    assert_ok(sp_store_campaign_set_state(s, "acme", "pro", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+    uint64_t sum = 0;
+    for (int i = 0; i < 27 / 9; i++) sum += suite_page(s, "pro", &pro, 9, false);
+    assert_int_equal(sum + suite_page(s, "pro", &pro, 9, true), 11); /* 12 odd ids, p03 suppressed */
+    assert_int_equal(suite_campaign_state(s, "pro", &total), SP_STORE_CAMPAIGN_SENDING);
+    assert_int_equal(total, 11);
+    sp_store_audience age = {.kind = SP_STORE_AUDIENCE_ATTRIBUTE, .attribute = "plan", .number = "1"};
+    suite_campaign(s, "acme", "num", "sms");
+    assert_ok(sp_store_campaign_set_state(s, "acme", "num", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+    assert_int_equal(suite_page(s, "num", &age, 1000, true), 0);
+
+    /* a list of ids is one page */
+    const char *list[] = {"p01", "p03", "nobody", "p01", "p24"};
+    sp_store_audience ids = {.kind = SP_STORE_AUDIENCE_IDS, .ids = list, .n_ids = 5};
+    suite_campaign(s, "acme", "list", "sms");
+    assert_ok(sp_store_campaign_set_state(s, "acme", "list", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+    assert_int_equal(suite_page(s, "list", &ids, 1, true), 2);
+
+    /* two expanders taking turns (another process, or one restarted after
+     * a crash) share the position: each profile once */
+    suite_campaign(s, "acme", "turns", "sms");
+    assert_ok(sp_store_campaign_set_state(s, "acme", "turns", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+    sp_store *second = NULL;
+    assert_ok(sp_store_open(f->url, &second));
+    assert_int_equal(suite_page(s, "turns", &all, 7, false), 6);
+    assert_int_equal(suite_page(second, "turns", &all, 7, false), 7);
+    assert_int_equal(suite_page(s, "turns", &all, 7, false), 7);
+    assert_int_equal(suite_page(second, "turns", &all, 7, true), 6);
+    sp_store_close(second);
+    assert_int_equal(suite_campaign_state(s, "turns", &total), SP_STORE_CAMPAIGN_SENDING);
+    assert_int_equal(total, 26);
+    assert_int_equal(suite_counts(s, "acme", "turns").queued, 26);
+
+    /* stopped half way: listed as idle once its row is older than asked */
+    suite_campaign(s, "acme", "idle", "sms");
+    assert_ok(sp_store_campaign_set_state(s, "acme", "idle", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+    assert_int_equal(suite_page(s, "idle", &all, 5, false), 4); /* p00, p005, p01, p02 */
+    suite_campaign_names idle = {.n = 0};
+    assert_ok(sp_store_campaign_stale(s, T0, 8, suite_name_one, &idle));
+    assert_int_equal(idle.n, 0); /* moved at T0: not idle before T0 */
+    assert_ok(sp_store_campaign_stale(s, T0 + 30, 8, suite_name_one, &idle));
+    assert_int_equal(idle.n, 1);
+    assert_string_equal(idle.ids[0], "idle");
+    assert_rc(sp_store_campaign_stale(s, T0, 0, suite_name_one, &idle), SP_ERR_INVALID_ARGUMENT);
+
+    /* cancelled half way: the expansion stops, its queued messages fail */
+    assert_ok(sp_store_campaign_set_state(s, "acme", "idle", SP_STORE_CAMPAIGN_CANCELLED, T0 + 1, NULL));
+    assert_rc(sp_store_campaign_expand_page(s, "acme", "idle", &all, 5, MS0, &added, &finished),
+              SP_ERR_ILLEGAL_TRANSITION);
+    assert_int_equal(suite_counts(s, "acme", "idle").failed, 4);
+    assert_int_equal(suite_counts(s, "acme", "idle").queued, 0);
+    idle.n = 0;
+    assert_ok(sp_store_campaign_stale(s, T0 + 30, 8, suite_name_one, &idle));
+    assert_int_equal(idle.n, 0);
 }
 
 static void test_outbox_state_machine(void **state) {
@@ -2485,7 +2698,7 @@ static void test_migration_to_tracking(void **state) {
     f->s = NULL;
     suite_downgrade_to_2(f->url);
     assert_ok(sp_store_open(f->url, &f->s));
-    assert_int_equal(sp_store_schema_version(f->s), 4);
+    assert_int_equal(sp_store_schema_version(f->s), 5);
     sp_store_message_status m = suite_status(f->s, "acme", "msg_old");
     assert_int_equal(m.outbox.state, SP_STORE_OUTBOX_QUEUED);
     assert_int_equal(m.delivery, SP_STORE_DELIVERY_NONE);
@@ -2616,11 +2829,11 @@ static void test_tracking_arguments(void **state) {
 #define SUITE_TEST(fn) cmocka_unit_test_setup_teardown(fn, suite_setup, suite_teardown)
 #define SUITE_TESTS                                                                                              \
     SUITE_TEST(test_migrations), SUITE_TEST(test_tenants), SUITE_TEST(test_credentials), SUITE_TEST(test_profiles), \
-        SUITE_TEST(test_find_by_index), SUITE_TEST(test_delete_and_events),                                      \
+        SUITE_TEST(test_find_by_index), SUITE_TEST(test_profile_get_many), SUITE_TEST(test_delete_and_events),                                      \
         SUITE_TEST(test_tenant_delete_takes_everything), SUITE_TEST(test_transactions), SUITE_TEST(test_arguments), \
         SUITE_TEST(test_allocation_failures), SUITE_TEST(test_two_connections), SUITE_TEST(test_keyring_storage), \
         SUITE_TEST(test_import_keyring_file), SUITE_TEST(test_migration_to_outbox), SUITE_TEST(test_channels),   \
-        SUITE_TEST(test_campaigns), SUITE_TEST(test_outbox_expand), SUITE_TEST(test_outbox_state_machine), SUITE_TEST(test_outbox_defer),       \
+        SUITE_TEST(test_campaigns), SUITE_TEST(test_outbox_expand), SUITE_TEST(test_campaign_expand_pages), SUITE_TEST(test_outbox_state_machine), SUITE_TEST(test_outbox_defer),       \
         SUITE_TEST(test_outbox_lease_expiry), SUITE_TEST(test_outbox_arguments),                                 \
         SUITE_TEST(test_outbox_allocation_failures), SUITE_TEST(test_outbox_two_processes),                    \
         SUITE_TEST(test_callbacks_seen), SUITE_TEST(test_delivery_apply), SUITE_TEST(test_delivery_out_of_order), \

@@ -80,6 +80,8 @@ typedef struct spd_config {
     unsigned sender_lease_ms;      /* a crashed worker's messages are taken over after this */
     unsigned sender_timeout_ms;    /* one provider request, connect included */
     unsigned sender_poll_ms;       /* idle wait between looks at the outbox */
+    size_t sender_expand_page;     /* profiles per expansion transaction */
+    unsigned sender_expand_idle_s; /* a queued campaign's expansion idle this long is taken up again */
     char sender_ca_file[SPD_MAX_PATH]; /* "" : the system's CAs */
     /* [server] public_url: how providers reach this daemon; "" derives
      * https://<listen address>:<port> (spd_public_url) */

@@ -1344,6 +1344,44 @@ static sp_error render_message(spd_worker *w, sp_store *store, spd_tenant *t, sp
     return rc;
 }
 
+/* The profiles of the batch's live messages, one statement per run of
+ * consecutive messages of one tenant (a claim hands out a campaign's
+ * messages in a row, so usually one for the batch: on PostgreSQL one
+ * round trip instead of two per message). A run whose read fails is read
+ * again a message at a time, so that one message's trouble is never
+ * another's. */
+static void read_profiles(spd_worker *w, sp_store *store) {
+    const char *ids[SP_STORE_MAX_BATCH];
+    bool found[SP_STORE_MAX_BATCH];
+    size_t i = 0;
+    while (i < w->n_msgs) {
+        if (w->msgs[i].done) {
+            i++;
+            continue;
+        }
+        size_t first = i;
+        const char *tenant = w->msgs[first].tenant->id;
+        while (i < w->n_msgs && i - first < SP_STORE_MAX_BATCH && !w->msgs[i].done &&
+               strcmp(w->msgs[i].tenant->id, tenant) == 0) {
+            ids[i - first] = w->msgs[i].row.profile_id;
+            i++;
+        }
+        size_t n = i - first;
+        if (sp_store_profile_get_many(store, tenant, ids, n, &w->rows[first], found) == SP_OK) {
+            for (size_t k = 0; k < n; k++)
+                if (!found[k]) fail_render(&w->msgs[first + k], SP_ERR_NOT_FOUND, NULL);
+            continue;
+        }
+        /* a failed statement spoils the snapshot it ran in (PostgreSQL
+         * refuses every later one): the rest read on their own */
+        sp_store_rollback(store);
+        for (size_t k = first; k < i; k++) {
+            sp_error rc = sp_store_profile_get(store, tenant, w->msgs[k].row.profile_id, &w->rows[k]);
+            if (rc != SP_OK) fail_render(&w->msgs[k], rc, NULL);
+        }
+    }
+}
+
 /* Prepares every message of the batch: its tenant, channel, campaign and
  * profile, then the PII of all of them (decrypt_batch), then renders each. */
 static void prepare_batch(spd_worker *w, sp_store *store) {
@@ -1383,24 +1421,7 @@ static void prepare_batch(spd_worker *w, sp_store *store) {
             continue;
         }
     }
-    /* The profiles in one read transaction (one snapshot, one lock), not
-     * one each: on PostgreSQL that is two round trips per message fewer.
-     * A read that fails for another reason than a missing profile ends the
-     * shared transaction (on PostgreSQL it would refuse every later
-     * statement) and is tried again on its own, as are the rest. */
-    bool shared = sp_store_begin_read(store) == SP_OK;
-    for (size_t i = 0; i < w->n_msgs; i++) {
-        spd_msg *m = &w->msgs[i];
-        if (m->done) continue;
-        sp_error rc = sp_store_profile_get(store, m->tenant->id, m->row.profile_id, &w->rows[i]);
-        if (shared && rc != SP_OK && rc != SP_ERR_NOT_FOUND) {
-            sp_store_rollback(store);
-            shared = false;
-            rc = sp_store_profile_get(store, m->tenant->id, m->row.profile_id, &w->rows[i]);
-        }
-        if (rc != SP_OK) fail_render(m, rc, NULL);
-    }
-    if (shared) sp_store_rollback(store);
+    read_profiles(w, store);
     decrypt_batch(w);
     for (size_t i = 0; i < w->n_msgs; i++) {
         spd_msg *m = &w->msgs[i];
@@ -1471,7 +1492,19 @@ static void send_batch(spd_worker *w) {
     }
 }
 
-static void wait_for_work(spd_sender *s, unsigned ms) {
+/* The wake-ups so far: taken before looking for work, and handed to
+ * wait_for_work, so that a wake-up between the look and the wait (the
+ * next page of a campaign committed just after a claim found nothing) is
+ * not slept through for a whole poll interval. */
+static uint64_t wake_mark(spd_sender *s) {
+    pthread_mutex_lock(&s->lock);
+    uint64_t seen = s->wake_seq;
+    pthread_mutex_unlock(&s->lock);
+    return seen;
+}
+
+/* Until a wake-up after `seen`, stopping, or ms. */
+static void wait_for_work_since(spd_sender *s, unsigned ms, uint64_t seen) {
     struct timespec at;
     clock_gettime(CLOCK_REALTIME, &at);
     at.tv_sec += ms / 1000;
@@ -1481,11 +1514,12 @@ static void wait_for_work(spd_sender *s, unsigned ms) {
         at.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&s->lock);
-    uint64_t seen = s->wake_seq;
     while (!atomic_load(&s->stopping) && s->wake_seq == seen)
         if (pthread_cond_timedwait(&s->wake, &s->lock, &at) != 0) break;
     pthread_mutex_unlock(&s->lock);
 }
+
+static void wait_for_work(spd_sender *s, unsigned ms) { wait_for_work_since(s, ms, wake_mark(s)); }
 
 static void worker_free(spd_worker *w) {
     for (size_t i = 0; i < SPD_CHANNEL_CACHE; i++) chan_clear(&w->chans[i]);
@@ -1525,6 +1559,7 @@ static void *worker_main(void *arg) {
         }
         w->n_msgs = 0;
         size_t claimed = 0;
+        uint64_t mark = wake_mark(s);
         rc = sp_store_outbox_claim(store, w->owner, now_ms(), cfg->sender_lease_ms, cfg->sender_batch, collect, w,
                                    &claimed);
         if (rc != SP_OK) {
@@ -1537,7 +1572,7 @@ static void *worker_main(void *arg) {
             continue;
         }
         if (w->n_msgs == 0) {
-            wait_for_work(s, cfg->sender_poll_ms);
+            wait_for_work_since(s, cfg->sender_poll_ms, mark);
             continue;
         }
         w->batch_no++;
@@ -1578,7 +1613,14 @@ static sp_error due_one(void *arg, const char *tenant, const char *id) {
     return SP_OK;
 }
 
-/* Expands a campaign's audience into the outbox and marks it sending. */
+/* Moves a campaign to queued and expands its audience into the outbox a
+ * page at a time, each page committed on its own and the workers woken,
+ * so the first messages go out while later pages are still being written
+ * and no other write (a claim, a settle, a callback) waits for a whole
+ * audience; the last page marks it sending. Should this stop half way
+ * (a crash, a failed write), the campaign stays queued with its position
+ * in its row, and the scheduler takes it up again once it has been idle
+ * for [sender] expand_idle. */
 static sp_error start_campaign(spd_app *app, sp_store *store, const char *tenant_id, const char *id) {
     spd_tenant *t = NULL;
     sp_error rc = spd_tenant_get(app, tenant_id, &t);
@@ -1588,17 +1630,19 @@ static sp_error start_campaign(spd_app *app, sp_store *store, const char *tenant
     if (rc != SP_OK) return rc;
     sp_store_audience aud;
     spd_campaign_spec_audience(spec, &aud);
-    rc = sp_store_begin(store);
-    uint64_t added = 0;
-    int64_t now = now_ms();
-    if (rc == SP_OK) rc = sp_store_campaign_set_state(store, tenant_id, id, SP_STORE_CAMPAIGN_QUEUED, now / 1000, NULL);
-    if (rc == SP_OK) rc = sp_store_outbox_expand(store, tenant_id, id, &aud, now, &added);
-    if (rc == SP_OK) rc = sp_store_campaign_set_state(store, tenant_id, id, SP_STORE_CAMPAIGN_SENDING, now / 1000, NULL);
-    if (rc == SP_OK) rc = sp_store_commit(store);
-    if (rc != SP_OK) sp_store_rollback(store);
+    uint64_t total = 0;
+    bool finished = false;
+    rc = sp_store_campaign_set_state(store, tenant_id, id, SP_STORE_CAMPAIGN_QUEUED, now_ms() / 1000, NULL);
+    while (rc == SP_OK && !finished) {
+        uint64_t added = 0;
+        rc = sp_store_campaign_expand_page(store, tenant_id, id, &aud, app->config.sender_expand_page, now_ms(),
+                                           &added, &finished);
+        total += added;
+        if (rc == SP_OK && added > 0) spd_sender_wake(app);
+    }
     spd_campaign_spec_free(spec);
     if (rc == SP_OK) {
-        sp_log_field f[] = {SP_LOG_S("tenant", tenant_id), SP_LOG_S("campaign", id), SP_LOG_I("messages", (int64_t)added)};
+        sp_log_field f[] = {SP_LOG_S("tenant", tenant_id), SP_LOG_S("campaign", id), SP_LOG_I("messages", (int64_t)total)};
         sp_log(SP_LOG_INFO, "campaign.started", f, 3);
     }
     return rc;
@@ -1623,6 +1667,15 @@ static void *scheduler_main(void *arg) {
         due.n = 0;
         sp_error rc = spd_store(app, &store);
         if (rc == SP_OK) rc = sp_store_campaign_due(store, now_ms(), 64, due_one, &due);
+        /* expansions that stopped half way (their process died) */
+        size_t due_now = due.n;
+        if (rc == SP_OK && due.n < 64)
+            rc = sp_store_campaign_stale(store, now_ms() / 1000 - app->config.sender_expand_idle_s, 64 - due.n, due_one,
+                                         &due);
+        for (size_t i = due_now; rc == SP_OK && i < due.n; i++) {
+            sp_log_field f[] = {SP_LOG_S("tenant", due.items[i].tenant), SP_LOG_S("campaign", due.items[i].id)};
+            sp_log(SP_LOG_WARN, "campaign.expansion_resumed", f, 2);
+        }
         for (size_t i = 0; rc == SP_OK && i < due.n; i++) {
             sp_error one = start_campaign(app, store, due.items[i].tenant, due.items[i].id);
             if (one != SP_OK && one != SP_ERR_ILLEGAL_TRANSITION) {

@@ -191,6 +191,15 @@ SP_API SP_MUST_CHECK sp_error sp_store_profile_get(sp_store *store, const char *
                                                    sp_store_profile_row *out);
 /* Frees and wipes what the row owns. */
 SP_API void sp_store_profile_row_clear(sp_store_profile_row *row);
+/* Profiles of one tenant by id, n (1..SP_STORE_MAX_BATCH) at once, in one
+ * statement (one round trip on PostgreSQL, one snapshot): out[i] gets
+ * ids[i]'s profile as sp_store_profile_get would (clear each with
+ * sp_store_profile_row_clear) and found[i] whether it exists; a missing
+ * one is not an error. An id may appear more than once. On failure every
+ * row is cleared and nothing is found. */
+SP_API SP_MUST_CHECK sp_error sp_store_profile_get_many(sp_store *store, const char *tenant,
+                                                        const char *const *ids, size_t n,
+                                                        sp_store_profile_row *out, bool *found);
 /* Removes the profile, its PII rows and its events; SP_ERR_NOT_FOUND when
  * absent. With SQLite, secure_delete overwrites the freed pages. */
 SP_API SP_MUST_CHECK sp_error sp_store_profile_delete(sp_store *store, const char *tenant, const char *id);
@@ -362,6 +371,12 @@ SP_API SP_MUST_CHECK sp_error sp_store_campaign_list(sp_store *store, const char
 typedef sp_error (*sp_store_campaign_due_fn)(void *arg, const char *tenant, const char *id);
 SP_API SP_MUST_CHECK sp_error sp_store_campaign_due(sp_store *store, int64_t now_ms, size_t limit,
                                                     sp_store_campaign_due_fn fn, void *arg);
+/* Queued campaigns whose expansion (sp_store_campaign_expand_page) last
+ * moved before idle_since_s (Unix seconds), longest idle first, at most
+ * limit (1..SP_STORE_MAX_LIST): whoever was expanding them stopped (a crash,
+ * a failed write), and anyone may go on. */
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_stale(sp_store *store, int64_t idle_since_s, size_t limit,
+                                                      sp_store_campaign_due_fn fn, void *arg);
 /* Moves the campaign to `to` (see the life cycle above); was (may be NULL)
  * gets the state before. SP_ERR_NOT_FOUND when absent. */
 SP_API SP_MUST_CHECK sp_error sp_store_campaign_set_state(sp_store *store, const char *tenant, const char *id,
@@ -436,6 +451,26 @@ typedef struct sp_store_audience {
 SP_API SP_MUST_CHECK sp_error sp_store_outbox_expand(sp_store *store, const char *tenant, const char *campaign,
                                                      const sp_store_audience *audience, int64_t now_ms,
                                                      uint64_t *added);
+
+/* How a queued campaign's audience reaches the outbox without one long
+ * transaction: each call, in a transaction of its own (or the caller's),
+ * takes the next max_profiles profiles (1..SP_STORE_MAX_EXPAND_PAGE) in id
+ * order after the last page, adds a 'queued' message for each that the
+ * audience selects and that is neither suppressed nor already in the
+ * campaign, and remembers the page's last id in the campaign's row; an IDS
+ * audience is one page. The page that reaches the last profile also moves
+ * the campaign to sending, and *finished says so (as it does, adding
+ * nothing, when the campaign already is sending: a concurrent expander
+ * finished it). Where the previous page ended is read from the row, so
+ * any number of callers, in any number of processes, may take turns and
+ * pick up after a crash; the row lock orders them. A profile made during
+ * the expansion is in the audience if its id sorts after the page under
+ * way. SP_ERR_ILLEGAL_TRANSITION unless queued or sending (a cancelled
+ * campaign stops its expansion there). */
+#define SP_STORE_MAX_EXPAND_PAGE 100000
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_expand_page(sp_store *store, const char *tenant, const char *campaign,
+                                                            const sp_store_audience *audience, size_t max_profiles,
+                                                            int64_t now_ms, uint64_t *added, bool *finished);
 
 /* One message without a campaign (a test send) to a stored profile through
  * a stored channel (SP_ERR_NOT_FOUND for either). message_id: NULL makes

@@ -535,50 +535,53 @@ void sp_store_profile_row_clear(sp_store_profile_row *row) {
     memset(row, 0, sizeof *row);
 }
 
+/* The current row's profile columns (id, attributes, created, updated from
+ * column `col` on) into r, the attributes copied. */
+static sp_error sp_profile_take(sp_store *s, int col, sp_store_profile_row *r) {
+    SP_GUARD(sp_col_name(s, col, r->id, sizeof r->id));
+    size_t len = 0;
+    const uint8_t *attrs = s->drv->col_bytes(s->db, col + 1, &len);
+    SP_ENSURE(attrs != NULL, SP_ERR_STORE);
+    r->attributes = sp_malloc(len + 1);
+    SP_ENSURE(r->attributes != NULL, SP_ERR_NO_MEMORY);
+    memcpy(r->attributes, attrs, len);
+    r->attributes[len] = 0;
+    r->attributes_len = len;
+    r->created = s->drv->col_int(s->db, col + 2);
+    r->updated = s->drv->col_int(s->db, col + 3);
+    return SP_OK;
+}
+
+/* The current row's PII field (field, blob from column `col` on) appended
+ * to r, the blob copied. */
+static sp_error sp_profile_take_pii(sp_store *s, int col, sp_store_profile_row *r) {
+    SP_ENSURE(r->n_pii < SP_VAULT_MAX_PII_FIELDS, SP_ERR_TOO_LARGE);
+    sp_store_pii_row *f = &r->pii[r->n_pii];
+    size_t len = 0;
+    SP_GUARD(sp_col_name(s, col, f->field, sizeof f->field));
+    const uint8_t *blob = s->drv->col_bytes(s->db, col + 1, &len);
+    SP_ENSURE(blob != NULL && len > 0, SP_ERR_STORE);
+    f->blob = sp_malloc(len);
+    SP_ENSURE(f->blob != NULL, SP_ERR_NO_MEMORY);
+    memcpy(f->blob, blob, len);
+    f->blob_len = len;
+    r->n_pii++;
+    return SP_OK;
+}
+
 static sp_error sp_profile_get_into(sp_store *s, const sp_store_param *p, sp_store_profile_row *r) {
     bool row = false;
     sp_error rc = s->drv->run(s->db, SP_Q_PROFILE_GET, p, 2, NULL);
     if (rc == SP_OK) rc = s->drv->step(s->db, &row);
     if (rc == SP_OK && !row) rc = SP_ERR_NOT_FOUND;
-    if (rc == SP_OK) rc = sp_col_name(s, 0, r->id, sizeof r->id);
-    if (rc == SP_OK) {
-        size_t len = 0;
-        const uint8_t *attrs = s->drv->col_bytes(s->db, 1, &len);
-        r->attributes = attrs ? sp_malloc(len + 1) : NULL;
-        if (attrs == NULL) rc = SP_ERR_STORE;
-        else if (r->attributes == NULL) rc = SP_ERR_NO_MEMORY;
-        else {
-            memcpy(r->attributes, attrs, len);
-            r->attributes[len] = 0;
-            r->attributes_len = len;
-        }
-        r->created = s->drv->col_int(s->db, 2);
-        r->updated = s->drv->col_int(s->db, 3);
-    }
+    if (rc == SP_OK) rc = sp_profile_take(s, 0, r);
     s->drv->finish(s->db);
     SP_GUARD(rc);
     rc = s->drv->run(s->db, SP_Q_PII_GET, p, 2, NULL);
     for (;;) {
         if (rc == SP_OK) rc = s->drv->step(s->db, &row);
         if (rc != SP_OK || !row) break;
-        if (r->n_pii == SP_VAULT_MAX_PII_FIELDS) {
-            rc = SP_ERR_TOO_LARGE;
-            break;
-        }
-        sp_store_pii_row *f = &r->pii[r->n_pii];
-        size_t len = 0;
-        rc = sp_col_name(s, 0, f->field, sizeof f->field);
-        const uint8_t *blob = s->drv->col_bytes(s->db, 1, &len);
-        if (rc == SP_OK && (blob == NULL || len == 0)) rc = SP_ERR_STORE;
-        if (rc != SP_OK) break;
-        f->blob = sp_malloc(len);
-        if (f->blob == NULL) {
-            rc = SP_ERR_NO_MEMORY;
-            break;
-        }
-        memcpy(f->blob, blob, len);
-        f->blob_len = len;
-        r->n_pii++;
+        rc = sp_profile_take_pii(s, 0, r);
     }
     s->drv->finish(s->db);
     return rc;
@@ -600,6 +603,47 @@ sp_error sp_store_profile_get(sp_store *store, const char *tenant, const char *i
     }
     *out = r;
     return SP_OK;
+}
+
+/* One result row of SP_Q_PROFILE_GET_MANY into out[index]: the profile's
+ * columns on its first row, a PII field on each row that has one. */
+static sp_error sp_profile_many_row(sp_store *s, size_t n, sp_store_profile_row *out, bool *found) {
+    int64_t index = s->drv->col_int(s->db, 0);
+    SP_ENSURE(index >= 0 && (uint64_t)index < n, SP_ERR_STORE);
+    sp_store_profile_row *r = &out[index];
+    if (!found[index]) {
+        found[index] = true;
+        SP_GUARD(sp_profile_take(s, 1, r));
+    }
+    size_t field_len = 0;
+    const uint8_t *field = s->drv->col_bytes(s->db, 5, &field_len);
+    if (field == NULL || field_len == 0) return SP_OK; /* a profile without PII */
+    return sp_profile_take_pii(s, 5, r);
+}
+
+sp_error sp_store_profile_get_many(sp_store *store, const char *tenant, const char *const *ids, size_t n,
+                                   sp_store_profile_row *out, bool *found) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && ids != NULL && out != NULL && found != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(n >= 1 && n <= SP_STORE_MAX_BATCH, SP_ERR_INVALID_ARGUMENT);
+    for (size_t i = 0; i < n; i++) SP_ENSURE(sp_id_ok(ids[i]), SP_ERR_INVALID_ARGUMENT);
+    memset(out, 0, n * sizeof *out);
+    memset(found, 0, n * sizeof *found);
+    sp_store_param p[2] = {sp_p_text(tenant), {SP_STORE_TEXT_ARRAY, ids, n, 0}};
+    /* one statement, so one snapshot even without the caller's transaction */
+    sp_error rc = store->drv->run(store->db, SP_Q_PROFILE_GET_MANY, p, 2, NULL);
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = store->drv->step(store->db, &row);
+        if (rc != SP_OK || !row) break;
+        rc = sp_profile_many_row(store, n, out, found);
+    }
+    store->drv->finish(store->db);
+    if (rc != SP_OK) {
+        for (size_t i = 0; i < n; i++) sp_store_profile_row_clear(&out[i]);
+        memset(found, 0, n * sizeof *found);
+    }
+    return rc;
 }
 
 static sp_error sp_profile_delete_op(sp_store *s, void *arg) {
@@ -1000,12 +1044,12 @@ sp_error sp_store_campaign_list(sp_store *store, const char *tenant, const char 
     return rc;
 }
 
-sp_error sp_store_campaign_due(sp_store *store, int64_t now_ms, size_t limit, sp_store_campaign_due_fn fn,
-                               void *arg) {
-    SP_ENSURE(store != NULL && now_ms > 0 && fn != NULL, SP_ERR_INVALID_ARGUMENT);
+static sp_error sp_campaign_names_run(sp_store *store, sp_store_q q, int64_t bound, size_t limit,
+                                      sp_store_campaign_due_fn fn, void *arg) {
+    SP_ENSURE(store != NULL && bound > 0 && fn != NULL, SP_ERR_INVALID_ARGUMENT);
     SP_ENSURE(limit >= 1 && limit <= SP_STORE_MAX_LIST, SP_ERR_INVALID_ARGUMENT);
-    sp_store_param p[2] = {sp_p_int(now_ms), sp_p_int((int64_t)limit)};
-    sp_error rc = store->drv->run(store->db, SP_Q_CAMPAIGN_DUE, p, 2, NULL);
+    sp_store_param p[2] = {sp_p_int(bound), sp_p_int((int64_t)limit)};
+    sp_error rc = store->drv->run(store->db, q, p, 2, NULL);
     for (;;) {
         bool row = false;
         if (rc == SP_OK) rc = store->drv->step(store->db, &row);
@@ -1019,11 +1063,22 @@ sp_error sp_store_campaign_due(sp_store *store, int64_t now_ms, size_t limit, sp
     return rc;
 }
 
+sp_error sp_store_campaign_due(sp_store *store, int64_t now_ms, size_t limit, sp_store_campaign_due_fn fn,
+                               void *arg) {
+    return sp_campaign_names_run(store, SP_Q_CAMPAIGN_DUE, now_ms, limit, fn, arg);
+}
+
+sp_error sp_store_campaign_stale(sp_store *store, int64_t idle_since_s, size_t limit, sp_store_campaign_due_fn fn,
+                                 void *arg) {
+    return sp_campaign_names_run(store, SP_Q_CAMPAIGN_STALE, idle_since_s, limit, fn, arg);
+}
+
 /* What a campaign's row lock (SP_Q_CAMPAIGN_LOCK) reads. */
 typedef struct {
     sp_store_campaign_state state;
     char channel[SP_STORE_MAX_NAME + 1];
     int64_t send_at_ms;
+    char expanded_to[SP_STORE_MAX_ID + 1]; /* "": no page expanded yet */
 } sp_campaign_locked;
 
 static sp_error sp_campaign_lock(sp_store *s, const sp_store_param *p, sp_campaign_locked *out) {
@@ -1039,6 +1094,10 @@ static sp_error sp_campaign_lock(sp_store *s, const sp_store_param *p, sp_campai
         if (out->state == 0) rc = SP_ERR_STORE;
         if (rc == SP_OK) rc = sp_col_name(s, 1, out->channel, sizeof out->channel);
         out->send_at_ms = s->drv->col_int(s->db, 2);
+        size_t to_len = 0;
+        const uint8_t *to = s->drv->col_bytes(s->db, 3, &to_len);
+        out->expanded_to[0] = 0;
+        if (rc == SP_OK && to != NULL && to_len > 0) rc = sp_col_name(s, 3, out->expanded_to, sizeof out->expanded_to);
     }
     s->drv->finish(s->db);
     return rc;
@@ -1121,12 +1180,32 @@ typedef struct {
     uint64_t added;
 } sp_expand_args;
 
+/* The campaign's row, locked, and the key both expansions bind. */
+static sp_error sp_expand_lock(sp_store *s, const char *tenant, const char *campaign, sp_store_param key[2],
+                               sp_campaign_locked *c) {
+    key[0] = sp_p_text(tenant);
+    key[1] = sp_p_text(campaign);
+    return sp_campaign_lock(s, key, c);
+}
+
+/* One statement per id of an IDS audience; p holds the first four
+ * parameters of SP_Q_OUTBOX_EXPAND_ID and room for the fifth. */
+static sp_error sp_expand_ids(sp_store *s, sp_store_param *p, const sp_store_audience *au, uint64_t *added) {
+    for (size_t i = 0; i < au->n_ids; i++) {
+        uint64_t changes = 0;
+        p[4] = sp_p_text(au->ids[i]);
+        SP_GUARD(sp_q_exec(s, SP_Q_OUTBOX_EXPAND_ID, p, 5, &changes));
+        *added += changes;
+    }
+    return SP_OK;
+}
+
 static sp_error sp_expand_op(sp_store *s, void *arg) {
     sp_expand_args *a = arg;
     const sp_store_audience *au = a->audience;
-    sp_store_param key[2] = {sp_p_text(a->tenant), sp_p_text(a->campaign)};
+    sp_store_param key[2];
     sp_campaign_locked c;
-    SP_GUARD(sp_campaign_lock(s, key, &c));
+    SP_GUARD(sp_expand_lock(s, a->tenant, a->campaign, key, &c));
     SP_ENSURE(c.state != SP_STORE_CAMPAIGN_DONE && c.state != SP_STORE_CAMPAIGN_CANCELLED, SP_ERR_ILLEGAL_TRANSITION);
     sp_store_param p[6] = {key[0], key[1], sp_p_text(c.channel), sp_p_int(a->now)};
     uint64_t changes = 0;
@@ -1137,11 +1216,7 @@ static sp_error sp_expand_op(sp_store *s, void *arg) {
         a->added = changes;
         break;
     case SP_STORE_AUDIENCE_IDS:
-        for (size_t i = 0; i < au->n_ids; i++) {
-            p[4] = sp_p_text(au->ids[i]);
-            SP_GUARD(sp_q_exec(s, SP_Q_OUTBOX_EXPAND_ID, p, 5, &changes));
-            a->added += changes;
-        }
+        SP_GUARD(sp_expand_ids(s, p, au, &a->added));
         break;
     default:
         p[4] = sp_p_text(au->attribute);
@@ -1183,6 +1258,105 @@ sp_error sp_store_outbox_expand(sp_store *store, const char *tenant, const char 
     sp_expand_args a = {tenant, campaign, audience, now_ms, 0};
     SP_GUARD(sp_store_atomic(store, sp_expand_op, &a));
     if (added) *added = a.added;
+    return SP_OK;
+}
+
+/* ---- a campaign's expansion, a page at a time ---- */
+
+typedef struct {
+    const char *tenant, *campaign;
+    const sp_store_audience *audience;
+    size_t max_profiles;
+    int64_t now;
+    uint64_t added;
+    bool finished;
+} sp_expand_page_args;
+
+/* The profile id that ends the page after `after` (*to), or, when fewer
+ * than n are left, the last one (*last true); nothing left: *to = "". */
+static sp_error sp_page_end(sp_store *s, const sp_store_param *tenant, const char *after, size_t n,
+                            char to[SP_STORE_MAX_ID + 1], bool *last) {
+    sp_store_param p[3] = {*tenant, sp_p_text(after), sp_p_int((int64_t)n - 1)};
+    for (int pass = 0; pass < 2; pass++) {
+        bool row = false;
+        sp_error rc = s->drv->run(s->db, pass == 0 ? SP_Q_PROFILE_PAGE_END : SP_Q_PROFILE_LAST, p, pass == 0 ? 3 : 2,
+                                  NULL);
+        if (rc == SP_OK) rc = s->drv->step(s->db, &row);
+        if (rc == SP_OK && row) rc = sp_col_name(s, 0, to, SP_STORE_MAX_ID + 1);
+        s->drv->finish(s->db);
+        SP_GUARD(rc);
+        if (row) {
+            *last = pass == 1;
+            return SP_OK;
+        }
+    }
+    to[0] = 0;
+    *last = true;
+    return SP_OK;
+}
+
+static sp_error sp_expand_page_op(sp_store *s, void *arg) {
+    sp_expand_page_args *a = arg;
+    const sp_store_audience *au = a->audience;
+    sp_store_param key[2];
+    sp_campaign_locked c;
+    SP_GUARD(sp_expand_lock(s, a->tenant, a->campaign, key, &c));
+    a->added = 0;
+    a->finished = false;
+    if (c.state == SP_STORE_CAMPAIGN_SENDING) {
+        a->finished = true; /* someone else expanded the last page */
+        return SP_OK;
+    }
+    SP_ENSURE(c.state == SP_STORE_CAMPAIGN_QUEUED, SP_ERR_ILLEGAL_TRANSITION);
+    sp_store_param p[8] = {key[0], key[1], sp_p_text(c.channel), sp_p_int(a->now)};
+    char to[SP_STORE_MAX_ID + 1] = "";
+    uint64_t changes = 0;
+    bool last = true;
+    if (au->kind == SP_STORE_AUDIENCE_IDS) {
+        /* at most SP_STORE_MAX_AUDIENCE_IDS statements: one page */
+        SP_GUARD(sp_expand_ids(s, p, au, &a->added));
+    } else {
+        SP_GUARD(sp_page_end(s, &key[0], c.expanded_to, a->max_profiles, to, &last));
+        if (to[0] != 0 && au->kind == SP_STORE_AUDIENCE_ALL) {
+            p[4] = sp_p_text(c.expanded_to);
+            p[5] = sp_p_text(to);
+            SP_GUARD(sp_q_exec(s, SP_Q_OUTBOX_EXPAND_ALL_RANGE, p, 6, &changes));
+            a->added = changes;
+        } else if (to[0] != 0) {
+            p[4] = sp_p_text(au->attribute);
+            p[5] = sp_p_text(au->text ? au->text : au->number);
+            p[6] = sp_p_text(c.expanded_to);
+            p[7] = sp_p_text(to);
+            SP_GUARD(sp_q_exec(s, au->text ? SP_Q_OUTBOX_EXPAND_TEXT_RANGE : SP_Q_OUTBOX_EXPAND_NUMBER_RANGE, p, 8,
+                               &changes));
+            a->added = changes;
+        }
+    }
+    /* the campaign's row is touched every page, even an empty one: its
+     * `updated` tells a scheduler that the expansion is alive */
+    sp_store_param e[5] = {key[0], key[1], to[0] != 0 ? sp_p_text(to) : sp_p_text(c.expanded_to),
+                           sp_p_int((int64_t)a->added), sp_p_int(a->now / 1000)};
+    SP_GUARD(sp_q_exec(s, SP_Q_CAMPAIGN_EXPANDED, e, 5, NULL));
+    if (last) {
+        sp_store_param m[4] = {key[0], key[1], sp_p_text(sp_store_campaign_state_name(SP_STORE_CAMPAIGN_SENDING)),
+                               sp_p_int(a->now / 1000)};
+        SP_GUARD(sp_q_exec(s, SP_Q_CAMPAIGN_SET_STATE, m, 4, NULL));
+        a->finished = true;
+    }
+    return SP_OK;
+}
+
+sp_error sp_store_campaign_expand_page(sp_store *store, const char *tenant, const char *campaign,
+                                       const sp_store_audience *audience, size_t max_profiles, int64_t now_ms,
+                                       uint64_t *added, bool *finished) {
+    SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_name_ok(campaign) && now_ms > 0 && finished != NULL,
+              SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(max_profiles >= 1 && max_profiles <= SP_STORE_MAX_EXPAND_PAGE, SP_ERR_INVALID_ARGUMENT);
+    SP_GUARD(sp_audience_check(audience));
+    sp_expand_page_args a = {tenant, campaign, audience, max_profiles, now_ms, 0, false};
+    SP_GUARD(sp_store_atomic(store, sp_expand_page_op, &a));
+    if (added) *added = a.added;
+    *finished = a.finished;
     return SP_OK;
 }
 

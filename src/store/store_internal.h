@@ -57,6 +57,8 @@ typedef enum sp_store_q {
     SP_Q_PROFILE_FIND_INDEX,   /* tenant, field, index -> id */
     SP_Q_PROFILE_GET,          /* tenant, id -> id, attributes, created, updated */
     SP_Q_PII_GET,              /* tenant, profile -> field, blob */
+    SP_Q_PROFILE_GET_MANY,     /* tenant, ids (text array) -> index, id, attributes, created, updated, field,
+                                  blob (a row per PII field, NULLs for none), by index then field */
     SP_Q_PROFILE_DELETE,       /* tenant, id (PII rows and events cascade) */
     SP_Q_PROFILE_COUNT,        /* tenant -> count */
     SP_Q_EVENT_INSERT,         /* tenant, id, profile, name, ts, properties, now */
@@ -81,7 +83,10 @@ typedef enum sp_store_q {
     SP_Q_CAMPAIGN_GET,         /* tenant, id -> id, channel, spec, state, send_at, total, created, updated */
     SP_Q_CAMPAIGN_LIST,        /* tenant, after, limit -> as get */
     SP_Q_CAMPAIGN_DUE,         /* now, limit -> tenant, id (scheduled, send_at <= now) */
-    SP_Q_CAMPAIGN_LOCK,        /* tenant, id -> state, channel, send_at (row-locked where the dialect can) */
+    SP_Q_CAMPAIGN_STALE,       /* updated before, limit -> tenant, id (queued, its expansion idle) */
+    SP_Q_CAMPAIGN_LOCK,        /* tenant, id -> state, channel, send_at, expanded_to (row-locked where the
+                                  dialect can) */
+    SP_Q_CAMPAIGN_EXPANDED,    /* tenant, id, expanded_to, added, now */
     SP_Q_CAMPAIGN_SET_STATE,   /* tenant, id, state, now */
     SP_Q_CAMPAIGN_ADD_TOTAL,   /* tenant, id, added, now */
     SP_Q_CAMPAIGN_CANCEL_SENDS,/* tenant, id, now: its queued messages -> failed */
@@ -90,6 +95,12 @@ typedef enum sp_store_q {
     SP_Q_OUTBOX_EXPAND_ID,     /* tenant, campaign, channel, now, profile id */
     SP_Q_OUTBOX_EXPAND_TEXT,   /* tenant, campaign, channel, now, JSON path/key, text */
     SP_Q_OUTBOX_EXPAND_NUMBER, /* tenant, campaign, channel, now, JSON path/key, number as text */
+    SP_Q_PROFILE_PAGE_END,     /* tenant, after, n - 1 -> the n-th profile id after `after` */
+    SP_Q_PROFILE_LAST,         /* tenant, after -> the last profile id, if after `after` */
+    /* the expansions over the profile ids in (from, to]: */
+    SP_Q_OUTBOX_EXPAND_ALL_RANGE,    /* tenant, campaign, channel, now, from, to */
+    SP_Q_OUTBOX_EXPAND_TEXT_RANGE,   /* tenant, campaign, channel, now, key, text, from, to */
+    SP_Q_OUTBOX_EXPAND_NUMBER_RANGE, /* tenant, campaign, channel, now, key, number, from, to */
     SP_Q_OUTBOX_ENQUEUE,       /* tenant, channel, profile, message id, now -> seq */
     SP_Q_OUTBOX_CLAIM,         /* owner, now, lease until, max -> seq, tenant, campaign, channel, profile,
                                   message id, attempts */
@@ -140,8 +151,12 @@ typedef enum sp_store_q {
 #define SP_STORE_MAX_PARAMS 12
 
 /* SP_STORE_INT_ARRAY: data points at len int64_t values, bound as one
- * bigint[] (only statements a dialect has an array form of: *_MANY). */
-typedef enum { SP_STORE_TEXT, SP_STORE_BLOB, SP_STORE_INT, SP_STORE_INT_ARRAY } sp_store_ptype;
+ * bigint[] (only statements a dialect has an array form of: *_MANY).
+ * SP_STORE_TEXT_ARRAY: data points at len (1..SP_STORE_MAX_BATCH) const
+ * char * strings of printable ASCII, at most SP_STORE_MAX_ID bytes each,
+ * bound as one text[] (SQLite: a JSON array for json_each). A statement
+ * has at most one array parameter. */
+typedef enum { SP_STORE_TEXT, SP_STORE_BLOB, SP_STORE_INT, SP_STORE_INT_ARRAY, SP_STORE_TEXT_ARRAY } sp_store_ptype;
 
 /* One bound parameter; data NULL (text or blob) binds SQL NULL. */
 typedef struct sp_store_param {

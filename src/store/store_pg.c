@@ -34,7 +34,9 @@
 /* int8[] in binary: ndim, has-nulls, element type, length, lower bound, then
  * each element as its length (8) and value */
 #define SP_PG_ARRAY_HEADER 20
-#define SP_PG_ARRAY_BYTES (SP_PG_ARRAY_HEADER + 12 * SP_STORE_MAX_BATCH)
+/* an int8[] of SP_STORE_MAX_BATCH, or a text[] of as many ids */
+#define SP_PG_ARRAY_BYTES (SP_PG_ARRAY_HEADER + (4 + SP_STORE_MAX_ID) * SP_STORE_MAX_BATCH)
+#define SP_PG_OID_TEXT_ARRAY 1009
 
 static const char *const sp_pg_sql[SP_Q__COUNT] = {
     [SP_Q_BEGIN] = "BEGIN",
@@ -82,6 +84,11 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
                                 "blind_index = $3 ORDER BY updated DESC, profile_id DESC LIMIT 1",
     [SP_Q_PROFILE_GET] = "SELECT id, attributes, created, updated FROM profiles WHERE tenant = $1 AND id = $2",
     [SP_Q_PII_GET] = "SELECT field, blob FROM profile_pii WHERE tenant = $1 AND profile_id = $2 ORDER BY field",
+    [SP_Q_PROFILE_GET_MANY] = "SELECT j.key - 1, p.id, p.attributes, p.created, p.updated, x.field, x.blob "
+                              "FROM unnest($2::text[]) WITH ORDINALITY AS j(value, key) "
+                              "JOIN profiles p ON p.tenant = $1 AND p.id = j.value "
+                              "LEFT JOIN profile_pii x ON x.tenant = $1 AND x.profile_id = p.id "
+                              "ORDER BY j.key, x.field",
     [SP_Q_PROFILE_DELETE] = "DELETE FROM profiles WHERE tenant = $1 AND id = $2",
     [SP_Q_PROFILE_COUNT] = "SELECT COUNT(*) FROM profiles WHERE tenant = $1",
     [SP_Q_EVENT_INSERT] = "INSERT INTO events (tenant, id, profile_id, name, ts, properties, created) "
@@ -117,7 +124,12 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
                            "WHERE tenant = $1 AND id > $2 ORDER BY id LIMIT $3",
     [SP_Q_CAMPAIGN_DUE] = "SELECT tenant, id FROM campaigns WHERE state = 'scheduled' AND send_at <= $1 "
                           "ORDER BY send_at, tenant, id LIMIT $2",
-    [SP_Q_CAMPAIGN_LOCK] = "SELECT state, channel, send_at FROM campaigns WHERE tenant = $1 AND id = $2 FOR UPDATE",
+    [SP_Q_CAMPAIGN_LOCK] = "SELECT state, channel, send_at, expanded_to FROM campaigns WHERE tenant = $1 AND id = $2 "
+                           "FOR UPDATE",
+    [SP_Q_CAMPAIGN_STALE] = "SELECT tenant, id FROM campaigns WHERE state = 'queued' AND updated < $1 "
+                            "ORDER BY updated LIMIT $2",
+    [SP_Q_CAMPAIGN_EXPANDED] = "UPDATE campaigns SET expanded_to = $3, total = total + $4, updated = $5 "
+                               "WHERE tenant = $1 AND id = $2",
     [SP_Q_CAMPAIGN_SET_STATE] = "UPDATE campaigns SET state = $3, updated = $4 WHERE tenant = $1 AND id = $2",
     [SP_Q_CAMPAIGN_ADD_TOTAL] = "UPDATE campaigns SET total = total + $3, updated = $4 WHERE tenant = $1 AND id = $2",
     [SP_Q_CAMPAIGN_CANCEL_SENDS] = "UPDATE outbox SET state = 'failed', last_error = 'cancelled', updated = $3 "
@@ -132,10 +144,20 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
     [SP_Q_OUTBOX_EXPAND_ALL] = SP_PG_EXPAND SP_PG_EXPAND_END,
     [SP_Q_OUTBOX_EXPAND_ID] = SP_PG_EXPAND "AND p.id = $5" SP_PG_EXPAND_END,
     /* jsonb equality: a string never equals a number, 42 equals 42.0 */
-    [SP_Q_OUTBOX_EXPAND_TEXT] = SP_PG_EXPAND "AND p.attributes::jsonb -> $5 = to_jsonb($6::text)" SP_PG_EXPAND_END,
-    [SP_Q_OUTBOX_EXPAND_NUMBER] = SP_PG_EXPAND "AND p.attributes::jsonb -> $5 = to_jsonb($6::numeric)" SP_PG_EXPAND_END,
+#define SP_PG_TEXT_MATCH "AND p.attributes::jsonb -> $5 = to_jsonb($6::text)"
+#define SP_PG_NUMBER_MATCH "AND p.attributes::jsonb -> $5 = to_jsonb($6::numeric)"
+    [SP_Q_OUTBOX_EXPAND_TEXT] = SP_PG_EXPAND SP_PG_TEXT_MATCH SP_PG_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_NUMBER] = SP_PG_EXPAND SP_PG_NUMBER_MATCH SP_PG_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_ALL_RANGE] = SP_PG_EXPAND "AND p.id > $5 AND p.id <= $6" SP_PG_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_TEXT_RANGE] = SP_PG_EXPAND "AND p.id > $7 AND p.id <= $8 " SP_PG_TEXT_MATCH SP_PG_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_NUMBER_RANGE] = SP_PG_EXPAND "AND p.id > $7 AND p.id <= $8 " SP_PG_NUMBER_MATCH
+                                        SP_PG_EXPAND_END,
+#undef SP_PG_TEXT_MATCH
+#undef SP_PG_NUMBER_MATCH
 #undef SP_PG_EXPAND
 #undef SP_PG_EXPAND_END
+    [SP_Q_PROFILE_PAGE_END] = "SELECT id FROM profiles WHERE tenant = $1 AND id > $2 ORDER BY id LIMIT 1 OFFSET $3",
+    [SP_Q_PROFILE_LAST] = "SELECT id FROM profiles WHERE tenant = $1 AND id > $2 ORDER BY id DESC LIMIT 1",
     [SP_Q_OUTBOX_ENQUEUE] = "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, "
                             "next_attempt, created, updated) SELECT $1, NULL, c.id, p.id, $4, 'queued', 0, $5, $5, $5 "
                             "FROM channels c, profiles p WHERE c.tenant = $1 AND c.id = $2 AND p.tenant = $1 "
@@ -329,6 +351,11 @@ static const char *const sp_pg_migrations[] = {
      * outbox's CHECKs; PostgreSQL tests an IN list in place. The versions
      * stay one count across both dialects. */
     "SELECT 1;",
+
+    /* Version 5: a campaign's expansion in pages, resumable (SQLite's
+     * version 5 says why). */
+    ("ALTER TABLE campaigns ADD COLUMN expanded_to TEXT COLLATE \"C\";"
+     "CREATE INDEX campaigns_expanding ON campaigns (updated) WHERE state = 'queued';"),
 };
 
 typedef struct {
@@ -415,6 +442,25 @@ static void sp_pg_put_array(uint8_t *out, const int64_t *v, size_t n) {
     }
 }
 
+/* Strings as a text[] in the binary layout; false past the limits. */
+static bool sp_pg_put_texts(uint8_t *out, const char *const *v, size_t n, size_t *len) {
+    sp_pg_put32(out, 1);
+    sp_pg_put32(out + 4, 0);
+    sp_pg_put32(out + 8, SP_PG_OID_TEXT);
+    sp_pg_put32(out + 12, (uint32_t)n);
+    sp_pg_put32(out + 16, 1);
+    size_t at = SP_PG_ARRAY_HEADER;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = v[i] != NULL ? strnlen(v[i], SP_STORE_MAX_ID + 1) : SP_STORE_MAX_ID + 1;
+        if (k > SP_STORE_MAX_ID) return false;
+        sp_pg_put32(out + at, (uint32_t)k);
+        memcpy(out + at + 4, v[i], k);
+        at += 4 + k;
+    }
+    *len = at;
+    return true;
+}
+
 static void sp_pg_name(sp_store_q q, char name[16]) {
     (void)snprintf(name, 16, "sp_q%d", (int)q);
 }
@@ -429,6 +475,7 @@ static sp_error sp_pg_run(void *vd, sp_store_q q, const sp_store_param *p, size_
         for (size_t i = 0; i < n; i++) {
             types[i] = p[i].type == SP_STORE_INT         ? SP_PG_OID_INT8
                        : p[i].type == SP_STORE_INT_ARRAY ? SP_PG_OID_INT8_ARRAY
+                       : p[i].type == SP_STORE_TEXT_ARRAY ? SP_PG_OID_TEXT_ARRAY
                        : p[i].type == SP_STORE_BLOB      ? SP_PG_OID_BYTEA
                                                          : SP_PG_OID_TEXT;
         }
@@ -451,6 +498,14 @@ static sp_error sp_pg_run(void *vd, sp_store_q q, const sp_store_param *p, size_
             sp_pg_put_array(d->array, p[i].data, p[i].len);
             values[i] = (const char *)d->array;
             lengths[i] = (int)(SP_PG_ARRAY_HEADER + 12 * p[i].len);
+        } else if (p[i].type == SP_STORE_TEXT_ARRAY) {
+            SP_ENSURE(!array_used && p[i].data != NULL && p[i].len >= 1 && p[i].len <= SP_STORE_MAX_BATCH,
+                      SP_ERR_INVALID_ARGUMENT);
+            array_used = true;
+            size_t len = 0;
+            SP_ENSURE(sp_pg_put_texts(d->array, p[i].data, p[i].len, &len), SP_ERR_INVALID_ARGUMENT);
+            values[i] = (const char *)d->array;
+            lengths[i] = (int)len;
         } else if (p[i].type == SP_STORE_INT) {
             uint64_t v = (uint64_t)p[i].i;
             for (int b = 0; b < 8; b++) ints[i][b] = (uint8_t)(v >> (56 - 8 * b));

@@ -98,7 +98,8 @@ static void suite_downgrade_to_2(const char *url) {
                    "ALTER TABLE outbox DROP COLUMN delivery, DROP COLUMN delivery_at, DROP COLUMN failure_code, "
                    "DROP COLUMN opened_at, DROP COLUMN clicked_at, DROP COLUMN replied_at, "
                    "DROP COLUMN unsubscribed_at, DROP COLUMN complained_at, DROP COLUMN callback_at, "
-                   "DROP COLUMN callback_encrypted; DELETE FROM schema_version WHERE version >= 3");
+                   "DROP COLUMN callback_encrypted; DROP INDEX campaigns_expanding; "
+                   "ALTER TABLE campaigns DROP COLUMN expanded_to; DELETE FROM schema_version WHERE version >= 3");
 }
 
 /* Four processes open one fresh database together: all succeed, and the

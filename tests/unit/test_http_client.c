@@ -39,6 +39,7 @@ static void respond(sp_http_request *req, unsigned status, const char *type, con
 static atomic_int token_hits;     /* requests to /token */
 static atomic_int reject_first;   /* /auth: 401 for tokens numbered below this */
 static atomic_int auth_seen_ok;   /* /auth requests that carried an accepted token */
+static atomic_int paused_now, paused_most; /* /pause requests under way, and the most at once */
 
 static void answer(sp_http_request *req, unsigned status, const char *body) {
     respond(req, status, "text/plain", body, body != NULL ? strlen(body) : 0);
@@ -70,6 +71,14 @@ static void on_request(void *arg, sp_http_request *req) {
         static char big[100000];
         memset(big, 'b', sizeof big);
         respond(req, 200, "text/plain", big, sizeof big);
+    } else if (strcmp(path, "/pause") == 0) {
+        int now = atomic_fetch_add(&paused_now, 1) + 1;
+        int most = atomic_load(&paused_most);
+        while (now > most && !atomic_compare_exchange_weak(&paused_most, &most, now)) {
+        }
+        sp_test_sleep_ms(300);
+        atomic_fetch_sub(&paused_now, 1);
+        answer(req, 200, "pause");
     } else if (strcmp(path, "/slow") == 0) {
         sp_test_sleep_ms(1500);
         answer(req, 200, "late");
@@ -502,6 +511,59 @@ static void test_many_concurrent(void **state) {
     sp_http_client_free(c);
 }
 
+/* Requests past an origin's connections wait in the client, and their
+ * timeout starts when they are handed to libcurl: three 300 ms answers in
+ * turn over one connection, each within a 700 ms timeout, though the last
+ * is answered 900 ms after it was submitted. The limit is per origin
+ * (scheme, host and port, case aside): the same requests to a second
+ * server meanwhile do not wait for the first's. */
+static void test_waiting_per_origin(void **state) {
+    fixture *f = *state;
+    fixture other;
+    memset(&other, 0, sizeof other);
+    assert_int_equal(start_sink(&other, false), 0);
+    sp_http_client_config cfg = sp_http_client_config_default();
+    cfg.max_in_flight = 8;
+    cfg.max_connections_per_host = 1;
+    cfg.connect_timeout_ms = 700;
+    cfg.timeout_ms = 700;
+    sp_http_client *c = NULL;
+    assert_ok(sp_http_client_new(&cfg, &c));
+    char url[3][128];
+    snprintf(url[0], sizeof url[0], "%s/pause", f->base);
+    snprintf(url[1], sizeof url[1], "HTTP://127.0.0.1:%u/pause", f->port); /* the same origin */
+    snprintf(url[2], sizeof url[2], "%s/pause", other.base);
+    outcome o[6];
+    memset(o, 0, sizeof o);
+    atomic_store(&paused_most, 0);
+    int64_t start = sp_test_now_ms();
+    for (int i = 0; i < 6; i++) {
+        sp_http_client_request req = {.method = SP_HTTP_CLIENT_GET, .url = url[i < 2 ? 0 : i == 2 ? 1 : 2]};
+        assert_ok(sp_http_client_submit(c, &req, &o[i]));
+    }
+    assert_int_equal(sp_http_client_in_flight(c), 6);
+    drive(c);
+    int64_t took = sp_test_now_ms() - start;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(o[i].calls, 1);
+        assert_int_equal(o[i].status, 200);
+        assert_string_equal(o[i].body, "pause");
+    }
+    /* one at a time per server, both servers at once: about 900 ms, not 1800 */
+    assert_int_equal(atomic_load(&paused_most), 2);
+    if (took < 850 || took > 1700) fail_msg("six requests took %lld ms", (long long)took);
+    assert_int_equal(sp_http_client_connects(c), 2);
+
+    /* requests still waiting when the client is freed go with it */
+    for (int i = 0; i < 4; i++) {
+        sp_http_client_request req = {.method = SP_HTTP_CLIENT_GET, .url = url[0]};
+        assert_ok(sp_http_client_submit(c, &req, NULL));
+    }
+    assert_ok(sp_http_client_run(c, 0, on_done, NULL, NULL));
+    sp_http_client_free(c);
+    sp_http_server_stop(other.server, 1000);
+}
+
 static void test_allocation_faults(void **state) {
     fixture *f = *state;
     char url[128];
@@ -685,6 +747,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_in_flight_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reuse_and_no_allocation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_waiting_per_origin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allocation_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oauth2_retry_after_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls, setup_tls, teardown),

@@ -56,6 +56,7 @@ static void suite_downgrade_to_2(const char *url) {
                                   "ALTER TABLE outbox DROP COLUMN complained_at; "
                                   "ALTER TABLE outbox DROP COLUMN callback_at; "
                                   "ALTER TABLE outbox DROP COLUMN callback_encrypted; "
+                                  "DROP INDEX campaigns_expanding; ALTER TABLE campaigns DROP COLUMN expanded_to; "
                                   "DELETE FROM schema_version WHERE version >= 3",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
@@ -110,6 +111,17 @@ static void test_sqlite_busy_is_conflict(void **state) {
     sp_store_close(other);
 }
 
+/* One transaction of n small profiles, ids PREFIX-ROUND-i. */
+static void commit_profiles(sp_store *s, const char *prefix, int round, int n) {
+    assert_ok(sp_store_begin(s));
+    for (int i = 0; i < n; i++) {
+        char id[48];
+        snprintf(id, sizeof id, "%s-%d-%d", prefix, round, i);
+        suite_upsert(s, "acme", id, "{\"n\":\"some attribute text to fill the pages\"}", NULL, 0, T0);
+    }
+    assert_ok(sp_store_commit(s));
+}
+
 /* Commits only append to the WAL; the checkpointer thread copies them into
  * the database file while the connection stays open, without anyone
  * writing again. */
@@ -134,6 +146,37 @@ static void test_sqlite_background_checkpoint(void **state) {
     }
     assert_true(grew);
     assert_int_equal(suite_profiles(f->s, "acme"), 2000);
+}
+
+/* Under a steady stream of small commits the checkpointer leaves the WAL
+ * alone (a checkpoint a second copied the same pages again and again): the
+ * WAL file grows with every commit, which it would not once a checkpoint
+ * had let the next writer start it over. Once the commits stop, the WAL
+ * is copied back within a couple of idle periods. */
+static void test_sqlite_checkpoint_waits_for_quiet(void **state) {
+    suite_fixture *f = *state;
+    char path[600], wal[620];
+    snprintf(path, sizeof path, "%s", f->url + strlen("sqlite:"));
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    struct stat st;
+    off_t wal_size = 0;
+    for (int round = 0; round < 25; round++) {
+        commit_profiles(f->s, "q", round, 50);
+        assert_int_equal(stat(wal, &st), 0);
+        if (st.st_size <= wal_size) fail_msg("the WAL was started over at round %d: checkpointed under load", round);
+        wal_size = st.st_size;
+        sp_test_sleep_ms(100);
+    }
+    assert_int_equal(stat(path, &st), 0);
+    off_t before = st.st_size;
+    bool grew = false;
+    for (int i = 0; i < 100 && !grew; i++) {
+        sp_test_sleep_ms(50);
+        assert_int_equal(stat(path, &st), 0);
+        grew = st.st_size > before;
+    }
+    assert_true(grew);
+    assert_int_equal(suite_profiles(f->s, "acme"), 25 * 50);
 }
 
 /* The WAL header's checkpoint sequence number: SQLite adds one at each
@@ -169,13 +212,7 @@ static void test_sqlite_wal_restarts_under_writes(void **state) {
     for (int round = 0; round < 5000 && wal_restarts(wal) < restarts0 + 3; round++, rounds++) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec - start.tv_sec > 30) break;
-        assert_ok(sp_store_begin(f->s));
-        for (int i = 0; i < 10; i++) {
-            char id[40];
-            snprintf(id, sizeof id, "w-%d-%d", round, i);
-            suite_upsert(f->s, "acme", id, "{\"n\":\"some attribute text to fill the pages\"}", NULL, 0, T0);
-        }
-        assert_ok(sp_store_commit(f->s));
+        commit_profiles(f->s, "w", round, 10);
     }
     sp_sqlite_set_checkpoint_frames(0);
     assert_true(wal_restarts(wal) >= restarts0 + 3);
@@ -303,6 +340,7 @@ static void test_sqlite_outbox_checks_without_temporary_tables(void **state) {
                                   "'delivery IN (''delivered'', ''failed'', ''bounced'')') "
                                   "WHERE type = 'table' AND name = 'outbox'; "
                                   "PRAGMA writable_schema = OFF; "
+                                  "DROP INDEX campaigns_expanding; ALTER TABLE campaigns DROP COLUMN expanded_to; "
                                   "DELETE FROM schema_version WHERE version >= 4",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
@@ -315,7 +353,7 @@ static void test_sqlite_outbox_checks_without_temporary_tables(void **state) {
     db = NULL;
 
     assert_ok(sp_store_open(f->url, &f->s));
-    assert_int_equal(sp_store_schema_version(f->s), 4);
+    assert_int_equal(sp_store_schema_version(f->s), 5);
     for (size_t i = 0; i < 2; i++) {
         sp_store_message_status after = suite_status(f->s, "acme", ids[i]);
         assert_memory_equal(&after, &before[i], sizeof after);
@@ -346,6 +384,7 @@ int main(void) {
         SUITE_TEST(test_sqlite_file),
         SUITE_TEST(test_sqlite_busy_is_conflict),
         SUITE_TEST(test_sqlite_background_checkpoint),
+        SUITE_TEST(test_sqlite_checkpoint_waits_for_quiet),
         SUITE_TEST(test_sqlite_wal_restarts_under_writes),
         SUITE_TEST(test_sqlite_fork_while_checkpointing),
         SUITE_TEST(test_sqlite_wal_survives_other_process),
