@@ -44,7 +44,9 @@ static sp_channel_value fuzz_val(const char *s) {
 static void fuzz_check_render(const sp_channel *ch) {
     sp_channel_value custom[SP_CHANNEL_MAX_CUSTOM];
     for (size_t i = 0; i < SP_CHANNEL_MAX_CUSTOM; i++) custom[i] = fuzz_val(i % 2 ? "c\"u&s t" : "");
+    /* zeroed: a field left out must read as absent, not as stack garbage */
     sp_channel_message m[3];
+    memset(m, 0, sizeof m);
     for (size_t i = 0; i < 3; i++) {
         m[i].to = fuzz_val("+14155550100");
         m[i].body = fuzz_val("Hi \"there\" & <b>caf\xc3\xa9</b>\n\\");
@@ -54,6 +56,11 @@ static void fuzz_check_render(const sp_channel *ch) {
         m[i].html = fuzz_val("<p>x</p>");
         m[i].plaintext = fuzz_val("x\ty");
         m[i].custom = i == 1 ? custom : NULL;
+        /* one message brings its own callback URLs, the others fall back to the channel's */
+        if (i == 2) {
+            m[i].delivery_report_url = fuzz_val("https://cb.example/dlr?a=1&b=\"x\"");
+            m[i].inbound_url = fuzz_val("https://cb.example/in");
+        }
     }
     size_t batch = sp_channel_batch_size(ch);
     FUZZ_CHECK(batch >= 1 && batch <= SP_CHANNEL_MAX_BATCH);
