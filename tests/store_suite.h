@@ -1511,6 +1511,140 @@ static void test_campaign_expand_pages(void **state) {
     assert_int_equal(idle.n, 0);
 }
 
+/* Pages leased as they are made: each message added is handed over as a
+ * claim would hand it and is 'sending' under the expander's lease, so no
+ * claim takes it until that runs out; the owner settles it like a claimed
+ * one; a handler's failure adds nothing and leaves the position; every
+ * audience kind leases. */
+static void test_campaign_expand_leased(void **state) {
+    suite_fixture *f = *state;
+    sp_store *s = f->s;
+    suite_channel(s, "acme", "sms");
+    for (int i = 0; i < 12; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "p%02d", i);
+        suite_upsert(s, "acme", id, i % 3 ? "{}" : "{\"plan\":\"pro\",\"n\":3}", NULL, 0, T0);
+    }
+    assert_ok(sp_store_suppress(s, "acme", "p01", SP_STORE_CHANNEL_SMS, "opt_out", MS0, NULL));
+    sp_store_audience all = {.kind = SP_STORE_AUDIENCE_ALL};
+    suite_campaign(s, "acme", "c", "sms");
+    assert_ok(sp_store_campaign_set_state(s, "acme", "c", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+    suite_claimed got;
+    memset(&got, 0, sizeof got);
+    sp_store_lease lease = {"host:1:x", 60000, suite_take, &got};
+    uint64_t added = 0, total = 0;
+    bool finished = true;
+
+    /* refused: no handler, a bad owner or lease */
+    sp_store_lease bad = lease;
+    bad.fn = NULL;
+    assert_rc(sp_store_campaign_expand_page_leased(s, "acme", "c", &all, 5, MS0, &bad, &added, &finished),
+              SP_ERR_INVALID_ARGUMENT);
+    bad = lease;
+    bad.lease_ms = 0;
+    assert_rc(sp_store_campaign_expand_page_leased(s, "acme", "c", &all, 5, MS0, &bad, &added, &finished),
+              SP_ERR_INVALID_ARGUMENT);
+    bad = lease;
+    bad.owner = "";
+    assert_rc(sp_store_campaign_expand_page_leased(s, "acme", "c", &all, 5, MS0, &bad, &added, &finished),
+              SP_ERR_INVALID_ARGUMENT);
+    assert_rc(sp_store_campaign_expand_page_leased(s, "acme", "c", &all, 5, MS0, NULL, &added, &finished),
+              SP_ERR_INVALID_ARGUMENT);
+
+    /* a handler that fails on the third message: nothing added, the
+     * position unchanged, the same page again next time */
+    got.fail_at = 3;
+    assert_rc(sp_store_campaign_expand_page_leased(s, "acme", "c", &all, 5, MS0, &lease, &added, &finished),
+              SP_ERR_UNAVAILABLE);
+    assert_int_equal(suite_counts(s, "acme", "c").sending + suite_counts(s, "acme", "c").queued, 0);
+    assert_int_equal(suite_campaign_state(s, "c", &total), SP_STORE_CAMPAIGN_QUEUED);
+    assert_int_equal(total, 0);
+    memset(&got, 0, sizeof got);
+
+    /* p00..p04 less the suppressed p01 */
+    assert_ok(sp_store_campaign_expand_page_leased(s, "acme", "c", &all, 5, MS0, &lease, &added, &finished));
+    assert_int_equal(added, 4);
+    assert_false(finished);
+    assert_int_equal(got.n, 4);
+    const char *want[] = {"p00", "p02", "p03", "p04"};
+    for (size_t i = 0; i < got.n; i++) {
+        assert_string_equal(got.msgs[i].tenant, "acme");
+        assert_string_equal(got.msgs[i].campaign, "c");
+        assert_string_equal(got.msgs[i].channel, "sms");
+        assert_string_equal(got.msgs[i].profile_id, want[i]);
+        assert_int_equal(got.msgs[i].attempts, 1);
+        sp_store_outbox_row r = suite_message(s, got.msgs[i].message_id);
+        assert_int_equal(r.seq, got.msgs[i].seq);
+        assert_int_equal(r.state, SP_STORE_OUTBOX_SENDING);
+        assert_string_equal(r.lease_owner, "host:1:x");
+        assert_int_equal(r.lease_until, MS0 + 60000);
+        assert_int_equal(r.next_attempt, MS0 + 60000);
+        assert_int_equal(r.attempts, 1);
+    }
+    assert_int_equal(suite_campaign_state(s, "c", &total), SP_STORE_CAMPAIGN_QUEUED);
+    assert_int_equal(total, 4);
+    /* nobody claims them while the lease holds */
+    suite_claimed other;
+    assert_int_equal(suite_claim(s, "w2", MS0 + 59999, 1000, 64, &other), 0);
+
+    /* the rest: one page queued as before, the last leased again */
+    assert_int_equal(suite_page(s, "c", &all, 4, false), 4); /* p05..p08 */
+    assert_ok(sp_store_campaign_expand_page_leased(s, "acme", "c", &all, 4, MS0, &lease, &added, &finished));
+    assert_int_equal(added, 3); /* p09..p11 */
+    assert_true(finished);
+    assert_int_equal(got.n, 7);
+    assert_int_equal(suite_campaign_state(s, "c", &total), SP_STORE_CAMPAIGN_SENDING);
+    assert_int_equal(total, 11);
+    sp_store_outbox_counts cc = suite_counts(s, "acme", "c");
+    assert_int_equal(cc.sending, 7);
+    assert_int_equal(cc.queued, 4);
+
+    /* the owner settles its leased messages as claimed ones; someone
+     * else's settle changes nothing */
+    uint64_t changed = 99;
+    assert_ok(sp_store_outbox_done(s, "w2", got.seqs, 2, MS0 + 10, &changed));
+    assert_int_equal(changed, 0);
+    assert_ok(sp_store_outbox_done(s, "host:1:x", got.seqs, 2, MS0 + 10, &changed));
+    assert_int_equal(changed, 2);
+    assert_ok(sp_store_outbox_retry(s, "host:1:x", got.seqs + 2, 1, MS0 + 20, "SP_ERR_PROVIDER_UNAVAILABLE 503", 503,
+                                    5, MS0 + 10, &changed));
+    assert_int_equal(changed, 1);
+    /* a lease that ran out: the next claim takes what was not settled,
+     * the retried one when due, each with one more attempt */
+    assert_int_equal(suite_claim(s, "w2", MS0 + 60000, 1000, 64, &other), 4 + 1 + 4);
+    for (size_t i = 0; i < other.n; i++)
+        if (strcmp(other.msgs[i].profile_id, "p05") < 0 || strcmp(other.msgs[i].profile_id, "p08") > 0)
+            assert_int_equal(other.msgs[i].attempts, 2);
+    assert_int_equal(suite_counts(s, "acme", "c").sent, 2);
+
+    /* an attribute audience and a list of ids lease too */
+    memset(&got, 0, sizeof got);
+    sp_store_audience pro = {.kind = SP_STORE_AUDIENCE_ATTRIBUTE, .attribute = "plan", .text = "pro"};
+    suite_campaign(s, "acme", "pro", "sms");
+    assert_ok(sp_store_campaign_set_state(s, "acme", "pro", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+    assert_ok(sp_store_campaign_expand_page_leased(s, "acme", "pro", &pro, 100, MS0, &lease, &added, &finished));
+    assert_int_equal(added, 4); /* p00, p03, p06, p09 */
+    assert_true(finished);
+    sp_store_audience three = {.kind = SP_STORE_AUDIENCE_ATTRIBUTE, .attribute = "n", .number = "3.0"};
+    suite_campaign(s, "acme", "three", "sms");
+    assert_ok(sp_store_campaign_set_state(s, "acme", "three", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+    assert_ok(sp_store_campaign_expand_page_leased(s, "acme", "three", &three, 100, MS0, &lease, &added, &finished));
+    assert_int_equal(added, 4);
+    const char *list[] = {"p02", "p01", "nobody", "p02", "p11"};
+    sp_store_audience ids = {.kind = SP_STORE_AUDIENCE_IDS, .ids = list, .n_ids = 5};
+    suite_campaign(s, "acme", "list", "sms");
+    assert_ok(sp_store_campaign_set_state(s, "acme", "list", SP_STORE_CAMPAIGN_QUEUED, T0, NULL));
+    assert_ok(sp_store_campaign_expand_page_leased(s, "acme", "list", &ids, 1, MS0, &lease, &added, &finished));
+    assert_int_equal(added, 2); /* p01 suppressed, nobody unknown, p02 once */
+    assert_true(finished);
+    assert_int_equal(got.n, 4 + 4 + 2);
+    assert_string_equal(got.msgs[8].profile_id, "p02");
+    assert_string_equal(got.msgs[9].profile_id, "p11");
+    assert_string_equal(got.msgs[9].campaign, "list");
+    assert_int_equal(suite_counts(s, "acme", "list").sending, 2);
+    assert_int_equal(suite_counts(s, "acme", "list").queued, 0);
+}
+
 static void test_outbox_state_machine(void **state) {
     suite_fixture *f = *state;
     sp_store *s = f->s;
@@ -2833,7 +2967,7 @@ static void test_tracking_arguments(void **state) {
         SUITE_TEST(test_tenant_delete_takes_everything), SUITE_TEST(test_transactions), SUITE_TEST(test_arguments), \
         SUITE_TEST(test_allocation_failures), SUITE_TEST(test_two_connections), SUITE_TEST(test_keyring_storage), \
         SUITE_TEST(test_import_keyring_file), SUITE_TEST(test_migration_to_outbox), SUITE_TEST(test_channels),   \
-        SUITE_TEST(test_campaigns), SUITE_TEST(test_outbox_expand), SUITE_TEST(test_campaign_expand_pages), SUITE_TEST(test_outbox_state_machine), SUITE_TEST(test_outbox_defer),       \
+        SUITE_TEST(test_campaigns), SUITE_TEST(test_outbox_expand), SUITE_TEST(test_campaign_expand_pages), SUITE_TEST(test_campaign_expand_leased), SUITE_TEST(test_outbox_state_machine), SUITE_TEST(test_outbox_defer),       \
         SUITE_TEST(test_outbox_lease_expiry), SUITE_TEST(test_outbox_arguments),                                 \
         SUITE_TEST(test_outbox_allocation_failures), SUITE_TEST(test_outbox_two_processes),                    \
         SUITE_TEST(test_callbacks_seen), SUITE_TEST(test_delivery_apply), SUITE_TEST(test_delivery_out_of_order), \

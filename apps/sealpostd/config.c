@@ -24,6 +24,7 @@
 typedef enum spd_cfg_type {
     CFG_STRING,   /* char[size] */
     CFG_BOOL,     /* bool */
+    CFG_AUTO,     /* int: 1 true, 0 false, -1 auto (the daemon decides) */
     CFG_UINT,     /* unsigned */
     CFG_SIZE,     /* size_t, K/M suffixes */
     CFG_SECONDS,  /* unsigned, a duration in whole seconds */
@@ -131,6 +132,10 @@ static const spd_cfg_entry entries[] = {
     {{"sender", "expand_idle", "30s",
       "How long a queued campaign's expansion may stand still before a scheduler takes it up (s, m), 5s..1h"},
      CFG_SECONDS, 5, 3600, OFF(sender_expand_idle_s), 0},
+    {{"sender", "hand_over", "auto",
+      "Hand each page of a campaign to this process's workers as it is written (one write less per message); "
+      "auto: on with SQLite only (auto, true, false)"},
+     CFG_AUTO, 0, 0, OFF(sender_hand_over), 0},
     {{"sender", "ca_file", "", "PEM bundle trusted for providers instead of the system's CAs; empty: system"},
      CFG_STRING, 0, 0, OFF(sender_ca_file), SZ(sender_ca_file)},
     {{"callbacks", "max_body", "256K", "Largest callback body a provider may post (suffix K or M), 1K..1M"},
@@ -335,6 +340,18 @@ static bool set_entry(const spd_cfg_entry *e, const char *value, spd_config *cfg
             return false;
         }
         return true;
+    case CFG_AUTO: {
+        bool b = false;
+        if (strcmp(value, "auto") == 0) {
+            *(int *)(base + e->offset) = -1;
+        } else if (parse_bool(value, &b)) {
+            *(int *)(base + e->offset) = b ? 1 : 0;
+        } else {
+            snprintf(err, cap, "must be auto, true or false");
+            return false;
+        }
+        return true;
+    }
     case CFG_UINT:
     case CFG_SIZE: {
         if (e->type == CFG_UINT) {

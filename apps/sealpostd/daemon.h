@@ -82,6 +82,7 @@ typedef struct spd_config {
     unsigned sender_poll_ms;       /* idle wait between looks at the outbox */
     size_t sender_expand_page;     /* profiles per expansion transaction */
     unsigned sender_expand_idle_s; /* a queued campaign's expansion idle this long is taken up again */
+    int sender_hand_over;          /* pages leased to this process's workers: 1, 0, -1 auto (SQLite only) */
     char sender_ca_file[SPD_MAX_PATH]; /* "" : the system's CAs */
     /* [server] public_url: how providers reach this daemon; "" derives
      * https://<listen address>:<port> (spd_public_url) */

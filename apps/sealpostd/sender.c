@@ -25,6 +25,19 @@
  * On SIGTERM workers stop claiming, finish what is in flight and put the
  * rest back without counting an attempt.
  *
+ * Whoever expands a campaign in this process (the API's POST, the
+ * scheduler) leases each page to this process's workers as it writes it
+ * and hands the rows over in memory: a message is written once before it
+ * is sent (the insert), not twice (the insert and a claim's update), which
+ * on SQLite is about a third of the outbox's serial write time. The
+ * expander writes a page only while the hand-over ring has room for it, so
+ * pages follow the sending instead of running ahead of it; when the
+ * workers fall behind (or after SPD_HANDOFF_PACE_MS of waiting in one
+ * expansion) the remaining pages are queued for claims as before. A handed
+ * row is durable and leased like a claimed one: a crash leaves it to
+ * whoever claims after the lease, and one that waited in the ring past half
+ * its lease is left to them too rather than sent late.
+ *
  * The scheduler thread moves scheduled campaigns whose time has come into
  * the outbox, and prunes remembered callback webhook-ids hourly.
  *
@@ -55,6 +68,14 @@
 #define SPD_ROTATION_GRACE_MS 60000
 #define SPD_ROTATION_RETRY_MS 2000
 #define SPD_MAX_VALUE_TEXT 64 /* a number or boolean attribute as text */
+/* The hand-over ring holds two rounds of work: twice the larger of a page
+ * and what the workers take at once, at most SPD_HANDOFF_MAX rows. An
+ * expander waits up to SPD_HANDOFF_WAIT_MS for room for one page, and in
+ * all up to SPD_HANDOFF_PACE_MS per expansion, so that a POST is not held
+ * for the length of a large campaign. */
+#define SPD_HANDOFF_MAX 65536
+#define SPD_HANDOFF_WAIT_MS 250
+#define SPD_HANDOFF_PACE_MS 3000
 
 static int64_t now_ms(void) {
     struct timespec ts;
@@ -375,7 +396,20 @@ struct spd_sender {
      * until the sender stops (a channel update makes a new one) */
     pthread_mutex_t oauth_lock;
     spd_oauth_entry *oauth;
+    /* rows leased to this process by its expanders, oldest first, under
+     * `lock`; `room` wakes an expander waiting for the workers */
+    pthread_cond_t room;
+    char handoff_owner[SP_STORE_MAX_OWNER + 1];
+    struct spd_handed *handed;
+    size_t handed_head, handed_len, handed_cap;
+    size_t handed_reserved; /* room promised to expanders writing a page */
 };
+
+/* A row leased by an expander, and when its lease ends. */
+typedef struct spd_handed {
+    sp_store_outbox_msg row;
+    int64_t until;
+} spd_handed;
 
 #define SPD_CALLBACK_URL_CAP 800
 
@@ -457,6 +491,7 @@ typedef struct spd_worker {
     spd_sender *sender;
     unsigned index;
     char owner[SP_STORE_MAX_OWNER + 1];
+    const char *batch_owner; /* the batch's lease: owner, or the sender's handoff_owner */
     sp_http_client *http;
     spd_chan chans[SPD_CHANNEL_CACHE];
     spd_camp camps[SPD_CAMPAIGN_CACHE];
@@ -1068,7 +1103,7 @@ static void group_run(spd_worker *w, sp_store *store, spd_group *g, int64_t now)
     sp_error rc = SP_OK;
     switch (g->action) {
     case SPD_DEFER:
-        rc = sp_store_outbox_defer(store, w->owner, g->seqs, g->n, g->next_attempt, g->error, now, &changed);
+        rc = sp_store_outbox_defer(store, w->batch_owner, g->seqs, g->n, g->next_attempt, g->error, now, &changed);
         break;
     case SPD_RETRY: {
         /* one jittered delay per group: a batch that failed together does
@@ -1077,13 +1112,13 @@ static void group_run(spd_worker *w, sp_store *store, spd_group *g, int64_t now)
         if (sp_random((uint8_t *)&rnd, sizeof rnd) != SP_OK) rnd = 0x7fffffffu;
         uint64_t delay = sp_http_backoff_ms(g->attempts, cfg->sender_backoff_base_ms, cfg->sender_backoff_max_ms,
                                             g->retry_after, rnd);
-        rc = sp_store_outbox_retry(store, w->owner, g->seqs, g->n, now + (int64_t)delay, g->error, g->status,
+        rc = sp_store_outbox_retry(store, w->batch_owner, g->seqs, g->n, now + (int64_t)delay, g->error, g->status,
                                    cfg->sender_max_attempts, now, &changed);
         break;
     }
     case SPD_FAIL:
     case SPD_FAIL_DEAD:
-        rc = sp_store_outbox_fail(store, w->owner, g->seqs, g->n,
+        rc = sp_store_outbox_fail(store, w->batch_owner, g->seqs, g->n,
                                   g->action == SPD_FAIL_DEAD ? SP_STORE_OUTBOX_DEAD : SP_STORE_OUTBOX_FAILED, g->error,
                                   g->status, now, &changed);
         break;
@@ -1134,7 +1169,7 @@ static void record_outcomes(spd_worker *w, sp_store *store) {
         if (w->msgs[i].done && w->msgs[i].outcome == SP_OK) seqs[n++] = w->msgs[i].row.seq;
     uint64_t changed = 0;
     if (n > 0) {
-        sp_error rc = sp_store_outbox_done(store, w->owner, seqs, n, now, &changed);
+        sp_error rc = sp_store_outbox_done(store, w->batch_owner, seqs, n, now, &changed);
         if (rc != SP_OK) {
             /* the lease runs out and they go again: the provider drops the repeats */
             sp_log_field f[] = {SP_LOG_S("error", sp_error_name(rc)), SP_LOG_I("messages", (int64_t)n)};
@@ -1521,6 +1556,86 @@ static void wait_for_work_since(spd_sender *s, unsigned ms, uint64_t seen) {
 
 static void wait_for_work(spd_sender *s, unsigned ms) { wait_for_work_since(s, ms, wake_mark(s)); }
 
+/* ---- pages handed from the expanders to the workers ---- */
+
+/* Moves up to max handed rows into w's batch; a row whose lease is half
+ * gone is dropped (it waits for its lease to run out and a claim). */
+static size_t handoff_take(spd_sender *s, spd_worker *w, int64_t now, int64_t lease_ms, size_t max) {
+    size_t taken = 0, stale = 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->handed_len > 0) {
+        while (taken < max && s->handed_len > 0) {
+            const spd_handed *h = &s->handed[s->handed_head];
+            s->handed_head = (s->handed_head + 1) % s->handed_cap;
+            s->handed_len--;
+            if (h->until - now < lease_ms / 2) stale++;
+            else if (collect(w, &h->row) == SP_OK) taken++;
+        }
+        pthread_cond_broadcast(&s->room);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (stale > 0) {
+        sp_log_field f[] = {SP_LOG_I("messages", (int64_t)stale)};
+        sp_log(SP_LOG_WARN, "send.handoff_stale", f, 1);
+    }
+    return taken;
+}
+
+/* Reserves room in the ring for n rows, now or within
+ * min(SPD_HANDOFF_WAIT_MS, what is left of *budget_ms), the wait spent
+ * from the budget; never while stopping. handoff_publish gives it back. */
+static bool handoff_room(spd_sender *s, size_t n, int64_t *budget_ms) {
+    if (n > s->handed_cap || *budget_ms <= 0) return false;
+    int64_t wait = *budget_ms < SPD_HANDOFF_WAIT_MS ? *budget_ms : SPD_HANDOFF_WAIT_MS;
+    int64_t start = now_ms();
+    struct timespec at;
+    clock_gettime(CLOCK_REALTIME, &at);
+    at.tv_sec += (time_t)(wait / 1000);
+    at.tv_nsec += (long)(wait % 1000) * 1000000L;
+    if (at.tv_nsec >= 1000000000L) {
+        at.tv_sec++;
+        at.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->lock);
+    while (!atomic_load(&s->stopping) && s->handed_len + s->handed_reserved + n > s->handed_cap)
+        if (pthread_cond_timedwait(&s->room, &s->lock, &at) != 0) break;
+    bool room = !atomic_load(&s->stopping) && s->handed_len + s->handed_reserved + n <= s->handed_cap;
+    if (room) s->handed_reserved += n;
+    pthread_mutex_unlock(&s->lock);
+    *budget_ms -= now_ms() - start;
+    return room;
+}
+
+/* An expansion's page, gathered before it commits. */
+typedef struct spd_staged {
+    spd_handed *rows;
+    size_t n, cap;
+    int64_t until;
+} spd_staged;
+
+static sp_error stage_one(void *arg, const sp_store_outbox_msg *row) {
+    spd_staged *st = arg;
+    if (st->n == st->cap) return SP_ERR_TOO_LARGE;
+    st->rows[st->n].row = *row;
+    st->rows[st->n++].until = st->until;
+    return SP_OK;
+}
+
+/* A page's rows (none when its write failed) into the room reserved for
+ * it (st->cap rows), and the workers woken. */
+static void handoff_publish(spd_sender *s, const spd_staged *st) {
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < st->n; i++) {
+        s->handed[(s->handed_head + s->handed_len) % s->handed_cap] = st->rows[i];
+        s->handed_len++;
+    }
+    s->handed_reserved -= st->cap;
+    s->wake_seq++;
+    pthread_cond_broadcast(&s->wake);
+    pthread_cond_broadcast(&s->room);
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void worker_free(spd_worker *w) {
     for (size_t i = 0; i < SPD_CHANNEL_CACHE; i++) chan_clear(&w->chans[i]);
     for (size_t i = 0; i < SPD_CAMPAIGN_CACHE; i++) camp_clear(&w->camps[i]);
@@ -1560,8 +1675,12 @@ static void *worker_main(void *arg) {
         w->n_msgs = 0;
         size_t claimed = 0;
         uint64_t mark = wake_mark(s);
-        rc = sp_store_outbox_claim(store, w->owner, now_ms(), cfg->sender_lease_ms, cfg->sender_batch, collect, w,
-                                   &claimed);
+        w->batch_owner = s->handoff_owner;
+        if (handoff_take(s, w, now_ms(), cfg->sender_lease_ms, cfg->sender_batch) == 0) {
+            w->batch_owner = w->owner;
+            rc = sp_store_outbox_claim(store, w->owner, now_ms(), cfg->sender_lease_ms, cfg->sender_batch, collect,
+                                       w, &claimed);
+        }
         if (rc != SP_OK) {
             w->n_msgs = 0;
             if (rc != SP_ERR_CONFLICT) {
@@ -1620,7 +1739,9 @@ static sp_error due_one(void *arg, const char *tenant, const char *id) {
  * audience; the last page marks it sending. Should this stop half way
  * (a crash, a failed write), the campaign stays queued with its position
  * in its row, and the scheduler takes it up again once it has been idle
- * for [sender] expand_idle. */
+ * for [sender] expand_idle; a stopping sender stops it there too. Pages
+ * are leased to this process's workers while they keep up (see the top of
+ * this file). */
 static sp_error start_campaign(spd_app *app, sp_store *store, const char *tenant_id, const char *id) {
     spd_tenant *t = NULL;
     sp_error rc = spd_tenant_get(app, tenant_id, &t);
@@ -1630,16 +1751,36 @@ static sp_error start_campaign(spd_app *app, sp_store *store, const char *tenant
     if (rc != SP_OK) return rc;
     sp_store_audience aud;
     spd_campaign_spec_audience(spec, &aud);
+    const spd_config *cfg = &app->config;
+    spd_sender *s = app->sender;
+    spd_staged st = {NULL, 0, aud.kind == SP_STORE_AUDIENCE_IDS ? aud.n_ids : cfg->sender_expand_page, 0};
+    bool lease = s != NULL && s->handed_cap > 0 && st.cap <= s->handed_cap;
+    if (lease) st.rows = malloc(st.cap * sizeof *st.rows);
+    lease = lease && st.rows != NULL;
+    int64_t budget_ms = SPD_HANDOFF_PACE_MS;
     uint64_t total = 0;
     bool finished = false;
     rc = sp_store_campaign_set_state(store, tenant_id, id, SP_STORE_CAMPAIGN_QUEUED, now_ms() / 1000, NULL);
-    while (rc == SP_OK && !finished) {
+    while (rc == SP_OK && !finished && !(s != NULL && atomic_load(&s->stopping))) {
         uint64_t added = 0;
-        rc = sp_store_campaign_expand_page(store, tenant_id, id, &aud, app->config.sender_expand_page, now_ms(),
-                                           &added, &finished);
+        lease = lease && handoff_room(s, st.cap, &budget_ms);
+        if (lease) {
+            int64_t now = now_ms();
+            st.n = 0;
+            st.until = now + cfg->sender_lease_ms;
+            sp_store_lease l = {s->handoff_owner, cfg->sender_lease_ms, stage_one, &st};
+            rc = sp_store_campaign_expand_page_leased(store, tenant_id, id, &aud, cfg->sender_expand_page, now, &l,
+                                                      &added, &finished);
+            if (rc != SP_OK) st.n = 0; /* nothing was written */
+            handoff_publish(s, &st);
+        } else {
+            rc = sp_store_campaign_expand_page(store, tenant_id, id, &aud, cfg->sender_expand_page, now_ms(), &added,
+                                               &finished);
+            if (rc == SP_OK && added > 0) spd_sender_wake(app);
+        }
         total += added;
-        if (rc == SP_OK && added > 0) spd_sender_wake(app);
     }
+    free(st.rows);
     spd_campaign_spec_free(spec);
     if (rc == SP_OK) {
         sp_log_field f[] = {SP_LOG_S("tenant", tenant_id), SP_LOG_S("campaign", id), SP_LOG_I("messages", (int64_t)total)};
@@ -1711,8 +1852,17 @@ sp_error spd_sender_start(spd_app *app) {
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     pthread_mutex_init(&s->oauth_lock, NULL);
+    pthread_cond_init(&s->room, NULL);
+    bool hand_over = cfg->sender_hand_over > 0 ||
+                     (cfg->sender_hand_over < 0 && strncmp(cfg->store_url, "sqlite:", 7) == 0);
+    size_t round = (size_t)cfg->sender_threads * cfg->sender_batch;
+    size_t ring = 2 * (round > cfg->sender_expand_page ? round : cfg->sender_expand_page);
+    s->handed_cap = !hand_over ? 0 : ring > SPD_HANDOFF_MAX ? SPD_HANDOFF_MAX : ring;
+    s->handed = hand_over ? calloc(s->handed_cap, sizeof *s->handed) : NULL;
     s->workers = calloc(cfg->sender_threads, sizeof(pthread_t));
-    if (!s->workers) {
+    if (!s->workers || (hand_over && !s->handed)) {
+        free(s->handed);
+        free(s->workers);
         free(s);
         return SP_ERR_NO_MEMORY;
     }
@@ -1725,6 +1875,7 @@ sp_error spd_sender_start(spd_app *app) {
               *p == '.'))
             *p = '_';
     host[24] = '\0';
+    snprintf(s->handoff_owner, sizeof s->handoff_owner, "%.24s:%ld:pages", host, (long)getpid());
     for (unsigned i = 0; i < cfg->sender_threads; i++) {
         spd_worker *w = calloc(1, sizeof *w);
         sp_error rc = w ? SP_OK : SP_ERR_NO_MEMORY;
@@ -1773,7 +1924,18 @@ void spd_sender_stop(spd_app *app, unsigned grace_ms) {
     spd_sender_wake(app);
     for (unsigned i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
     if (s->scheduler_started) pthread_join(s->scheduler, NULL);
+    /* rows handed over but never taken: queued again at once rather than
+     * left to their lease (every worker has settled what it took) */
+    sp_store *store = NULL;
+    uint64_t released = 0;
+    if (s->handed_len > 0 && spd_store(app, &store) == SP_OK &&
+        sp_store_outbox_release(store, s->handoff_owner, now_ms(), &released) == SP_OK) {
+        sp_log_field f[] = {SP_LOG_I("messages", (int64_t)released)};
+        sp_log(SP_LOG_INFO, "send.handoff_released", f, 1);
+    }
+    free(s->handed);
     free_oauth(s->oauth);
+    pthread_cond_destroy(&s->room);
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->oauth_lock);
@@ -1866,6 +2028,7 @@ sp_error spd_send_test(spd_app *app, const char *tenant, const char *campaign, c
     if (rc == SP_OK) {
         w->sender = &s;
         snprintf(w->owner, sizeof w->owner, "test:%ld", (long)getpid());
+        w->batch_owner = w->owner;
         w->cap_msgs = w->cap_reqs = 1;
         w->msgs = calloc(1, sizeof *w->msgs);
         w->reqs = calloc(1, sizeof *w->reqs);

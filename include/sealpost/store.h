@@ -494,6 +494,30 @@ typedef struct sp_store_outbox_msg {
 
 typedef sp_error (*sp_store_outbox_fn)(void *arg, const sp_store_outbox_msg *msg);
 
+/* A page's messages claimed as they are made: the sender that expands a
+ * campaign hands each page straight to its workers, so a message costs
+ * one write before it is sent instead of two (the insert and the claim's
+ * update). */
+typedef struct sp_store_lease {
+    const char *owner;     /* as sp_store_outbox_claim's */
+    int64_t lease_ms;      /* 1..SP_STORE_MAX_LEASE_MS from now_ms */
+    sp_store_outbox_fn fn; /* each message added, before the page commits; must not use the store */
+    void *arg;
+} sp_store_lease;
+
+/* sp_store_campaign_expand_page, but each message added is 'sending' under
+ * lease->owner until now_ms + lease->lease_ms with its first attempt, as a
+ * claim would leave it, and is handed to lease->fn. Should the owner not
+ * settle it in time, its lease runs out and any claim takes it. When the
+ * call fails (fn's error included, which stops it), nothing was added:
+ * drop what fn got. */
+SP_API SP_MUST_CHECK sp_error sp_store_campaign_expand_page_leased(sp_store *store, const char *tenant,
+                                                                   const char *campaign,
+                                                                   const sp_store_audience *audience,
+                                                                   size_t max_profiles, int64_t now_ms,
+                                                                   const sp_store_lease *lease, uint64_t *added,
+                                                                   bool *finished);
+
 /* Claims up to max (1..SP_STORE_MAX_BATCH) claimable messages, earliest
  * next attempt first: 'queued' ones due by now_ms, and 'sending' ones whose
  * lease has run out. Each becomes 'sending' under owner until now_ms +

@@ -1268,9 +1268,72 @@ typedef struct {
     const sp_store_audience *audience;
     size_t max_profiles;
     int64_t now;
+    const sp_store_lease *lease; /* NULL: the page's messages are queued */
     uint64_t added;
     bool finished;
 } sp_expand_page_args;
+
+/* A leased page's rows on their way to the lease's fn, each as a claim
+ * hands it: the page's tenant, campaign and channel, first attempt. */
+typedef struct {
+    sp_store_outbox_msg m;
+    const sp_store_lease *lease;
+    bool read_back;  /* the dialect reads the added rows back (SP_Q_OUTBOX_ADDED_AFTER), else RETURNING */
+    int64_t after;   /* read_back: the largest seq before the page */
+    uint64_t added;
+} sp_leased;
+
+static sp_error sp_leased_start(sp_store *s, const sp_store_param key[2], const char *channel,
+                                const sp_store_lease *lease, sp_leased *l) {
+    memset(l, 0, sizeof *l);
+    size_t hl = strlen(channel);
+    SP_ENSURE(key[0].len < sizeof l->m.tenant && key[1].len < sizeof l->m.campaign && hl < sizeof l->m.channel,
+              SP_ERR_INVALID_ARGUMENT);
+    memcpy(l->m.tenant, key[0].data, key[0].len);
+    memcpy(l->m.campaign, key[1].data, key[1].len);
+    memcpy(l->m.channel, channel, hl);
+    l->m.attempts = 1;
+    l->lease = lease;
+    l->read_back = s->drv->sql[SP_Q_OUTBOX_ADDED_AFTER] != NULL;
+    return l->read_back ? sp_q_int(s, SP_Q_OUTBOX_SEQ_MAX, NULL, 0, &l->after, NULL) : SP_OK;
+}
+
+/* The rows of the statement just run (seq, profile id, message id) to fn. */
+static sp_error sp_leased_take(sp_store *s, sp_leased *l) {
+    sp_error rc = SP_OK;
+    for (;;) {
+        bool row = false;
+        if (rc == SP_OK) rc = s->drv->step(s->db, &row);
+        if (rc != SP_OK || !row) break;
+        int64_t seq = s->drv->col_int(s->db, 0);
+        l->m.seq = seq > 0 ? (uint64_t)seq : 0;
+        rc = l->m.seq ? SP_OK : SP_ERR_STORE;
+        if (rc == SP_OK) rc = sp_col_name(s, 1, l->m.profile_id, sizeof l->m.profile_id);
+        if (rc == SP_OK) rc = sp_col_name(s, 2, l->m.message_id, sizeof l->m.message_id);
+        if (rc == SP_OK) rc = l->lease->fn(l->lease->arg, &l->m);
+        if (rc == SP_OK) l->added++;
+    }
+    s->drv->finish(s->db);
+    return rc;
+}
+
+/* One leased expansion statement (parameters 9 and 10 the owner and the
+ * lease's end). */
+static sp_error sp_leased_exec(sp_store *s, sp_leased *l, sp_store_q q, const sp_store_param p[10]) {
+    if (l->read_back) return sp_q_exec(s, q, p, 10, NULL);
+    SP_GUARD(sp_q_write_rows(s, q, p, 10));
+    return sp_leased_take(s, l);
+}
+
+static sp_error sp_leased_finish(sp_store *s, sp_leased *l, uint64_t *added) {
+    if (l->read_back) {
+        sp_store_param p[1] = {sp_p_int(l->after)};
+        SP_GUARD(s->drv->run(s->db, SP_Q_OUTBOX_ADDED_AFTER, p, 1, NULL));
+        SP_GUARD(sp_leased_take(s, l));
+    }
+    *added = l->added;
+    return SP_OK;
+}
 
 /* The profile id that ends the page after `after` (*to), or, when fewer
  * than n are left, the last one (*last true); nothing left: *to = "". */
@@ -1308,30 +1371,48 @@ static sp_error sp_expand_page_op(sp_store *s, void *arg) {
         return SP_OK;
     }
     SP_ENSURE(c.state == SP_STORE_CAMPAIGN_QUEUED, SP_ERR_ILLEGAL_TRANSITION);
-    sp_store_param p[8] = {key[0], key[1], sp_p_text(c.channel), sp_p_int(a->now)};
+    const sp_store_lease *lease = a->lease;
+    /* 5..8 as the audience needs them; 9 and 10 only a leased page binds */
+    sp_store_param p[10] = {key[0], key[1], sp_p_text(c.channel), sp_p_int(a->now), sp_p_text(""), sp_p_text(""),
+                            sp_p_text(""), sp_p_text(""), sp_p_text(lease ? lease->owner : ""),
+                            sp_p_int(lease ? a->now + lease->lease_ms : 0)};
     char to[SP_STORE_MAX_ID + 1] = "";
     uint64_t changes = 0;
     bool last = true;
+    sp_leased l;
+    if (lease) SP_GUARD(sp_leased_start(s, key, c.channel, lease, &l));
     if (au->kind == SP_STORE_AUDIENCE_IDS) {
         /* at most SP_STORE_MAX_AUDIENCE_IDS statements: one page */
-        SP_GUARD(sp_expand_ids(s, p, au, &a->added));
+        if (lease == NULL) SP_GUARD(sp_expand_ids(s, p, au, &a->added));
+        for (size_t i = 0; lease != NULL && i < au->n_ids; i++) {
+            p[4] = sp_p_text(au->ids[i]);
+            SP_GUARD(sp_leased_exec(s, &l, SP_Q_OUTBOX_EXPAND_ID_LEASED, p));
+        }
     } else {
         SP_GUARD(sp_page_end(s, &key[0], c.expanded_to, a->max_profiles, to, &last));
+        sp_store_q q = SP_Q_OUTBOX_EXPAND_ALL_RANGE;
+        size_t n = 6;
         if (to[0] != 0 && au->kind == SP_STORE_AUDIENCE_ALL) {
             p[4] = sp_p_text(c.expanded_to);
             p[5] = sp_p_text(to);
-            SP_GUARD(sp_q_exec(s, SP_Q_OUTBOX_EXPAND_ALL_RANGE, p, 6, &changes));
-            a->added = changes;
+            if (lease) q = SP_Q_OUTBOX_EXPAND_ALL_LEASED;
         } else if (to[0] != 0) {
             p[4] = sp_p_text(au->attribute);
             p[5] = sp_p_text(au->text ? au->text : au->number);
             p[6] = sp_p_text(c.expanded_to);
             p[7] = sp_p_text(to);
-            SP_GUARD(sp_q_exec(s, au->text ? SP_Q_OUTBOX_EXPAND_TEXT_RANGE : SP_Q_OUTBOX_EXPAND_NUMBER_RANGE, p, 8,
-                               &changes));
+            n = 8;
+            q = au->text ? (lease ? SP_Q_OUTBOX_EXPAND_TEXT_LEASED : SP_Q_OUTBOX_EXPAND_TEXT_RANGE)
+                         : (lease ? SP_Q_OUTBOX_EXPAND_NUMBER_LEASED : SP_Q_OUTBOX_EXPAND_NUMBER_RANGE);
+        }
+        if (to[0] != 0 && lease) {
+            SP_GUARD(sp_leased_exec(s, &l, q, p));
+        } else if (to[0] != 0) {
+            SP_GUARD(sp_q_exec(s, q, p, n, &changes));
             a->added = changes;
         }
     }
+    if (lease) SP_GUARD(sp_leased_finish(s, &l, &a->added));
     /* the campaign's row is touched every page, even an empty one: its
      * `updated` tells a scheduler that the expansion is alive */
     sp_store_param e[5] = {key[0], key[1], to[0] != 0 ? sp_p_text(to) : sp_p_text(c.expanded_to),
@@ -1346,18 +1427,34 @@ static sp_error sp_expand_page_op(sp_store *s, void *arg) {
     return SP_OK;
 }
 
-sp_error sp_store_campaign_expand_page(sp_store *store, const char *tenant, const char *campaign,
-                                       const sp_store_audience *audience, size_t max_profiles, int64_t now_ms,
-                                       uint64_t *added, bool *finished) {
+static sp_error sp_expand_page(sp_store *store, const char *tenant, const char *campaign,
+                               const sp_store_audience *audience, size_t max_profiles, int64_t now_ms,
+                               const sp_store_lease *lease, uint64_t *added, bool *finished) {
     SP_ENSURE(store != NULL && sp_tenant_ok(tenant) && sp_name_ok(campaign) && now_ms > 0 && finished != NULL,
               SP_ERR_INVALID_ARGUMENT);
     SP_ENSURE(max_profiles >= 1 && max_profiles <= SP_STORE_MAX_EXPAND_PAGE, SP_ERR_INVALID_ARGUMENT);
     SP_GUARD(sp_audience_check(audience));
-    sp_expand_page_args a = {tenant, campaign, audience, max_profiles, now_ms, 0, false};
+    sp_expand_page_args a = {tenant, campaign, audience, max_profiles, now_ms, lease, 0, false};
+    if (added) *added = 0;
     SP_GUARD(sp_store_atomic(store, sp_expand_page_op, &a));
     if (added) *added = a.added;
     *finished = a.finished;
     return SP_OK;
+}
+
+sp_error sp_store_campaign_expand_page(sp_store *store, const char *tenant, const char *campaign,
+                                       const sp_store_audience *audience, size_t max_profiles, int64_t now_ms,
+                                       uint64_t *added, bool *finished) {
+    return sp_expand_page(store, tenant, campaign, audience, max_profiles, now_ms, NULL, added, finished);
+}
+
+sp_error sp_store_campaign_expand_page_leased(sp_store *store, const char *tenant, const char *campaign,
+                                              const sp_store_audience *audience, size_t max_profiles, int64_t now_ms,
+                                              const sp_store_lease *lease, uint64_t *added, bool *finished) {
+    SP_ENSURE(lease != NULL && sp_owner_ok(lease->owner) && lease->fn != NULL, SP_ERR_INVALID_ARGUMENT);
+    SP_ENSURE(lease->lease_ms >= 1 && lease->lease_ms <= SP_STORE_MAX_LEASE_MS && now_ms <= INT64_MAX - lease->lease_ms,
+              SP_ERR_INVALID_ARGUMENT);
+    return sp_expand_page(store, tenant, campaign, audience, max_profiles, now_ms, lease, added, finished);
 }
 
 typedef struct {

@@ -101,6 +101,20 @@ typedef enum sp_store_q {
     SP_Q_OUTBOX_EXPAND_ALL_RANGE,    /* tenant, campaign, channel, now, from, to */
     SP_Q_OUTBOX_EXPAND_TEXT_RANGE,   /* tenant, campaign, channel, now, key, text, from, to */
     SP_Q_OUTBOX_EXPAND_NUMBER_RANGE, /* tenant, campaign, channel, now, key, number, from, to */
+    /* the same, each message leased at once ('sending', one attempt) to
+     * ?9/$9 until ?10/$10 (parameters 5..8 as above, unused ones bound to
+     * anything) -> seq, profile id, message id of each row added, where
+     * SP_Q_OUTBOX_ADDED_AFTER is NULL (RETURNING) */
+    SP_Q_OUTBOX_EXPAND_ID_LEASED,
+    SP_Q_OUTBOX_EXPAND_ALL_LEASED,
+    SP_Q_OUTBOX_EXPAND_TEXT_LEASED,
+    SP_Q_OUTBOX_EXPAND_NUMBER_LEASED,
+    /* where one writer at a time makes seqs in order (SQLite), the rows a
+     * transaction added are those after the largest seq before: reading
+     * them back is cheaper than RETURNING, which SQLite copies through a
+     * temporary table. NULL elsewhere. */
+    SP_Q_OUTBOX_SEQ_MAX,      /* -> the largest seq, 0 when none */
+    SP_Q_OUTBOX_ADDED_AFTER,  /* seq -> seq, profile id, message id of each row after it */
     SP_Q_OUTBOX_ENQUEUE,       /* tenant, channel, profile, message id, now -> seq */
     SP_Q_OUTBOX_CLAIM,         /* owner, now, lease until, max -> seq, tenant, campaign, channel, profile,
                                   message id, attempts */

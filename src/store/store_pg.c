@@ -135,12 +135,19 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
     [SP_Q_CAMPAIGN_CANCEL_SENDS] = "UPDATE outbox SET state = 'failed', last_error = 'cancelled', updated = $3 "
                                    "WHERE tenant = $1 AND campaign = $2 AND state = 'queued'",
     [SP_Q_CAMPAIGN_DELETE] = "DELETE FROM campaigns WHERE tenant = $1 AND id = $2",
+#define SP_PG_EXPAND_FROM                                                                                     \
+    "FROM profiles p WHERE p.tenant = $1 AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant = $1 "     \
+    "AND x.profile_id = p.id AND x.kind = (SELECT c.kind FROM channels c WHERE c.tenant = $1 AND c.id = $3)) "
 #define SP_PG_EXPAND                                                                                                 \
     "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, next_attempt, created, " \
-    "updated) SELECT $1, $2, $3, p.id, 'msg_' || sp_uuid_v7()::text, 'queued', 0, $4, $4, $4 FROM profiles p "     \
-    "WHERE p.tenant = $1 AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant = $1 "                    \
-    "AND x.profile_id = p.id AND x.kind = (SELECT c.kind FROM channels c WHERE c.tenant = $1 AND c.id = $3)) "
+    "updated) SELECT $1, $2, $3, p.id, 'msg_' || sp_uuid_v7()::text, 'queued', 0, $4, $4, $4 " SP_PG_EXPAND_FROM
 #define SP_PG_EXPAND_END " ON CONFLICT (tenant, campaign, profile_id) DO NOTHING"
+    /* a claim's row from the start, as SP_Q_OUTBOX_CLAIM leaves it */
+#define SP_PG_LEASED                                                                                                 \
+    "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, next_attempt, "          \
+    "lease_owner, lease_until, created, updated) SELECT $1, $2, $3, p.id, 'msg_' || sp_uuid_v7()::text, 'sending', " \
+    "1, $10, $9, $10, $4, $4 " SP_PG_EXPAND_FROM
+#define SP_PG_LEASED_END SP_PG_EXPAND_END " RETURNING seq, profile_id, message_id"
     [SP_Q_OUTBOX_EXPAND_ALL] = SP_PG_EXPAND SP_PG_EXPAND_END,
     [SP_Q_OUTBOX_EXPAND_ID] = SP_PG_EXPAND "AND p.id = $5" SP_PG_EXPAND_END,
     /* jsonb equality: a string never equals a number, 42 equals 42.0 */
@@ -152,10 +159,19 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
     [SP_Q_OUTBOX_EXPAND_TEXT_RANGE] = SP_PG_EXPAND "AND p.id > $7 AND p.id <= $8 " SP_PG_TEXT_MATCH SP_PG_EXPAND_END,
     [SP_Q_OUTBOX_EXPAND_NUMBER_RANGE] = SP_PG_EXPAND "AND p.id > $7 AND p.id <= $8 " SP_PG_NUMBER_MATCH
                                         SP_PG_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_ID_LEASED] = SP_PG_LEASED "AND p.id = $5" SP_PG_LEASED_END,
+    [SP_Q_OUTBOX_EXPAND_ALL_LEASED] = SP_PG_LEASED "AND p.id > $5 AND p.id <= $6" SP_PG_LEASED_END,
+    [SP_Q_OUTBOX_EXPAND_TEXT_LEASED] = SP_PG_LEASED "AND p.id > $7 AND p.id <= $8 " SP_PG_TEXT_MATCH
+                                       SP_PG_LEASED_END,
+    [SP_Q_OUTBOX_EXPAND_NUMBER_LEASED] = SP_PG_LEASED "AND p.id > $7 AND p.id <= $8 " SP_PG_NUMBER_MATCH
+                                         SP_PG_LEASED_END,
 #undef SP_PG_TEXT_MATCH
 #undef SP_PG_NUMBER_MATCH
 #undef SP_PG_EXPAND
 #undef SP_PG_EXPAND_END
+#undef SP_PG_EXPAND_FROM
+#undef SP_PG_LEASED
+#undef SP_PG_LEASED_END
     [SP_Q_PROFILE_PAGE_END] = "SELECT id FROM profiles WHERE tenant = $1 AND id > $2 ORDER BY id LIMIT 1 OFFSET $3",
     [SP_Q_PROFILE_LAST] = "SELECT id FROM profiles WHERE tenant = $1 AND id > $2 ORDER BY id DESC LIMIT 1",
     [SP_Q_OUTBOX_ENQUEUE] = "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, "

@@ -159,12 +159,19 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
     [SP_Q_CAMPAIGN_CANCEL_SENDS] = "UPDATE outbox SET state = 'failed', last_error = 'cancelled', updated = ?3 "
                                    "WHERE tenant = ?1 AND campaign = ?2 AND state = 'queued'",
     [SP_Q_CAMPAIGN_DELETE] = "DELETE FROM campaigns WHERE tenant = ?1 AND id = ?2",
+#define SP_SQLITE_EXPAND_FROM                                                                                 \
+    "FROM profiles p WHERE p.tenant = ?1 AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant = ?1 "     \
+    "AND x.profile_id = p.id AND x.kind = (SELECT c.kind FROM channels c WHERE c.tenant = ?1 AND c.id = ?3)) "
 #define SP_SQLITE_EXPAND                                                                                             \
     "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, next_attempt, created, " \
-    "updated) SELECT ?1, ?2, ?3, p.id, 'msg_' || sp_uuid_v7(), 'queued', 0, ?4, ?4, ?4 FROM profiles p "          \
-    "WHERE p.tenant = ?1 AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant = ?1 "                    \
-    "AND x.profile_id = p.id AND x.kind = (SELECT c.kind FROM channels c WHERE c.tenant = ?1 AND c.id = ?3)) "
+    "updated) SELECT ?1, ?2, ?3, p.id, 'msg_' || sp_uuid_v7(), 'queued', 0, ?4, ?4, ?4 " SP_SQLITE_EXPAND_FROM
 #define SP_SQLITE_EXPAND_END " ON CONFLICT (tenant, campaign, profile_id) DO NOTHING"
+    /* a claim's row from the start, as SP_Q_OUTBOX_CLAIM leaves it */
+#define SP_SQLITE_LEASED                                                                                             \
+    "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, next_attempt, "          \
+    "lease_owner, lease_until, created, updated) SELECT ?1, ?2, ?3, p.id, 'msg_' || sp_uuid_v7(), 'sending', 1, ?10, " \
+    "?9, ?10, ?4, ?4 " SP_SQLITE_EXPAND_FROM
+#define SP_SQLITE_LEASED_END SP_SQLITE_EXPAND_END
     [SP_Q_OUTBOX_EXPAND_ALL] = SP_SQLITE_EXPAND SP_SQLITE_EXPAND_END,
     [SP_Q_OUTBOX_EXPAND_ID] = SP_SQLITE_EXPAND "AND p.id = ?5" SP_SQLITE_EXPAND_END,
     /* json_extract gives a JSON string as TEXT, a number as INTEGER or REAL,
@@ -183,10 +190,21 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
                                       SP_SQLITE_EXPAND_END,
     [SP_Q_OUTBOX_EXPAND_NUMBER_RANGE] = SP_SQLITE_EXPAND "AND p.id > ?7 AND p.id <= ?8 "
                                         SP_SQLITE_NUMBER_MATCH SP_SQLITE_EXPAND_END,
+    [SP_Q_OUTBOX_EXPAND_ID_LEASED] = SP_SQLITE_LEASED "AND p.id = ?5" SP_SQLITE_LEASED_END,
+    [SP_Q_OUTBOX_EXPAND_ALL_LEASED] = SP_SQLITE_LEASED "AND p.id > ?5 AND p.id <= ?6" SP_SQLITE_LEASED_END,
+    [SP_Q_OUTBOX_EXPAND_TEXT_LEASED] = SP_SQLITE_LEASED "AND p.id > ?7 AND p.id <= ?8 " SP_SQLITE_TEXT_MATCH
+                                       SP_SQLITE_LEASED_END,
+    [SP_Q_OUTBOX_EXPAND_NUMBER_LEASED] = SP_SQLITE_LEASED "AND p.id > ?7 AND p.id <= ?8 " SP_SQLITE_NUMBER_MATCH
+                                         SP_SQLITE_LEASED_END,
+    [SP_Q_OUTBOX_SEQ_MAX] = "SELECT COALESCE(MAX(seq), 0) FROM outbox",
+    [SP_Q_OUTBOX_ADDED_AFTER] = "SELECT seq, profile_id, message_id FROM outbox WHERE seq > ?1 ORDER BY seq",
 #undef SP_SQLITE_TEXT_MATCH
 #undef SP_SQLITE_NUMBER_MATCH
 #undef SP_SQLITE_EXPAND
 #undef SP_SQLITE_EXPAND_END
+#undef SP_SQLITE_EXPAND_FROM
+#undef SP_SQLITE_LEASED
+#undef SP_SQLITE_LEASED_END
     [SP_Q_PROFILE_PAGE_END] = "SELECT id FROM profiles WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT 1 OFFSET ?3",
     [SP_Q_PROFILE_LAST] = "SELECT id FROM profiles WHERE tenant = ?1 AND id > ?2 ORDER BY id DESC LIMIT 1",
     [SP_Q_OUTBOX_ENQUEUE] = "INSERT INTO outbox (tenant, campaign, channel, profile_id, message_id, state, attempts, "
