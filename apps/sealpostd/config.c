@@ -126,7 +126,7 @@ static const spd_cfg_entry entries[] = {
      CFG_MILLIS, 1, 600, OFF(sender_timeout_ms), 0},
     {{"sender", "poll", "1s", "How often an idle worker looks at the outbox (s), 1s..60s"},
      CFG_MILLIS, 1, 60, OFF(sender_poll_ms), 0},
-    {{"sender", "expand_page", "2000",
+    {{"sender", "expand_page", "1000",
       "Profiles a campaign's audience goes into the outbox by, one transaction each, 1..100000"},
      CFG_SIZE, 1, 100000, OFF(sender_expand_page), 0},
     {{"sender", "expand_idle", "30s",
