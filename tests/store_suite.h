@@ -1586,18 +1586,39 @@ static void test_campaign_expand_leased(void **state) {
     /* nobody claims them while the lease holds */
     suite_claimed other;
     assert_int_equal(suite_claim(s, "w2", MS0 + 59999, 1000, 64, &other), 0);
+    /* renewed by their owner only, lease and next attempt alike; a row
+     * that was claimed away after its lease ran out is not */
+    uint64_t renewed = 99;
+    assert_ok(sp_store_outbox_renew(s, "w2", got.seqs, 4, MS0 + 90000, &renewed));
+    assert_int_equal(renewed, 0);
+    assert_ok(sp_store_outbox_renew(s, "host:1:x", got.seqs, 3, MS0 + 90000, &renewed));
+    assert_int_equal(renewed, 3);
+    sp_store_outbox_row rr = suite_message(s, got.msgs[0].message_id);
+    assert_int_equal(rr.lease_until, MS0 + 90000);
+    assert_int_equal(rr.next_attempt, MS0 + 90000);
+    assert_int_equal(rr.state, SP_STORE_OUTBOX_SENDING);
+    assert_int_equal(rr.attempts, 1);
+    assert_int_equal(suite_claim(s, "w2", MS0 + 60000, 1000, 64, &other), 1); /* p04, not renewed */
+    assert_string_equal(other.msgs[0].profile_id, "p04");
+    assert_ok(sp_store_outbox_renew(s, "host:1:x", got.seqs + 3, 1, MS0 + 90000, &renewed));
+    assert_int_equal(renewed, 0); /* w2's now */
+    assert_rc(sp_store_outbox_renew(s, "host:1:x", got.seqs, 0, MS0 + 90000, &renewed), SP_ERR_INVALID_ARGUMENT);
+    assert_ok(sp_store_outbox_done(s, "w2", other.seqs, 1, MS0 + 60001, &renewed));
+    assert_int_equal(renewed, 1);
+    got.n = 3; /* p04 is settled */
 
     /* the rest: one page queued as before, the last leased again */
     assert_int_equal(suite_page(s, "c", &all, 4, false), 4); /* p05..p08 */
     assert_ok(sp_store_campaign_expand_page_leased(s, "acme", "c", &all, 4, MS0, &lease, &added, &finished));
     assert_int_equal(added, 3); /* p09..p11 */
     assert_true(finished);
-    assert_int_equal(got.n, 7);
+    assert_int_equal(got.n, 6);
     assert_int_equal(suite_campaign_state(s, "c", &total), SP_STORE_CAMPAIGN_SENDING);
     assert_int_equal(total, 11);
     sp_store_outbox_counts cc = suite_counts(s, "acme", "c");
-    assert_int_equal(cc.sending, 7);
+    assert_int_equal(cc.sending, 6);
     assert_int_equal(cc.queued, 4);
+    assert_int_equal(cc.sent, 1);
 
     /* the owner settles its leased messages as claimed ones; someone
      * else's settle changes nothing */
@@ -1611,11 +1632,11 @@ static void test_campaign_expand_leased(void **state) {
     assert_int_equal(changed, 1);
     /* a lease that ran out: the next claim takes what was not settled,
      * the retried one when due, each with one more attempt */
-    assert_int_equal(suite_claim(s, "w2", MS0 + 60000, 1000, 64, &other), 4 + 1 + 4);
+    assert_int_equal(suite_claim(s, "w2", MS0 + 90000, 1000, 64, &other), 3 + 1 + 4);
     for (size_t i = 0; i < other.n; i++)
         if (strcmp(other.msgs[i].profile_id, "p05") < 0 || strcmp(other.msgs[i].profile_id, "p08") > 0)
             assert_int_equal(other.msgs[i].attempts, 2);
-    assert_int_equal(suite_counts(s, "acme", "c").sent, 2);
+    assert_int_equal(suite_counts(s, "acme", "c").sent, 3);
 
     /* an attribute audience and a list of ids lease too */
     memset(&got, 0, sizeof got);

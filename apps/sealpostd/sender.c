@@ -35,8 +35,9 @@
  * workers fall behind (or after SPD_HANDOFF_PACE_MS of waiting in one
  * expansion) the remaining pages are queued for claims as before. A handed
  * row is durable and leased like a claimed one: a crash leaves it to
- * whoever claims after the lease, and one that waited in the ring past half
- * its lease is left to them too rather than sent late.
+ * whoever claims after the lease; one that waited in the ring through half
+ * its lease (a slow provider) is renewed before it is sent, and one whose
+ * lease is all but gone is left to the claims.
  *
  * The scheduler thread moves scheduled campaigns whose time has come into
  * the outbox, and prunes remembered callback webhook-ids hourly.
@@ -76,6 +77,10 @@
 #define SPD_HANDOFF_MAX 65536
 #define SPD_HANDOFF_WAIT_MS 250
 #define SPD_HANDOFF_PACE_MS 3000
+/* A handed row with less than 1/SPD_HANDOFF_MARGIN of its lease left is
+ * not sent (a claim may take it any moment); with less than half left it is
+ * renewed first. */
+#define SPD_HANDOFF_MARGIN 10
 
 static int64_t now_ms(void) {
     struct timespec ts;
@@ -1558,18 +1563,25 @@ static void wait_for_work(spd_sender *s, unsigned ms) { wait_for_work_since(s, m
 
 /* ---- pages handed from the expanders to the workers ---- */
 
-/* Moves up to max handed rows into w's batch; a row whose lease is half
- * gone is dropped (it waits for its lease to run out and a claim). */
-static size_t handoff_take(spd_sender *s, spd_worker *w, int64_t now, int64_t lease_ms, size_t max) {
+/* Moves up to max handed rows into w's batch, *soonest the earliest lease
+ * end among them. A row whose lease has (nearly) run out is dropped: a
+ * claim may have it already, or will. */
+static size_t handoff_take(spd_sender *s, spd_worker *w, int64_t now, int64_t lease_ms, size_t max,
+                           int64_t *soonest) {
     size_t taken = 0, stale = 0;
+    *soonest = INT64_MAX;
     pthread_mutex_lock(&s->lock);
     if (s->handed_len > 0) {
         while (taken < max && s->handed_len > 0) {
             const spd_handed *h = &s->handed[s->handed_head];
             s->handed_head = (s->handed_head + 1) % s->handed_cap;
             s->handed_len--;
-            if (h->until - now < lease_ms / 2) stale++;
-            else if (collect(w, &h->row) == SP_OK) taken++;
+            if (h->until - now < lease_ms / SPD_HANDOFF_MARGIN) {
+                stale++;
+            } else if (collect(w, &h->row) == SP_OK) {
+                taken++;
+                if (h->until < *soonest) *soonest = h->until;
+            }
         }
         pthread_cond_broadcast(&s->room);
     }
@@ -1579,6 +1591,23 @@ static size_t handoff_take(spd_sender *s, spd_worker *w, int64_t now, int64_t le
         sp_log(SP_LOG_WARN, "send.handoff_stale", f, 1);
     }
     return taken;
+}
+
+/* Handed rows that waited through half their lease (a slow provider) get
+ * a whole one again before they are sent, as a claim would have given
+ * them; should that fail or miss a row, the batch is dropped and the
+ * leases decide. False when dropped. */
+static bool handoff_renew(spd_worker *w, sp_store *store, int64_t now, int64_t lease_ms) {
+    uint64_t seqs[SP_STORE_MAX_BATCH];
+    for (size_t i = 0; i < w->n_msgs; i++) seqs[i] = w->msgs[i].row.seq;
+    uint64_t renewed = 0;
+    sp_error rc = sp_store_outbox_renew(store, w->batch_owner, seqs, w->n_msgs, now + lease_ms, &renewed);
+    if (rc == SP_OK && renewed == w->n_msgs) return true;
+    sp_log_field f[] = {SP_LOG_S("error", sp_error_name(rc)), SP_LOG_I("messages", (int64_t)w->n_msgs),
+                        SP_LOG_I("renewed", (int64_t)renewed)};
+    sp_log(SP_LOG_ERROR, "send.handoff_renew_failed", f, 3);
+    w->n_msgs = 0;
+    return false;
 }
 
 /* Reserves room in the ring for n rows, now or within
@@ -1676,10 +1705,13 @@ static void *worker_main(void *arg) {
         size_t claimed = 0;
         uint64_t mark = wake_mark(s);
         w->batch_owner = s->handoff_owner;
-        if (handoff_take(s, w, now_ms(), cfg->sender_lease_ms, cfg->sender_batch) == 0) {
+        int64_t now = now_ms(), soonest = 0;
+        if (handoff_take(s, w, now, cfg->sender_lease_ms, cfg->sender_batch, &soonest) == 0) {
             w->batch_owner = w->owner;
-            rc = sp_store_outbox_claim(store, w->owner, now_ms(), cfg->sender_lease_ms, cfg->sender_batch, collect,
-                                       w, &claimed);
+            rc = sp_store_outbox_claim(store, w->owner, now, cfg->sender_lease_ms, cfg->sender_batch, collect, w,
+                                       &claimed);
+        } else if (soonest - now < cfg->sender_lease_ms / 2 && !handoff_renew(w, store, now, cfg->sender_lease_ms)) {
+            continue;
         }
         if (rc != SP_OK) {
             w->n_msgs = 0;

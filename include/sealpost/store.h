@@ -528,6 +528,13 @@ SP_API SP_MUST_CHECK sp_error sp_store_campaign_expand_page_leased(sp_store *sto
 SP_API SP_MUST_CHECK sp_error sp_store_outbox_claim(sp_store *store, const char *owner, int64_t now_ms,
                                                     int64_t lease_ms, size_t max, sp_store_outbox_fn fn, void *arg,
                                                     size_t *n);
+/* Extends the lease of messages still 'sending' under owner to until_ms
+ * (their next attempt too, as a claim sets it), for messages that waited
+ * before their owner got to them; changed (may be NULL) gets how many. A
+ * lease that ran out may already be someone else's: renew in time. n is
+ * 1..SP_STORE_MAX_BATCH. */
+SP_API SP_MUST_CHECK sp_error sp_store_outbox_renew(sp_store *store, const char *owner, const uint64_t *seqs,
+                                                    size_t n, int64_t until_ms, uint64_t *changed);
 /* The messages were delivered: 'sent' at now_ms. Only rows 'sending' under
  * owner change; changed (may be NULL) gets how many did. n is
  * 1..SP_STORE_MAX_BATCH. */

@@ -1589,6 +1589,14 @@ static bool sp_settle_ok(sp_store *store, const char *owner, const uint64_t *seq
     return store != NULL && sp_owner_ok(owner) && seqs != NULL && n >= 1 && n <= SP_STORE_MAX_BATCH && now_ms > 0;
 }
 
+sp_error sp_store_outbox_renew(sp_store *store, const char *owner, const uint64_t *seqs, size_t n,
+                               int64_t until_ms, uint64_t *changed) {
+    SP_ENSURE(sp_settle_ok(store, owner, seqs, n, until_ms), SP_ERR_INVALID_ARGUMENT);
+    sp_store_param p[3] = {sp_p_text(owner), sp_p_int(0), sp_p_int(until_ms)};
+    sp_settle_args a = {SP_Q_OUTBOX_RENEW_ONE, SP_Q_OUTBOX_RENEW_MANY, p, 3, seqs, n, 0};
+    return sp_settle(store, &a, changed);
+}
+
 sp_error sp_store_outbox_done(sp_store *store, const char *owner, const uint64_t *seqs, size_t n, int64_t now_ms,
                               uint64_t *changed) {
     SP_ENSURE(sp_settle_ok(store, owner, seqs, n, now_ms), SP_ERR_INVALID_ARGUMENT);

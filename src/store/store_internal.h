@@ -120,6 +120,8 @@ typedef enum sp_store_q {
                                   message id, attempts */
     SP_Q_OUTBOX_DONE_ONE,      /* owner, seq, now */
     SP_Q_OUTBOX_DONE_MANY,     /* owner, seqs (array), now; NULL in dialects without arrays */
+    SP_Q_OUTBOX_RENEW_ONE,     /* owner, seq, lease until */
+    SP_Q_OUTBOX_RENEW_MANY,    /* owner, seqs (array), lease until */
     SP_Q_OUTBOX_RETRY_ONE,     /* owner, seq, next attempt, error, status, max attempts, now */
     SP_Q_OUTBOX_RETRY_MANY,    /* as one, seqs (array) */
     SP_Q_OUTBOX_FAIL_ONE,      /* owner, seq, state, error, status, now */

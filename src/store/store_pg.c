@@ -187,6 +187,10 @@ static const char *const sp_pg_sql[SP_Q__COUNT] = {
                           "WHERE state IN ('queued', 'sending') AND next_attempt <= $2 ORDER BY next_attempt, seq "
                           "LIMIT $4 FOR UPDATE SKIP LOCKED)) "
                           "RETURNING seq, tenant, campaign, channel, profile_id, message_id, attempts",
+    [SP_Q_OUTBOX_RENEW_ONE] = "UPDATE outbox SET lease_until = $3, next_attempt = $3 "
+                              "WHERE seq = $2 AND state = 'sending' AND lease_owner = $1",
+    [SP_Q_OUTBOX_RENEW_MANY] = "UPDATE outbox SET lease_until = $3, next_attempt = $3 "
+                               "WHERE seq = ANY($2) AND state = 'sending' AND lease_owner = $1",
     [SP_Q_OUTBOX_DONE_ONE] = "UPDATE outbox SET state = 'sent', sent_at = $3, updated = $3 "
                              "WHERE seq = $2 AND state = 'sending' AND lease_owner = $1",
     [SP_Q_OUTBOX_DONE_MANY] = "UPDATE outbox SET state = 'sent', sent_at = $3, updated = $3 "

@@ -218,6 +218,8 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
                           "INDEXED BY outbox_claim WHERE state IN ('queued', 'sending') AND next_attempt <= ?2 "
                           "ORDER BY next_attempt, seq LIMIT ?4) "
                           "RETURNING seq, tenant, campaign, channel, profile_id, message_id, attempts",
+    [SP_Q_OUTBOX_RENEW_ONE] = "UPDATE outbox SET lease_until = ?3, next_attempt = ?3 "
+                              "WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
     [SP_Q_OUTBOX_DONE_ONE] = "UPDATE outbox SET state = 'sent', sent_at = ?3, updated = ?3 "
                              "WHERE seq = ?2 AND state = 'sending' AND lease_owner = ?1",
     [SP_Q_OUTBOX_RETRY_ONE] = "UPDATE outbox SET state = CASE WHEN attempts >= ?6 THEN 'dead' "
@@ -233,6 +235,8 @@ static const char *const sp_sqlite_sql[SP_Q__COUNT] = {
  * one JSON array text (sp_sqlite_run) walked by json_each, and the
  * statement runs once per batch, not once per row. */
 #define SP_SQLITE_SEQS "seq IN (SELECT value FROM json_each(?2))"
+    [SP_Q_OUTBOX_RENEW_MANY] = "UPDATE outbox SET lease_until = ?3, next_attempt = ?3 "
+                               "WHERE " SP_SQLITE_SEQS " AND state = 'sending' AND lease_owner = ?1",
     [SP_Q_OUTBOX_DONE_MANY] = "UPDATE outbox SET state = 'sent', sent_at = ?3, updated = ?3 "
                               "WHERE " SP_SQLITE_SEQS " AND state = 'sending' AND lease_owner = ?1",
     [SP_Q_OUTBOX_RETRY_MANY] = "UPDATE outbox SET state = CASE WHEN attempts >= ?6 THEN 'dead' "

@@ -260,12 +260,17 @@ grep -q '"campaign.expansion_resumed"' "$SP_LOG" && ok "the resumption is logged
 # writes it (sender hand_over = auto). A slow provider keeps most of a
 # 240-message campaign waiting in the hand-over; SIGTERM puts those back in
 # the queue at once, and after a restart each goes out exactly once.
-"$PY" - >"$tmp/bulk.json" <<'EOF'
-import json
-print(json.dumps({"profiles": [{"id": f"q{i:03d}", "attributes": {"email": f"bulk{i}.reader@example.org",
-      "first_name": f"Bulk{i}", "plan": "bulk"}} for i in range(240)]}))
+# ingest_group PREFIX N PLAN: N more profiles, ids PREFIX000…, all on PLAN
+ingest_group() {
+  "$PY" - "$@" >"$tmp/group.json" <<'EOF'
+import json, sys
+prefix, n, plan = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+print(json.dumps({"profiles": [{"id": f"{prefix}{i:03d}", "attributes": {"email": f"{plan}{i}.reader@example.org",
+      "first_name": f"{plan.title()}{i}", "plan": plan}} for i in range(n)]}))
 EOF
-tenant_curl POST /v1/profiles "@$tmp/bulk.json"
+  tenant_curl POST /v1/profiles "@$tmp/group.json"
+}
+ingest_group q 240 bulk
 expect_status "ingest 240 more profiles" 200
 sink_faults '{"status":0,"count":100000,"delay_ms":300}'
 before=$(sink_stat records)
@@ -289,5 +294,43 @@ sp_launch main && ok "restarted" || bad "restart"
 if wait_campaign bulk "d['messages']['sent'] == 240" 40; then ok "after the restart all 240 are sent"; else bad "bulk sent" "$(resp)"; fi
 [ "$(sink_stat records)" = $((before + 240)) ] && ok "the provider got each of them once" ||
   bad "provider records" "$(sink_stat records) vs $((before + 240))"
+
+# ---- handed messages that waited through half their lease -----------------------------
+# One worker sending one message at a time, pages of one profile (the
+# hand-over holds two); the provider holds the first message for 7 s. The
+# two pages waiting behind it spend more than half of their 10 s lease in
+# the hand-over, so each gets a new lease before it is sent (a claim could
+# otherwise take it while it is under way); the rest of the pages, written
+# while the hand-over was full, are claimed as usual; every message goes
+# out once.
+sp_stop main >/dev/null 2>&1
+SP_CFG_EXTRA='[sender]
+threads = 1
+batch = 1
+expand_page = 1
+in_flight = 1
+max_attempts = 3
+backoff_base = 0s
+backoff_max = 2s
+lease = 10s
+poll = 1s
+timeout = 15s'
+sp_write_config "${SP_I_DIR[main]}" "${SP_I_PORT[main]}"
+sp_launch main && ok "restarted with one worker sending one message at a time" || bad "restart"
+ingest_group z 40 slow
+expect_status "ingest 40 more profiles" 200
+sink_faults '{"status":0,"count":1,"delay_ms":7000}'
+before=$(sink_stat records)
+tenant_curl POST /v1/campaigns '{"id":"slow","channel":"mail","message":{"subject":"S","body":"Hi {{first_name}}"},"audience":{"attribute":"plan","equals":"slow"}}'
+expect_status "a campaign of 40, its first message held by the provider" 201
+if wait_campaign slow "d['messages']['sent'] == 40" 60; then ok "all 40 sent"; else bad "slow campaign sent" "$(resp)"; fi
+renewed=$(sqlite3 "$SP_DIR/sealpost.db" "SELECT count(*) FROM outbox WHERE tenant = 'acme' AND campaign = 'slow' AND lease_owner LIKE '%:pages' AND lease_until - created > 10000")
+[ "${renewed:-0}" -ge 2 ] && ok "$renewed handed messages got a new lease before they were sent" ||
+  bad "renewed leases" "$(sqlite3 "$SP_DIR/sealpost.db" "SELECT profile_id, lease_owner, lease_until - created, sent_at - created FROM outbox WHERE campaign = 'slow'" | head -20)"
+grep -q '"send.handoff_renew_failed"' "$SP_LOG" && bad "a renewal failed" "$(grep handoff_renew_failed "$SP_LOG" | tail -1)" ||
+  ok "no renewal failed"
+[ "$(sink_stat records)" = $((before + 40)) ] && ok "the provider got each of the 40 once" ||
+  bad "provider records" "$(sink_stat records) vs $((before + 40))"
+sink_faults '{"status":0,"count":0}'
 
 finish "$label"
