@@ -402,8 +402,9 @@ void spd_campaigns_route(spd_app *app, sp_http_request *req, const spd_auth *aut
 /* ---- sending (sender.c) ---- */
 
 typedef struct spd_sender spd_sender;
-/* Starts config.sender_threads workers and the scheduler (nothing when 0). */
-sp_error spd_sender_start(spd_app *app);
+/* Starts config.sender_threads workers and the scheduler (nothing when 0).
+ * store_backend (sp_store_backend_name) decides [sender] hand_over = auto. */
+sp_error spd_sender_start(spd_app *app, const char *store_backend);
 /* Stops claiming, lets requests in flight finish (up to grace_ms), puts
  * what is left back in the queue, joins the threads. */
 void spd_sender_stop(spd_app *app, unsigned grace_ms);

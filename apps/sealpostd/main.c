@@ -438,7 +438,7 @@ static int run(spd_app *app) {
         goto out;
     }
     app->bound_port = sp_http_server_port(server);
-    rc = spd_sender_start(app);
+    rc = spd_sender_start(app, backend);
     if (rc != SP_OK) {
         fprintf(stderr, "sealpostd: cannot start the send workers: %s\n", sp_strerror(rc));
         log_error("start.sender_failed", rc);

@@ -1543,16 +1543,22 @@ static uint64_t wake_mark(spd_sender *s) {
     return seen;
 }
 
-/* Until a wake-up after `seen`, stopping, or ms. */
-static void wait_for_work_since(spd_sender *s, unsigned ms, uint64_t seen) {
+/* ms from now on the clock pthread_cond_timedwait reads. */
+static struct timespec deadline_in(int64_t ms) {
     struct timespec at;
     clock_gettime(CLOCK_REALTIME, &at);
-    at.tv_sec += ms / 1000;
+    at.tv_sec += (time_t)(ms / 1000);
     at.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (at.tv_nsec >= 1000000000L) {
         at.tv_sec++;
         at.tv_nsec -= 1000000000L;
     }
+    return at;
+}
+
+/* Until a wake-up after `seen`, stopping, or ms. */
+static void wait_for_work_since(spd_sender *s, unsigned ms, uint64_t seen) {
+    struct timespec at = deadline_in(ms);
     pthread_mutex_lock(&s->lock);
     while (!atomic_load(&s->stopping) && s->wake_seq == seen)
         if (pthread_cond_timedwait(&s->wake, &s->lock, &at) != 0) break;
@@ -1617,14 +1623,7 @@ static bool handoff_room(spd_sender *s, size_t n, int64_t *budget_ms) {
     if (n > s->handed_cap || *budget_ms <= 0) return false;
     int64_t wait = *budget_ms < SPD_HANDOFF_WAIT_MS ? *budget_ms : SPD_HANDOFF_WAIT_MS;
     int64_t start = now_ms();
-    struct timespec at;
-    clock_gettime(CLOCK_REALTIME, &at);
-    at.tv_sec += (time_t)(wait / 1000);
-    at.tv_nsec += (long)(wait % 1000) * 1000000L;
-    if (at.tv_nsec >= 1000000000L) {
-        at.tv_sec++;
-        at.tv_nsec -= 1000000000L;
-    }
+    struct timespec at = deadline_in(wait);
     pthread_mutex_lock(&s->lock);
     while (!atomic_load(&s->stopping) && s->handed_len + s->handed_reserved + n > s->handed_cap)
         if (pthread_cond_timedwait(&s->room, &s->lock, &at) != 0) break;
@@ -1650,8 +1649,8 @@ static sp_error stage_one(void *arg, const sp_store_outbox_msg *row) {
     return SP_OK;
 }
 
-/* A page's rows (none when its write failed) into the room reserved for
- * it (st->cap rows), and the workers woken. */
+/* A page's rows (none when its write failed or it selected nobody) into
+ * the room reserved for it (st->cap rows); the workers woken for rows. */
 static void handoff_publish(spd_sender *s, const spd_staged *st) {
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < st->n; i++) {
@@ -1659,8 +1658,10 @@ static void handoff_publish(spd_sender *s, const spd_staged *st) {
         s->handed_len++;
     }
     s->handed_reserved -= st->cap;
-    s->wake_seq++;
-    pthread_cond_broadcast(&s->wake);
+    if (st->n > 0) {
+        s->wake_seq++;
+        pthread_cond_broadcast(&s->wake);
+    }
     pthread_cond_broadcast(&s->room);
     pthread_mutex_unlock(&s->lock);
 }
@@ -1704,10 +1705,10 @@ static void *worker_main(void *arg) {
         w->n_msgs = 0;
         size_t claimed = 0;
         uint64_t mark = wake_mark(s);
-        w->batch_owner = s->handoff_owner;
         int64_t now = now_ms(), soonest = 0;
-        if (handoff_take(s, w, now, cfg->sender_lease_ms, cfg->sender_batch, &soonest) == 0) {
-            w->batch_owner = w->owner;
+        bool handed = handoff_take(s, w, now, cfg->sender_lease_ms, cfg->sender_batch, &soonest) > 0;
+        w->batch_owner = handed ? s->handoff_owner : w->owner;
+        if (!handed) {
             rc = sp_store_outbox_claim(store, w->owner, now, cfg->sender_lease_ms, cfg->sender_batch, collect, w,
                                        &claimed);
         } else if (soonest - now < cfg->sender_lease_ms / 2 && !handoff_renew(w, store, now, cfg->sender_lease_ms)) {
@@ -1874,7 +1875,7 @@ sp_error spd_campaign_start(spd_app *app, sp_store *store, const char *tenant, c
 
 /* ---- life cycle ---- */
 
-sp_error spd_sender_start(spd_app *app) {
+sp_error spd_sender_start(spd_app *app, const char *store_backend) {
     const spd_config *cfg = &app->config;
     if (cfg->sender_threads == 0) return SP_OK;
     spd_sender *s = calloc(1, sizeof *s);
@@ -1885,8 +1886,7 @@ sp_error spd_sender_start(spd_app *app) {
     pthread_cond_init(&s->wake, NULL);
     pthread_mutex_init(&s->oauth_lock, NULL);
     pthread_cond_init(&s->room, NULL);
-    bool hand_over = cfg->sender_hand_over > 0 ||
-                     (cfg->sender_hand_over < 0 && strncmp(cfg->store_url, "sqlite:", 7) == 0);
+    bool hand_over = cfg->sender_hand_over > 0 || (cfg->sender_hand_over < 0 && strcmp(store_backend, "sqlite") == 0);
     size_t round = (size_t)cfg->sender_threads * cfg->sender_batch;
     size_t ring = 2 * (round > cfg->sender_expand_page ? round : cfg->sender_expand_page);
     s->handed_cap = !hand_over ? 0 : ring > SPD_HANDOFF_MAX ? SPD_HANDOFF_MAX : ring;

@@ -1188,13 +1188,19 @@ static sp_error sp_expand_lock(sp_store *s, const char *tenant, const char *camp
     return sp_campaign_lock(s, key, c);
 }
 
+typedef struct sp_leased sp_leased;
+static sp_error sp_leased_exec(sp_store *s, sp_leased *l, sp_store_q q, const sp_store_param p[10]);
+
 /* One statement per id of an IDS audience; p holds the first four
- * parameters of SP_Q_OUTBOX_EXPAND_ID and room for the fifth. */
-static sp_error sp_expand_ids(sp_store *s, sp_store_param *p, const sp_store_audience *au, uint64_t *added) {
+ * parameters of SP_Q_OUTBOX_EXPAND_ID and room for the fifth (and, for a
+ * leased page, l, the tenth). */
+static sp_error sp_expand_ids(sp_store *s, sp_store_param *p, const sp_store_audience *au, sp_leased *l,
+                              uint64_t *added) {
     for (size_t i = 0; i < au->n_ids; i++) {
         uint64_t changes = 0;
         p[4] = sp_p_text(au->ids[i]);
-        SP_GUARD(sp_q_exec(s, SP_Q_OUTBOX_EXPAND_ID, p, 5, &changes));
+        if (l) SP_GUARD(sp_leased_exec(s, l, SP_Q_OUTBOX_EXPAND_ID_LEASED, p));
+        else SP_GUARD(sp_q_exec(s, SP_Q_OUTBOX_EXPAND_ID, p, 5, &changes));
         *added += changes;
     }
     return SP_OK;
@@ -1216,7 +1222,7 @@ static sp_error sp_expand_op(sp_store *s, void *arg) {
         a->added = changes;
         break;
     case SP_STORE_AUDIENCE_IDS:
-        SP_GUARD(sp_expand_ids(s, p, au, &a->added));
+        SP_GUARD(sp_expand_ids(s, p, au, NULL, &a->added));
         break;
     default:
         p[4] = sp_p_text(au->attribute);
@@ -1275,13 +1281,13 @@ typedef struct {
 
 /* A leased page's rows on their way to the lease's fn, each as a claim
  * hands it: the page's tenant, campaign and channel, first attempt. */
-typedef struct {
+struct sp_leased {
     sp_store_outbox_msg m;
     const sp_store_lease *lease;
     bool read_back;  /* the dialect reads the added rows back (SP_Q_OUTBOX_ADDED_AFTER), else RETURNING */
     int64_t after;   /* read_back: the largest seq before the page */
     uint64_t added;
-} sp_leased;
+};
 
 static sp_error sp_leased_start(sp_store *s, const sp_store_param key[2], const char *channel,
                                 const sp_store_lease *lease, sp_leased *l) {
@@ -1383,11 +1389,7 @@ static sp_error sp_expand_page_op(sp_store *s, void *arg) {
     if (lease) SP_GUARD(sp_leased_start(s, key, c.channel, lease, &l));
     if (au->kind == SP_STORE_AUDIENCE_IDS) {
         /* at most SP_STORE_MAX_AUDIENCE_IDS statements: one page */
-        if (lease == NULL) SP_GUARD(sp_expand_ids(s, p, au, &a->added));
-        for (size_t i = 0; lease != NULL && i < au->n_ids; i++) {
-            p[4] = sp_p_text(au->ids[i]);
-            SP_GUARD(sp_leased_exec(s, &l, SP_Q_OUTBOX_EXPAND_ID_LEASED, p));
-        }
+        SP_GUARD(sp_expand_ids(s, p, au, lease ? &l : NULL, &a->added));
     } else {
         SP_GUARD(sp_page_end(s, &key[0], c.expanded_to, a->max_profiles, to, &last));
         sp_store_q q = SP_Q_OUTBOX_EXPAND_ALL_RANGE;
